@@ -1,0 +1,20 @@
+/// What went wrong in the control plane, named for what the caller should do.
+/// `api::status_of` is the one place that maps these to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The request (component, manifest, name) is wrong; nothing was stored.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("worker `{0}` does not exist")]
+    WorkerNotFound(String),
+    #[error("worker `{worker}` has no version {version}")]
+    VersionNotFound { worker: String, version: u64 },
+    #[error("missing or wrong API token")]
+    Unauthorized,
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("internal error: {0}")]
+    Internal(String),
+}

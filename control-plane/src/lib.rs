@@ -1,0 +1,108 @@
+//! The Nimbus control plane: stores every version of every worker and pushes deployments.
+//!
+//! [`run`] opens the SQLite store, serves the HTTP API (for the CLI) and the gRPC watch
+//! service (for nodes), reports readiness on stdout as one JSON line, and stops both when the
+//! shutdown future completes.
+//!
+//! # Layout
+//! - [`store`]: versions, components, events, rollout state (SQLite).
+//! - [`validate`]: deploy-time checks of components.
+//! - [`api`]: HTTP API with bearer-token auth.
+//! - [`watch`]: gRPC `Deployments` service (watch, component fetch, acks).
+//! - [`config`], [`error`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod store;
+pub mod validate;
+pub mod watch;
+
+use config::ControlPlaneConfig;
+use error::ControlPlaneError;
+use nimbus_proto::deploy::deployments_server::DeploymentsServer;
+use std::future::Future;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Components travel in one gRPC message; allow the largest the API accepts.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The line the control plane prints on stdout once it serves.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub api: std::net::SocketAddr,
+    pub grpc: std::net::SocketAddr,
+    /// Where the API token is written (the token itself is never printed).
+    pub token_file: std::path::PathBuf,
+}
+
+pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>) -> Result<(), ControlPlaneError> {
+    let store = Arc::new(store::Store::open(&config.data_dir)?);
+    let token = if config.api.token.is_empty() { random_token()? } else { config.api.token.clone() };
+    let token_file = config.data_dir.join("api-token");
+    write_private(&token_file, &token)?;
+
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ControlPlaneError::Io { context: format!("listening on {addr}"), source })
+    };
+    let api_listener = bind(config.api.listen).await?;
+    let grpc_listener = bind(config.grpc.listen).await?;
+    let local = |l: &tokio::net::TcpListener| {
+        l.local_addr().map_err(|source| ControlPlaneError::Io { context: "local address".into(), source })
+    };
+    let ready = Ready { api: local(&api_listener)?, grpc: local(&grpc_listener)?, token_file };
+
+    let stop = CancellationToken::new();
+    let (changes, _) = tokio::sync::broadcast::channel(64);
+    let api = api::Api::new(store.clone(), changes.clone(), &token, config.api.max_component_bytes);
+    let api_task = tokio::spawn({
+        let stop = stop.clone();
+        async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }
+    });
+    let service = DeploymentsServer::new(watch::WatchService::new(store, changes, stop.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc_task = tokio::spawn({
+        let stop = stop.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+    });
+
+    tracing::info!(api = %ready.api, grpc = %ready.grpc, "control plane ready");
+    println!("{}", serde_json::to_string(&ready).unwrap_or_default());
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    if let Ok(Err(e)) = api_task.await {
+        tracing::warn!("api server: {e}");
+    }
+    if let Ok(Err(e)) = grpc_task.await {
+        tracing::warn!("grpc server: {e}");
+    }
+    Ok(())
+}
+
+fn random_token() -> Result<String, ControlPlaneError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| ControlPlaneError::Io { context: "reading /dev/urandom".into(), source })?;
+    Ok(hex::encode(bytes))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> Result<(), ControlPlaneError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let io = |source| ControlPlaneError::Io { context: format!("writing {}", path.display()), source };
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)
+}

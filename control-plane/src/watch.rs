@@ -1,0 +1,120 @@
+//! The gRPC service nodes watch: desired state, component bytes, acknowledgements.
+//!
+//! A node that connects with the sequence number it last applied gets a snapshot of the whole
+//! desired state when it is behind (or ahead, after a control-plane reset), then every change
+//! in order. Each watcher subscribes to the change signal before it reads the database, so no
+//! change committed meanwhile is missed; a watcher that lags behind the signal re-reads.
+
+use crate::store::{Change, Store};
+use nimbus_proto::deploy::deployments_server::Deployments;
+use nimbus_proto::deploy::{AckRequest, AckResponse, GetComponentRequest, GetComponentResponse, WatchEvent, WatchRequest};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+pub struct WatchService {
+    store: Arc<Store>,
+    /// Carries the seq of every committed change; a wake-up for watchers, not the data.
+    changes: broadcast::Sender<u64>,
+    shutdown: CancellationToken,
+}
+
+impl WatchService {
+    pub fn new(store: Arc<Store>, changes: broadcast::Sender<u64>, shutdown: CancellationToken) -> Self {
+        WatchService { store, changes, shutdown }
+    }
+}
+
+fn internal(e: crate::error::ControlPlaneError) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Deployments for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        if req.node_id.is_empty() {
+            return Err(Status::invalid_argument("node_id is required"));
+        }
+        let mut wake = self.changes.subscribe();
+        self.store.record_node(&req.node_id, &req.region, &req.http_addr, true).map_err(internal)?;
+        tracing::info!(node = %req.node_id, from_seq = req.from_seq, "node watching");
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let result = stream_changes(&store, &req, &tx, &mut wake, shutdown).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+            tracing::info!(node = %req.node_id, "node stopped watching");
+            if let Err(e) = store.record_node(&req.node_id, &req.region, &req.http_addr, false) {
+                tracing::warn!("recording node disconnect: {e}");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_component(&self, request: Request<GetComponentRequest>) -> Result<Response<GetComponentResponse>, Status> {
+        let hash = request.into_inner().hash;
+        match self.store.component(&hash).map_err(internal)? {
+            Some(component) => Ok(Response::new(GetComponentResponse { component })),
+            None => Err(Status::not_found(format!("no component with hash {hash}"))),
+        }
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let ack = request.into_inner();
+        let error = (!ack.ok).then_some(ack.error.as_str());
+        if let Some(error) = error {
+            tracing::warn!(node = %ack.node_id, worker = %ack.worker, version = ack.version, "node failed to apply: {error}");
+        }
+        self.store.record_ack(&ack.node_id, &ack.worker, ack.version, ack.ok, error).map_err(internal)?;
+        Ok(Response::new(AckResponse {}))
+    }
+}
+
+type Outbox = mpsc::Sender<Result<WatchEvent, Status>>;
+
+async fn stream_changes(
+    store: &Store,
+    req: &WatchRequest,
+    tx: &Outbox,
+    wake: &mut broadcast::Receiver<u64>,
+    shutdown: CancellationToken,
+) -> Result<(), Status> {
+    let mut sent = req.from_seq;
+    if store.current_seq().map_err(internal)? != sent {
+        let (seq, workers) = store.snapshot().map_err(internal)?;
+        if tx.send(Ok(WatchEvent { seq, snapshot: true, workers, removed: Vec::new() })).await.is_err() {
+            return Ok(());
+        }
+        sent = seq;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tx.closed() => return Ok(()),
+            signal = wake.recv() => match signal {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+        for (seq, change) in store.changes_after(sent).map_err(internal)? {
+            let event = match change {
+                Change::Upsert(deployment) => WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new() },
+                Change::Removed(name) => WatchEvent { seq, snapshot: false, workers: Vec::new(), removed: vec![name] },
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return Ok(());
+            }
+            sent = seq;
+        }
+    }
+}

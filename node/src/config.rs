@@ -1,0 +1,252 @@
+//! The node's configuration: one serde tree, a documented sub-struct per subsystem.
+//!
+//! Loaded from a TOML file, then overridden by environment variables: `NIMBUS_<KEY>` for a
+//! top-level key and `NIMBUS_<SECTION>__<KEY>` for a nested one (`NIMBUS_HTTP__LISTEN=…`).
+//! Every default is a named `default_*` function; `node.example.toml` at the repository root
+//! lists every key and is parsed by a test.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique within the cluster; names the node in logs, metrics and rollout state.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Where the node runs, e.g. `us-east`; passed to workers and used for placement later.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// RocksDB, the compiled-component cache and (later) SQLite files live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub rpc: RpcConfig,
+    #[serde(default)]
+    pub gossip: GossipConfig,
+    #[serde(default)]
+    pub control_plane: ControlPlaneConfig,
+    #[serde(default)]
+    pub d1: D1Config,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// The HTTP edge: workers, REST APIs, `/healthz`, `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// A worker named `hello` answers for `Host: hello.<suffix>`.
+    #[serde(default = "default_worker_host_suffix")]
+    pub worker_host_suffix: String,
+}
+
+/// Peer-to-peer gRPC (Raft, Durable Object forwarding, KV bulk sync); used by later subsystems.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcConfig {
+    #[serde(default = "default_rpc_listen")]
+    pub listen: SocketAddr,
+}
+
+/// SWIM membership over UDP; used by the membership subsystem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipConfig {
+    #[serde(default = "default_gossip_listen")]
+    pub listen: SocketAddr,
+    /// `host:port` of nodes to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+}
+
+/// Where deployments come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// gRPC endpoint of the control plane's watch service. Empty: run only what is persisted.
+    #[serde(default = "default_control_plane_url")]
+    pub url: String,
+    /// Longest wait between reconnection attempts, in milliseconds (backoff doubles up to it).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+/// The node's part in D1's Raft group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct D1Config {
+    #[serde(default)]
+    pub role: D1Role,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum D1Role {
+    /// Votes in the Raft group.
+    Voter,
+    /// Learner: a read replica.
+    #[default]
+    Replica,
+}
+
+/// Defaults for running workers; a worker's manifest may lower or raise the per-request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// CPU time per request, in milliseconds (epoch interruption).
+    #[serde(default = "default_cpu_ms")]
+    pub cpu_ms: u64,
+    /// Linear memory per instance, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Wall-clock bound on a request, in milliseconds, including time awaiting I/O.
+    #[serde(default = "default_wall_ms")]
+    pub wall_ms: u64,
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: u64,
+    #[serde(default = "default_max_response_body")]
+    pub max_response_body: u64,
+    /// Instances alive at once across all workers (the pooling allocator's slots).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// When a warm instance is kept for the next request and when it is retired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle instances kept per worker.
+    #[serde(default = "default_max_idle")]
+    pub max_idle: usize,
+    /// Retire an instance after this many requests.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u64,
+    /// Retire an instance after this many seconds.
+    #[serde(default = "default_max_age_secs")]
+    pub max_age_secs: u64,
+    /// Retire an instance whose memory has grown past this many MiB.
+    #[serde(default = "default_retire_memory_mb")]
+    pub retire_memory_mb: u64,
+}
+
+fn default_node_id() -> String {
+    "node-1".into()
+}
+fn default_region() -> String {
+    "local".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/node")
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_worker_host_suffix() -> String {
+    "workers.localhost".into()
+}
+fn default_rpc_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7070))
+}
+fn default_gossip_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7946))
+}
+fn default_control_plane_url() -> String {
+    "http://127.0.0.1:9091".into()
+}
+fn default_reconnect_max_ms() -> u64 {
+    2_000
+}
+fn default_cpu_ms() -> u64 {
+    50
+}
+fn default_memory_mb() -> u64 {
+    128
+}
+fn default_wall_ms() -> u64 {
+    30_000
+}
+fn default_max_request_body() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_response_body() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_instances() -> u32 {
+    1_000
+}
+fn default_max_idle() -> usize {
+    16
+}
+fn default_max_requests() -> u64 {
+    1_000_000
+}
+fn default_max_age_secs() -> u64 {
+    600
+}
+fn default_retire_memory_mb() -> u64 {
+    64
+}
+
+macro_rules! default_from_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(NodeConfig, HttpConfig, RpcConfig, GossipConfig, ControlPlaneConfig, D1Config, RuntimeConfig, PoolConfig);
+
+impl NodeConfig {
+    /// Reads `path` (if given) and applies `NIMBUS_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed("NIMBUS_").split("__")).extract().map_err(Box::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node.example.toml");
+        let text = std::fs::read_to_string(&path).expect("node.example.toml exists");
+        let config: NodeConfig = toml::from_str(&text).expect("node.example.toml parses");
+        assert_eq!(config.region, "us-east");
+        assert_eq!(config.d1.role, D1Role::Voter);
+        assert_eq!(config.http.worker_host_suffix, "workers.localhost");
+        assert_eq!(config.runtime.cpu_ms, 50);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<NodeConfig>("[http]\nlisten = \"0.0.0.0:1\"\nlisen = 1\n")
+            .expect_err("typo must not pass");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = NodeConfig::default();
+        assert_eq!(config.http.listen.port(), 8080);
+        assert_eq!(config.rpc.listen.port(), 7070);
+        assert_eq!(config.gossip.listen.port(), 7946);
+        assert_eq!(config.runtime.memory_mb, 128);
+    }
+}

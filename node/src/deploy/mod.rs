@@ -1,0 +1,223 @@
+//! Deployments: what the node serves, where it came from, and how it survives restarts.
+//!
+//! Owns the node's copy of the desired state. Guarantees: a deployment is persisted (RocksDB)
+//! in the same batch as the watch sequence that delivered it, after its component compiled
+//! and linked, so a node restarted without the control plane serves exactly what it last
+//! acknowledged; a version that fails to compile or link is acknowledged as failed and the
+//! previous version keeps serving; a lost connection resumes from the last applied sequence.
+//!
+//! # Layout
+//! - [`restore`]: install every persisted deployment at boot, before the node reports ready.
+//! - [`watch`]: the control-plane watch loop (reconnects with backoff, applies, acks).
+
+mod error;
+
+pub use error::DeployError;
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, WorkerSpec};
+use crate::storage::{Batch, Storage, CF_DEPLOYMENTS, CF_META};
+use nimbus_proto::deploy::deployments_client::DeploymentsClient;
+use nimbus_proto::deploy::{AckRequest, GetComponentRequest, WatchEvent, WatchRequest, WorkerDeployment};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const WATCH_SEQ_KEY: &[u8] = b"watch_seq";
+/// Components can be large; the default 4 MiB gRPC limit is too small.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Installs every deployment persisted by an earlier run. A deployment that no longer loads
+/// is logged and skipped; the others still serve.
+pub async fn restore(runtime: &Arc<Runtime>, storage: &Storage) -> Result<usize, DeployError> {
+    let mut restored = 0;
+    for (key, value) in storage.scan(CF_DEPLOYMENTS)? {
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let spec: WorkerSpec = match serde_json::from_slice(&value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::error!(worker = %name, "persisted deployment is unreadable, skipped: {e}");
+                continue;
+            }
+        };
+        match runtime.prepare(spec).await {
+            Ok(worker) => {
+                tracing::info!(worker = %name, version = worker.spec.version, "restored deployment");
+                runtime.install(worker);
+                restored += 1;
+            }
+            Err(e) => tracing::error!(worker = %name, "persisted deployment does not load, skipped: {e}"),
+        }
+    }
+    Ok(restored)
+}
+
+/// The node's side of the control-plane watch stream.
+pub struct Watcher {
+    node_id: String,
+    region: String,
+    http_addr: String,
+    url: String,
+    reconnect_max: Duration,
+    runtime: Arc<Runtime>,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+}
+
+impl Watcher {
+    pub fn new(config: &NodeConfig, http_addr: String, runtime: Arc<Runtime>, storage: Storage, metrics: Arc<Metrics>) -> Self {
+        Watcher {
+            node_id: config.node_id.clone(),
+            region: config.region.clone(),
+            http_addr,
+            url: config.control_plane.url.clone(),
+            reconnect_max: Duration::from_millis(config.control_plane.reconnect_max_ms.max(10)),
+            runtime,
+            storage,
+            metrics,
+        }
+    }
+
+    /// Watches until `shutdown`, reconnecting with exponential backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.url.is_empty() {
+            tracing::info!("no control plane configured; serving persisted deployments only");
+            return;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.watch_once() => outcome,
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::warn!(url = %self.url, "control plane closed the watch stream");
+                    backoff = Duration::from_millis(50);
+                }
+                Err(e) => tracing::warn!(url = %self.url, "watch failed, retrying in {backoff:?}: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.reconnect_max);
+        }
+    }
+
+    async fn watch_once(&self) -> Result<(), DeployError> {
+        let channel = Channel::from_shared(self.url.clone())
+            .map_err(|e| DeployError::BadUrl(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+        let mut client = DeploymentsClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let from_seq = self.applied_seq()?;
+        let mut stream = client
+            .watch(WatchRequest {
+                node_id: self.node_id.clone(),
+                from_seq,
+                region: self.region.clone(),
+                http_addr: self.http_addr.clone(),
+            })
+            .await?
+            .into_inner();
+        tracing::info!(url = %self.url, from_seq, "watching the control plane");
+        while let Some(event) = stream.message().await? {
+            self.apply(&mut client, event).await?;
+        }
+        Ok(())
+    }
+
+    fn applied_seq(&self) -> Result<u64, DeployError> {
+        Ok(self
+            .storage
+            .get(CF_META, WATCH_SEQ_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Applies one event. Returns an error only for what a retry can fix (the connection);
+    /// a version that does not compile is acknowledged as failed instead.
+    async fn apply(&self, client: &mut DeploymentsClient<Channel>, event: WatchEvent) -> Result<(), DeployError> {
+        let mut batch = Batch::default();
+        let mut removed: BTreeSet<String> = event.removed.iter().cloned().collect();
+        if event.snapshot {
+            let desired: BTreeSet<&str> = event.workers.iter().map(|w| w.name.as_str()).collect();
+            removed.extend(self.runtime.workers().into_iter().map(|w| w.name).filter(|n| !desired.contains(n.as_str())));
+        }
+        for deployment in &event.workers {
+            if let Some(spec) = self.upsert(client, deployment).await? {
+                batch.put(CF_DEPLOYMENTS, spec.name.as_bytes().to_vec(), serde_json::to_vec(&spec)?);
+            }
+        }
+        for name in &removed {
+            batch.delete(CF_DEPLOYMENTS, name.as_bytes().to_vec());
+        }
+        batch.put(CF_META, WATCH_SEQ_KEY, event.seq.to_be_bytes());
+        self.storage.write(batch)?;
+        for name in &removed {
+            self.runtime.remove(name);
+            tracing::info!(worker = %name, "removed deployment");
+        }
+        Ok(())
+    }
+
+    /// Installs one deployment (unless already serving) and acks it; `Some(spec)` when the
+    /// node now serves it and it must be persisted.
+    async fn upsert(&self, client: &mut DeploymentsClient<Channel>, deployment: &WorkerDeployment) -> Result<Option<WorkerSpec>, DeployError> {
+        let spec = WorkerSpec {
+            name: deployment.name.clone(),
+            version: deployment.version,
+            component_hash: deployment.component_hash.clone(),
+            manifest: serde_json::from_str(&deployment.manifest_json)?,
+        };
+        let current = self.runtime.worker(&spec.name);
+        if current.as_ref().is_some_and(|w| w.spec == spec) {
+            self.ack(client, &spec, None).await?;
+            return Ok(Some(spec));
+        }
+        if !self.runtime.has_component(&spec.component_hash) {
+            let bytes = client
+                .get_component(GetComponentRequest { hash: spec.component_hash.clone() })
+                .await?
+                .into_inner()
+                .component;
+            self.runtime.store_component(&spec.component_hash, &bytes)?;
+        }
+        match self.runtime.prepare(spec.clone()).await {
+            Ok(worker) => {
+                self.runtime.install(worker);
+                self.metrics.deployments_applied.inc();
+                tracing::info!(worker = %spec.name, version = spec.version, "deployed");
+                self.ack(client, &spec, None).await?;
+                Ok(Some(spec))
+            }
+            Err(e) => {
+                self.metrics.deployments_failed.inc();
+                tracing::error!(worker = %spec.name, version = spec.version, "deployment failed, previous version keeps serving: {e}");
+                self.ack(client, &spec, Some(e.to_string())).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn ack(&self, client: &mut DeploymentsClient<Channel>, spec: &WorkerSpec, error: Option<String>) -> Result<(), DeployError> {
+        client
+            .ack(AckRequest {
+                node_id: self.node_id.clone(),
+                worker: spec.name.clone(),
+                version: spec.version,
+                ok: error.is_none(),
+                error: error.unwrap_or_default(),
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP edge: workers by host and route, then the platform's own endpoints.
+//!
+//! A request whose host names a worker (`<name>.<suffix>` or a host route) always goes to
+//! that worker; other requests may reach `/healthz`, `/metrics` and the `/v1` API, and fall
+//! back to host-less worker routes (`/static/*`). [`error_response`] is the one place where
+//! a runtime error becomes an HTTP status.
+
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, RuntimeError};
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{header, Request, StatusCode};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+#[derive(Clone)]
+pub struct Edge {
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub node_id: Arc<str>,
+    pub region: Arc<str>,
+    platform: Router,
+}
+
+impl Edge {
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, node_id: &str, region: &str) -> Self {
+        let mut edge = Edge { runtime, metrics, node_id: node_id.into(), region: region.into(), platform: Router::new() };
+        edge.platform = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_text))
+            .route("/v1/node", get(node_status))
+            .with_state(edge.clone());
+        edge
+    }
+
+    pub fn router(self) -> Router {
+        Router::new().fallback(dispatch).with_state(self)
+    }
+}
+
+async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_string();
+    if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
+        return match worker.handle(req).await {
+            Ok(response) => response.map(Body::new),
+            Err(e) => error_response(&e),
+        };
+    }
+    if !edge.runtime.claims_host(&host) {
+        let response = match edge.platform.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if response.status() != StatusCode::NOT_FOUND {
+            return response;
+        }
+        edge.metrics.unrouted.inc();
+        return error_response(&RuntimeError::NoRoute { host, path: String::new() });
+    }
+    edge.metrics.unrouted.inc();
+    error_response(&RuntimeError::NoRoute { host, path: req.uri().path().to_string() })
+}
+
+/// The one mapping from runtime errors to HTTP responses: a status, a one-line body that says
+/// what happened, and `x-nimbus-error` with the machine-readable kind.
+pub fn error_response(error: &RuntimeError) -> Response {
+    let status = match error {
+        RuntimeError::NoRoute { .. } => StatusCode::NOT_FOUND,
+        RuntimeError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        RuntimeError::CpuLimit { .. } | RuntimeError::MemoryLimit { .. } | RuntimeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        RuntimeError::WallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RuntimeError::NoResponse { .. } | RuntimeError::BadResponse { .. } | RuntimeError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+        RuntimeError::Trap { .. }
+        | RuntimeError::Compile { .. }
+        | RuntimeError::Link { .. }
+        | RuntimeError::ComponentMissing { .. }
+        | RuntimeError::Io { .. }
+        | RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match error {
+        RuntimeError::NoRoute { host, .. } => format!("no worker is deployed for host `{host}` on this node\n"),
+        other => format!("{other}\n"),
+    };
+    let mut response = (status, message).into_response();
+    if let Ok(kind) = header::HeaderValue::from_str(error.kind()) {
+        response.headers_mut().insert("x-nimbus-error", kind);
+    }
+    if matches!(error, RuntimeError::Overloaded) {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+async fn metrics_text(State(edge): State<Edge>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode()).into_response()
+}
+
+#[derive(serde::Serialize)]
+struct NodeStatus {
+    node_id: String,
+    region: String,
+    workers: Vec<WorkerStatus>,
+}
+
+#[derive(serde::Serialize)]
+struct WorkerStatus {
+    name: String,
+    version: u64,
+    component_hash: String,
+    idle_instances: usize,
+}
+
+async fn node_status(State(edge): State<Edge>) -> Json<NodeStatus> {
+    let workers = edge
+        .runtime
+        .workers()
+        .into_iter()
+        .map(|spec| WorkerStatus {
+            idle_instances: edge.runtime.worker(&spec.name).map_or(0, |w| w.idle_instances()),
+            name: spec.name,
+            version: spec.version,
+            component_hash: spec.component_hash,
+        })
+        .collect();
+    Json(NodeStatus { node_id: edge.node_id.to_string(), region: edge.region.to_string(), workers })
+}

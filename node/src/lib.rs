@@ -1,0 +1,79 @@
+//! The Nimbus edge node: runs Workers on wasmtime and serves them over HTTP.
+//!
+//! [`run`] opens the node's storage, restores the deployments persisted by an earlier run,
+//! starts the HTTP edge, reports readiness on stdout (one JSON line, for scripts and the
+//! testkit), then follows the control plane until the shutdown future completes.
+//!
+//! # Layout (modules depend downward only)
+//! - [`storage`]: RocksDB, one column family per subsystem.
+//! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
+//! - [`deploy`]: persisted deployments and the control-plane watch.
+//! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
+//! - [`config`], [`metrics`], [`tasks`]: configuration tree, Prometheus registry, task
+//!   spawning with shutdown.
+
+pub mod config;
+pub mod deploy;
+pub mod http;
+pub mod metrics;
+pub mod runtime;
+pub mod storage;
+pub mod tasks;
+
+use config::NodeConfig;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("deployments: {0}")]
+    Deploy(#[from] deploy::DeployError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// The line a node prints on stdout once it serves.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub node_id: String,
+    pub region: String,
+    pub http: std::net::SocketAddr,
+    pub workers_restored: usize,
+}
+
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let storage = storage::Storage::open(&config.data_dir.join("db"))?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone())?);
+    let workers_restored = deploy::restore(&runtime, &storage).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
+
+    let tasks = tasks::Tasks::new();
+    let edge = http::Edge::new(runtime.clone(), metrics.clone(), &config.node_id, &config.region);
+    tasks.spawn("http", move |shutdown| async move {
+        let served = axum::serve(listener, edge.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!("http server failed: {e}");
+        }
+    });
+    let watcher = deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone());
+    tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
+
+    let ready = Ready { node_id: config.node_id.clone(), region: config.region.clone(), http: http_addr, workers_restored };
+    tracing::info!(node_id = %ready.node_id, http = %http_addr, workers_restored, "node ready");
+    println!("{}", serde_json::to_string(&ready).unwrap_or_default());
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    tasks.shutdown().await;
+    Ok(())
+}

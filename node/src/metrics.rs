@@ -1,0 +1,118 @@
+//! Prometheus metrics for `/metrics`.
+//!
+//! Per-worker handles are resolved once, when a worker is installed ([`WorkerMetrics`]), so
+//! the request path only bumps atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    pub worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub worker: String,
+    /// `2xx`, `4xx`, `5xx` …
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub worker: String,
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    latency: Family<WorkerLabel, Histogram>,
+    instantiation: Family<WorkerLabel, Histogram>,
+    failures: Family<FailureLabels, Counter>,
+    pub unrouted: Counter,
+    pub workers: Gauge,
+    pub deployments_applied: Counter,
+    pub deployments_failed: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs … ~38 s
+    Histogram::new(exponential_buckets(0.000_01, 2.5, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nimbus");
+        let requests = Family::<StatusLabels, Counter>::default();
+        let latency = Family::<WorkerLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let instantiation = Family::<WorkerLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let failures = Family::<FailureLabels, Counter>::default();
+        let unrouted = Counter::default();
+        let workers = Gauge::default();
+        let deployments_applied = Counter::default();
+        let deployments_failed = Counter::default();
+        registry.register("worker_requests", "Requests served by a worker, by status class", requests.clone());
+        registry.register("worker_request_duration_seconds", "Time to the response head", latency.clone());
+        registry.register("worker_instantiation_duration_seconds", "Time to create a worker instance", instantiation.clone());
+        registry.register("worker_failures", "Requests ended by a trap, a limit or a bad response", failures.clone());
+        registry.register("unrouted_requests", "Requests no worker answered for", unrouted.clone());
+        registry.register("workers_deployed", "Workers this node serves", workers.clone());
+        registry.register("deployments_applied", "Deployments applied from the control plane", deployments_applied.clone());
+        registry.register("deployments_failed", "Deployments this node could not apply", deployments_failed.clone());
+        Metrics { registry, requests, latency, instantiation, failures, unrouted, workers, deployments_applied, deployments_failed }
+    }
+
+    pub fn worker(&self, worker: &str) -> WorkerMetrics {
+        let label = WorkerLabel { worker: worker.to_string() };
+        let status = |class: &str| {
+            self.requests.get_or_create(&StatusLabels { worker: worker.to_string(), status: class.to_string() }).clone()
+        };
+        WorkerMetrics {
+            name: worker.to_string(),
+            by_class: [status("1xx"), status("2xx"), status("3xx"), status("4xx"), status("5xx")],
+            latency: self.latency.get_or_create(&label).clone(),
+            instantiation: self.instantiation.get_or_create(&label).clone(),
+            failures: self.failures.clone(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One worker's metric handles.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    name: String,
+    by_class: [Counter; 5],
+    pub latency: Histogram,
+    pub instantiation: Histogram,
+    failures: Family<FailureLabels, Counter>,
+}
+
+impl WorkerMetrics {
+    pub fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+    }
+
+    pub fn failure(&self, kind: &str) {
+        self.failures.get_or_create(&FailureLabels { worker: self.name.clone(), kind: kind.to_string() }).inc();
+    }
+}

@@ -1,0 +1,265 @@
+//! What a guest can reach: the per-instance host state and the Nimbus bindings.
+//!
+//! A guest gets WASI with no preopened directories, no environment, no arguments and no
+//! sockets; `wasi:http/outgoing-handler` only to the hosts its manifest allows; and the
+//! `nimbus:worker` binding interfaces. A binding call names a binding; one the deployment did
+//! not declare (or declared with another kind) gets `unknown-binding`, and a declared binding
+//! whose subsystem this node does not run yet gets `unavailable`. No binding call traps.
+
+use super::limits::{CpuBudget, MemoryGuard};
+use nimbus_proto::manifest::Binding;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "nimbus:worker/bindings",
+    imports: { default: async },
+});
+
+use nimbus::worker::types::BindingError;
+
+/// The `T` of every `Store<T>` that runs a worker.
+pub struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: OutboundPolicy,
+    pub(super) memory: MemoryGuard,
+    pub(super) cpu: CpuBudget,
+    /// The bindings the worker's deployment declared, by name.
+    bindings: Arc<[Binding]>,
+    worker: Arc<str>,
+}
+
+impl Host {
+    pub fn new(worker: Arc<str>, bindings: Arc<[Binding]>, outbound: Arc<[String]>, memory_limit: usize) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // Guest output goes to the node's stderr (the node's log stream), never to stdout,
+        // which carries only the node's own readiness line.
+        wasi.stdout(wasmtime_wasi::cli::stderr());
+        wasi.inherit_stderr();
+        wasi.allow_tcp(false);
+        wasi.allow_udp(false);
+        wasi.allow_ip_name_lookup(false);
+        Host {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundPolicy { allowed: outbound },
+            memory: MemoryGuard::new(memory_limit),
+            cpu: CpuBudget::default(),
+            bindings,
+            worker,
+        }
+    }
+
+    fn binding(&self, name: &str, kind: &'static str) -> Result<&Binding, BindingError> {
+        match self.bindings.iter().find(|b| b.name() == name) {
+            Some(b) if b.kind() == kind => Ok(b),
+            Some(b) => Err(BindingError::UnknownBinding(format!(
+                "binding `{name}` of worker `{}` is a {} binding, not {kind}",
+                self.worker,
+                b.kind()
+            ))),
+            None => {
+                let declared: Vec<&str> = self.bindings.iter().filter(|b| b.kind() == kind).map(Binding::name).collect();
+                Err(BindingError::UnknownBinding(format!(
+                    "worker `{}` has no {kind} binding named `{name}` (declared: {})",
+                    self.worker,
+                    if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                )))
+            }
+        }
+    }
+
+    fn unavailable<T>(&self, name: &str, kind: &'static str) -> Result<T, BindingError> {
+        self.binding(name, kind)?;
+        Err(BindingError::Unavailable(format!(
+            "{kind} binding `{name}` is declared, but this node does not run the {kind} service yet"
+        )))
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// Decides which outbound requests leave the node.
+struct OutboundPolicy {
+    /// Host patterns from the manifest's `allowed_outbound_hosts`.
+    allowed: Arc<[String]>,
+}
+
+impl OutboundPolicy {
+    fn allows(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        self.allowed.iter().any(|pattern| {
+            pattern == "*"
+                || pattern.eq_ignore_ascii_case(authority)
+                || pattern.eq_ignore_ascii_case(host)
+                || pattern
+                    .strip_prefix("*.")
+                    .is_some_and(|suffix| host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(&format!(".{}", suffix.to_ascii_lowercase())))
+        })
+    }
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let authority = request.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        if !self.allows(&authority) {
+            tracing::warn!(%authority, "outbound request denied: host not in allowed_outbound_hosts");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let default = wasmtime_wasi_http::default_hooks();
+        default.send_request(request, options, fut)
+    }
+}
+
+/// Keeps the alias in use for readers of `Worker::handle`.
+pub type ResponseBody = HyperOutgoingBody;
+
+impl nimbus::worker::types::Host for Host {}
+
+impl nimbus::worker::kv::Host for Host {
+    async fn get(&mut self, binding: String, _key: String) -> Result<Option<nimbus::worker::kv::Entry>, BindingError> {
+        self.unavailable(&binding, "kv")
+    }
+
+    async fn put(
+        &mut self,
+        binding: String,
+        _key: String,
+        _value: Vec<u8>,
+        _options: nimbus::worker::kv::PutOptions,
+    ) -> Result<(), BindingError> {
+        self.unavailable(&binding, "kv")
+    }
+
+    async fn delete(&mut self, binding: String, _key: String) -> Result<(), BindingError> {
+        self.unavailable(&binding, "kv")
+    }
+
+    async fn list(
+        &mut self,
+        binding: String,
+        _options: nimbus::worker::kv::ListOptions,
+    ) -> Result<nimbus::worker::kv::ListResult, BindingError> {
+        self.unavailable(&binding, "kv")
+    }
+}
+
+impl nimbus::worker::d1::Host for Host {
+    async fn query(
+        &mut self,
+        binding: String,
+        _statement: nimbus::worker::d1::Statement,
+        _session: nimbus::worker::d1::Session,
+    ) -> Result<nimbus::worker::d1::QueryResult, BindingError> {
+        self.unavailable(&binding, "d1")
+    }
+
+    async fn batch(
+        &mut self,
+        binding: String,
+        _statements: Vec<nimbus::worker::d1::Statement>,
+        _session: nimbus::worker::d1::Session,
+    ) -> Result<Vec<nimbus::worker::d1::QueryResult>, BindingError> {
+        self.unavailable(&binding, "d1")
+    }
+
+    async fn exec(&mut self, binding: String, _sql: String) -> Result<u32, BindingError> {
+        self.unavailable(&binding, "d1")
+    }
+}
+
+impl nimbus::worker::durable_objects::Host for Host {
+    async fn id_from_name(&mut self, binding: String, _name: String) -> Result<String, BindingError> {
+        self.unavailable(&binding, "durable_object")
+    }
+
+    async fn new_unique_id(&mut self, binding: String) -> Result<String, BindingError> {
+        self.unavailable(&binding, "durable_object")
+    }
+
+    async fn id_from_string(&mut self, binding: String, _id: String) -> Result<String, BindingError> {
+        self.unavailable(&binding, "durable_object")
+    }
+
+    async fn fetch(
+        &mut self,
+        binding: String,
+        _id: String,
+        _request: nimbus::worker::durable_objects::HttpRequest,
+    ) -> Result<nimbus::worker::durable_objects::HttpResponse, BindingError> {
+        self.unavailable(&binding, "durable_object")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str]) -> OutboundPolicy {
+        OutboundPolicy { allowed: allowed.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn outbound_allow_list_matches_hosts_ports_and_wildcards() {
+        let p = policy(&["api.example.com", "*.internal", "127.0.0.1:9000"]);
+        assert!(p.allows("api.example.com"));
+        assert!(p.allows("api.example.com:443"));
+        assert!(p.allows("db.internal"));
+        assert!(!p.allows("internal"));
+        assert!(p.allows("127.0.0.1:9000"));
+        assert!(!p.allows("127.0.0.1:9001"));
+        assert!(!p.allows("evil.com"));
+        assert!(!policy(&[]).allows("api.example.com"));
+        assert!(policy(&["*"]).allows("anything:1"));
+    }
+
+    #[test]
+    fn binding_errors_name_the_binding_and_the_declared_ones() {
+        let host = Host::new(
+            "w".into(),
+            vec![Binding::Kv { name: "CACHE".into(), namespace_id: "n".into() }].into(),
+            Arc::from(Vec::new()),
+            1 << 20,
+        );
+        match host.binding("NOPE", "kv") {
+            Err(BindingError::UnknownBinding(msg)) => assert!(msg.contains("NOPE") && msg.contains("CACHE"), "{msg}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match host.unavailable::<()>("CACHE", "kv") {
+            Err(BindingError::Unavailable(msg)) => assert!(msg.contains("CACHE"), "{msg}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(host.binding("CACHE", "d1"), Err(BindingError::UnknownBinding(_))));
+    }
+}

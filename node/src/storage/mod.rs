@@ -1,0 +1,112 @@
+//! The node's durable state in one RocksDB database.
+//!
+//! Owns the column families every subsystem writes to and guarantees that what a caller
+//! writes in one [`Storage::write`] batch lands atomically and survives a crash (WAL, synced
+//! on every batch). Subsystems keep their own keys inside their own column family.
+//!
+//! # Layout
+//! - `deployments`: worker name → the deployment the node serves (see `deploy`).
+//! - `meta`: small node-wide records such as the last applied watch sequence.
+
+mod error;
+
+pub use error::StorageError;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const CF_DEPLOYMENTS: &str = "deployments";
+pub const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 2] = [CF_DEPLOYMENTS, CF_META];
+
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<DB>,
+}
+
+/// One atomic set of puts and deletes across column families.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((cf, key.into(), Some(value.into())));
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push((cf, key.into(), None));
+    }
+}
+
+impl Storage {
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_owned(), source })?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(2);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, cfs)?;
+        Ok(Storage { db: Arc::new(db) })
+    }
+
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// Every (key, value) of a column family, in key order.
+    pub fn scan(&self, cf: &'static str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let handle = self.cf(cf)?;
+        self.db
+            .iterator_cf(handle, rocksdb::IteratorMode::Start)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StorageError::from))
+            .collect()
+    }
+
+    /// Applies `batch` atomically and syncs the WAL before returning.
+    pub fn write(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut wb = WriteBatch::default();
+        for (cf, key, value) in batch.ops {
+            let handle = self.cf(cf)?;
+            match value {
+                Some(value) => wb.put_cf(handle, key, value),
+                None => wb.delete_cf(handle, key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        Ok(self.db.write_opt(wb, &options)?)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_survives_reopen_and_deletes_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let storage = Storage::open(dir.path()).expect("open");
+            let mut batch = Batch::default();
+            batch.put(CF_META, "a", "1");
+            batch.put(CF_DEPLOYMENTS, "hello", "v1");
+            batch.put(CF_DEPLOYMENTS, "gone", "v1");
+            storage.write(batch).expect("write");
+            let mut batch = Batch::default();
+            batch.delete(CF_DEPLOYMENTS, "gone");
+            storage.write(batch).expect("write");
+        }
+        let storage = Storage::open(dir.path()).expect("reopen");
+        assert_eq!(storage.get(CF_META, b"a").expect("get"), Some(b"1".to_vec()));
+        let rows = storage.scan(CF_DEPLOYMENTS).expect("scan");
+        assert_eq!(rows, vec![(b"hello".to_vec(), b"v1".to_vec())]);
+    }
+}

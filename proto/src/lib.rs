@@ -1,0 +1,18 @@
+//! Wire types shared by the control plane and the nodes.
+//!
+//! The generated protobuf / gRPC code stays inside this crate (`deploy`), next
+//! to the one domain type both sides exchange: the worker manifest. The
+//! manifest travels as JSON inside `WorkerDeployment.manifest_json`, so adding
+//! a field to it needs no protobuf change and old nodes ignore new fields.
+//!
+//! # Layout
+//! - [`deploy`]: generated messages and the `Deployments` service (client and server).
+//! - [`manifest`]: [`manifest::WorkerManifest`], what a deployment says about a worker
+//!   beyond its component: routes, limits, isolation, bindings.
+
+pub mod manifest;
+
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod deploy {
+    tonic::include_proto!("nimbus.deploy.v1");
+}

@@ -1,0 +1,212 @@
+//! The worker manifest: everything a deployment says about a worker besides its component.
+//!
+//! The CLI builds it from `nimbus.toml`, the control plane validates and stores it with each
+//! version, and every node runs the worker by it. Unknown fields and unknown binding types are
+//! errors (`deny_unknown_fields`), so a typo never deploys silently.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest worker name, as Cloudflare (63, a DNS label).
+pub const MAX_WORKER_NAME: usize = 63;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerManifest {
+    /// Extra routes besides `<name>.<suffix>`: `example.com/*`, `example.com/api/*`, `/path/*`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub isolation: Isolation,
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// Plain-text variables (`[vars]`), given to the guest as environment-free bindings later.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Hosts the worker may reach with outbound `fetch` (`api.example.com`, `*.example.com`,
+    /// `127.0.0.1:8080`, or `*` for any). Empty: no outbound HTTP at all.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+/// How instances of a worker are reused between requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A warm pool of instances, each serving one request at a time and then reused,
+    /// as Cloudflare reuses an isolate: globals persist between requests.
+    #[default]
+    Pool,
+    /// A fresh instance for every request (nothing survives a request).
+    Request,
+}
+
+/// Per-request limits; `None` means the node's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPU time a request may spend executing guest code, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Linear memory an instance may grow to, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: Option<u64>,
+    /// Largest response body sent, in bytes.
+    pub max_response_body: Option<u64>,
+}
+
+/// A binding gives the worker a named handle to a platform resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Binding {
+    Kv { name: String, namespace_id: String },
+    D1 { name: String, database_name: String },
+    DurableObject { name: String, class_name: String },
+}
+
+impl Binding {
+    pub fn name(&self) -> &str {
+        match self {
+            Binding::Kv { name, .. } | Binding::D1 { name, .. } | Binding::DurableObject { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Binding::Kv { .. } => "kv",
+            Binding::D1 { .. } => "d1",
+            Binding::DurableObject { .. } => "durable_object",
+        }
+    }
+}
+
+/// What is wrong with a manifest, worded for the person who wrote `nimbus.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+impl WorkerManifest {
+    /// Checks what serde cannot: names, routes, limits.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for binding in &self.bindings {
+            let name = binding.name();
+            if !is_identifier(name) {
+                return Err(ManifestError(format!(
+                    "binding name `{name}` must start with a letter or `_` and hold only letters, digits and `_`"
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(ManifestError(format!("binding name `{name}` is declared twice")));
+            }
+        }
+        for route in &self.routes {
+            validate_route(route).map_err(ManifestError)?;
+        }
+        for host in &self.allowed_outbound_hosts {
+            if host.is_empty() || host.contains('/') {
+                return Err(ManifestError(format!(
+                    "allowed_outbound_hosts entry `{host}` must be a host or host:port, without scheme or path"
+                )));
+            }
+        }
+        let limits = &self.limits;
+        if limits.cpu_ms == Some(0) {
+            return Err(ManifestError("limits.cpu_ms must be at least 1".into()));
+        }
+        if let Some(mb) = limits.memory_mb {
+            if !(1..=4096).contains(&mb) {
+                return Err(ManifestError(format!("limits.memory_mb = {mb} is outside 1..=4096")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker name: lowercase letters, digits and `-`, as a DNS label.
+pub fn validate_worker_name(name: &str) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_WORKER_NAME
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError(format!(
+            "worker name `{name}` must be 1-{MAX_WORKER_NAME} lowercase letters, digits or `-`, not starting or ending with `-`"
+        )))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A route is `host/path`, `host/path*` or `/path*`: an optional host (which may start with
+/// `*.`), then a path that starts with `/`; a trailing `*` matches any rest.
+fn validate_route(route: &str) -> Result<(), String> {
+    let (host, path) = match route.find('/') {
+        Some(i) => route.split_at(i),
+        None => return Err(format!("route `{route}` needs a path, e.g. `{route}/*`")),
+    };
+    if host.contains("://") || route.contains("://") {
+        return Err(format!("route `{route}` must not include a scheme"));
+    }
+    if host.contains('*') && !host.starts_with("*.") {
+        return Err(format!("route `{route}`: a wildcard host must start with `*.`"));
+    }
+    if path[..path.len().saturating_sub(1)].contains('*') {
+        return Err(format!("route `{route}`: `*` is only allowed at the end of the path"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_binding_type_is_rejected_with_its_name() {
+        let err = serde_json::from_str::<WorkerManifest>(
+            r#"{"bindings":[{"type":"r3","name":"X","bucket":"b"}]}"#,
+        )
+        .expect_err("r3 is not a binding type");
+        assert!(err.to_string().contains("unknown variant `r3`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_binding_names_are_rejected() {
+        let manifest = WorkerManifest {
+            bindings: vec![
+                Binding::Kv { name: "CACHE".into(), namespace_id: "a".into() },
+                Binding::D1 { name: "CACHE".into(), database_name: "b".into() },
+            ],
+            ..Default::default()
+        };
+        let err = manifest.validate().expect_err("duplicate");
+        assert!(err.0.contains("declared twice"), "{}", err.0);
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        for good in ["example.com/*", "example.com/api/*", "/static/*", "*.example.com/x"] {
+            assert!(validate_route(good).is_ok(), "{good}");
+        }
+        for bad in ["example.com", "https://example.com/*", "exa*mple.com/*", "example.com/*/x"] {
+            assert!(validate_route(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn worker_names_are_dns_labels() {
+        assert!(validate_worker_name("hello-world2").is_ok());
+        for bad in ["", "Hello", "-x", "x-", "a_b", &"a".repeat(64)] {
+            assert!(validate_worker_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The Nimbus guest SDK: write a worker as a Rust function from [`Request`] to [`Response`].
+//!
+//! ```ignore
+//! struct Hello;
+//!
+//! impl nimbus::Handler for Hello {
+//!     fn fetch(_req: nimbus::Request) -> nimbus::Result<nimbus::Response> {
+//!         Ok(nimbus::Response::text("Hello from Nimbus!\n"))
+//!     }
+//! }
+//!
+//! nimbus::export!(Hello);
+//! ```
+//!
+//! The component this builds (`cargo build --target wasm32-wasip2`) is a plain
+//! `wasi:http/proxy` component plus whichever Nimbus bindings it calls, so one that
+//! calls none runs unmodified under `wasmtime serve` too.
+//!
+//! # Layout
+//! - [`Request`], [`Response`]: whole-body HTTP messages (bodies are read fully before
+//!   `fetch` runs; the node bounds them by the worker's `max_request_body`).
+//! - [`kv`], [`d1`], [`durable_objects`]: the platform bindings, generated from `wit/`.
+//!   A binding the deployment did not declare returns `BindingError::UnknownBinding`.
+//! - [`export!`]: turns a [`Handler`] into the component's `wasi:http/incoming-handler`.
+
+use std::io::{Read, Write};
+
+#[doc(hidden)]
+pub use wasip2 as wasi;
+
+mod generated {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "nimbus:worker/bindings",
+        generate_all,
+    });
+}
+
+pub use generated::nimbus::worker::{d1, durable_objects, kv, types::BindingError};
+
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+/// What a handler returns when it fails; becomes a 500 with the message as body.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An incoming HTTP request with its whole body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path and query, e.g. `/items?limit=10`.
+    pub path: String,
+    pub authority: Option<String>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of a header (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// An HTTP response with its whole body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// A 200 with `content-type: text/plain; charset=utf-8`.
+    pub fn text(body: impl Into<String>) -> Self {
+        Response::new(200, body.into()).with_header("content-type", "text/plain; charset=utf-8")
+    }
+
+    /// A 200 with `content-type: application/json`; `json` must already be JSON text.
+    pub fn json(json: impl Into<String>) -> Self {
+        Response::new(200, json.into()).with_header("content-type", "application/json")
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// A worker: one function from request to response.
+pub trait Handler {
+    fn fetch(req: Request) -> Result<Response>;
+}
+
+/// Exports `$handler` (a type implementing [`Handler`]) as the component's HTTP handler.
+#[macro_export]
+macro_rules! export {
+    ($handler:ty) => {
+        #[doc(hidden)]
+        pub struct __NimbusWorker;
+
+        impl $crate::wasi::exports::http::incoming_handler::Guest for __NimbusWorker {
+            fn handle(
+                request: $crate::wasi::http::types::IncomingRequest,
+                out: $crate::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::__serve::<$handler>(request, out)
+            }
+        }
+
+        $crate::wasi::http::proxy::export!(__NimbusWorker with_types_in $crate::wasi);
+    };
+}
+
+#[doc(hidden)]
+pub fn __serve<H: Handler>(request: IncomingRequest, out: ResponseOutparam) {
+    let response = match read_request(request) {
+        Ok(req) => H::fetch(req).unwrap_or_else(|e| Response::new(500, format!("worker error: {e}\n"))),
+        Err(e) => Response::new(400, format!("could not read the request: {e}\n")),
+    };
+    send_response(response, out);
+}
+
+fn read_request(request: IncomingRequest) -> Result<Request> {
+    use wasi::http::types::Method;
+    let method = match request.method() {
+        Method::Get => "GET".to_string(),
+        Method::Head => "HEAD".to_string(),
+        Method::Post => "POST".to_string(),
+        Method::Put => "PUT".to_string(),
+        Method::Delete => "DELETE".to_string(),
+        Method::Connect => "CONNECT".to_string(),
+        Method::Options => "OPTIONS".to_string(),
+        Method::Trace => "TRACE".to_string(),
+        Method::Patch => "PATCH".to_string(),
+        Method::Other(other) => other,
+    };
+    let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
+    let authority = request.authority();
+    let headers = request.headers().entries();
+    let body_resource = request.consume().map_err(|()| "request body already consumed")?;
+    let mut body = Vec::new();
+    {
+        let mut stream = body_resource.stream().map_err(|()| "request body stream unavailable")?;
+        stream.read_to_end(&mut body)?;
+    }
+    wasi::http::types::IncomingBody::finish(body_resource);
+    Ok(Request { method, path, authority, headers, body })
+}
+
+fn send_response(response: Response, out: ResponseOutparam) {
+    let headers = Fields::new();
+    for (name, value) in &response.headers {
+        // A header the host refuses (e.g. `connection`) is dropped rather than failing the request.
+        let _ = headers.append(name, value);
+    }
+    let outgoing = OutgoingResponse::new(headers);
+    let _ = outgoing.set_status_code(response.status);
+    let Ok(body) = outgoing.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(outgoing));
+    if let Ok(mut stream) = body.write() {
+        // A write error means the client went away; there is no one left to tell.
+        let _ = stream.write_all(&response.body);
+        let _ = stream.flush();
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
