@@ -1,1 +1,349 @@
-//! placeholder
+//! Start a real Nimbus cluster — one control plane and N node processes — on loopback.
+//!
+//! Used by the cluster tests (ports from 0, a temporary directory) and by `nimbus dev`
+//! (fixed ports, `.nimbus/dev`). Every process prints one JSON line on stdout when it serves;
+//! [`Cluster::start`] waits for those lines, so nothing is used before it is ready. Dropping
+//! a [`Cluster`] kills its processes.
+//!
+//! # Layout
+//! - [`Cluster`], [`ClusterSpec`]: start, stop, kill and restart processes; deploy workers.
+//! - [`examples`]: build the guest examples once and find their `.wasm`.
+
+pub mod examples;
+mod process;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use process::{Proc, Role};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    /// Where data and logs go; `None`: a temporary directory removed on drop.
+    pub dir: Option<PathBuf>,
+    /// API / gRPC addresses of the control plane (port 0: any free port).
+    pub control_plane_api: SocketAddr,
+    pub control_plane_grpc: SocketAddr,
+    /// HTTP port of node 1 (node i gets base + i - 1); `None`: any free port.
+    pub node_http_base_port: Option<u16>,
+    pub token: String,
+    /// Directory holding `nimbus-node` and `nimbus-control-plane`.
+    pub bin_dir: PathBuf,
+    /// Extra `NIMBUS_*` settings for every node.
+    pub node_env: Vec<(String, String)>,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes on free loopback ports in a temporary directory.
+    pub fn local(nodes: usize) -> Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(ClusterSpec {
+            nodes,
+            dir: None,
+            control_plane_api: any,
+            control_plane_grpc: any,
+            node_http_base_port: None,
+            token: "test-token".into(),
+            bin_dir: bin_dir()?,
+            node_env: Vec::new(),
+        })
+    }
+}
+
+/// Finds the directory of the Nimbus binaries: `$NIMBUS_BIN_DIR`, else the directory of the
+/// current executable (or its parent, for test binaries under `target/<profile>/deps`).
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("NIMBUS_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        if dir.join("nimbus-node").is_file() && dir.join("nimbus-control-plane").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "nimbus-node and nimbus-control-plane were not found next to {}; build them with `cargo build --bins` or set NIMBUS_BIN_DIR",
+        exe.display()
+    )
+}
+
+/// One started node.
+pub struct Node {
+    pub id: String,
+    pub region: String,
+    pub http: SocketAddr,
+    proc: Option<Proc>,
+    data_dir: PathBuf,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+}
+
+pub struct Cluster {
+    spec: ClusterSpec,
+    dir: PathBuf,
+    /// Keeps a temporary directory alive as long as the cluster.
+    _tempdir: Option<tempfile::TempDir>,
+    control_plane: Option<Proc>,
+    pub api: SocketAddr,
+    pub grpc: SocketAddr,
+    pub nodes: Vec<Node>,
+    http: reqwest::Client,
+}
+
+/// What `cluster.json` holds: every endpoint and the API token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterFile {
+    pub api_url: String,
+    pub grpc_url: String,
+    pub token: String,
+    pub nodes: Vec<NodeEntry>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub id: String,
+    pub region: String,
+    pub http_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ControlPlaneReady {
+    api: SocketAddr,
+    grpc: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeReady {
+    http: SocketAddr,
+}
+
+/// A control-plane response: status and JSON body.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Cluster {
+    pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
+        let (dir, tempdir) = match &spec.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let t = tempfile::Builder::new().prefix("nimbus-cluster-").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let mut cluster = Cluster {
+            api: spec.control_plane_api,
+            grpc: spec.control_plane_grpc,
+            spec,
+            dir,
+            _tempdir: tempdir,
+            control_plane: None,
+            nodes: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+        };
+        cluster.start_control_plane().await?;
+        for i in 1..=cluster.spec.nodes {
+            let http_port = cluster.spec.node_http_base_port.map_or(0, |base| base + i as u16 - 1);
+            let node = cluster.launch_node(&format!("node-{i}"), SocketAddr::from(([127, 0, 0, 1], http_port))).await?;
+            cluster.nodes.push(node);
+        }
+        Ok(cluster)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.spec.token
+    }
+
+    pub fn cluster_file(&self) -> ClusterFile {
+        ClusterFile {
+            api_url: self.api_url(),
+            grpc_url: format!("http://{}", self.grpc),
+            token: self.spec.token.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeEntry { id: n.id.clone(), region: n.region.clone(), http_url: n.url() })
+                .collect(),
+            data_dir: self.dir.clone(),
+        }
+    }
+
+    /// Starts (or restarts, on the same ports and data) the control plane.
+    pub async fn start_control_plane(&mut self) -> Result<()> {
+        let env = vec![
+            ("NIMBUS_DATA_DIR".to_string(), self.dir.join("control-plane").display().to_string()),
+            ("NIMBUS_API__LISTEN".to_string(), self.api.to_string()),
+            ("NIMBUS_GRPC__LISTEN".to_string(), self.grpc.to_string()),
+            ("NIMBUS_API__TOKEN".to_string(), self.spec.token.clone()),
+        ];
+        let log = self.dir.join("logs/control-plane.log");
+        let (proc, line) = Proc::start(Role::ControlPlane, &self.spec.bin_dir, env, &log).await?;
+        let ready: ControlPlaneReady = serde_json::from_str(&line).with_context(|| format!("control plane ready line: {line}"))?;
+        self.api = ready.api;
+        self.grpc = ready.grpc;
+        self.control_plane = Some(proc);
+        Ok(())
+    }
+
+    async fn launch_node(&self, id: &str, http: SocketAddr) -> Result<Node> {
+        let data_dir = self.dir.join(id);
+        let region = "local".to_string();
+        let mut env = vec![
+            ("NIMBUS_NODE_ID".to_string(), id.to_string()),
+            ("NIMBUS_REGION".to_string(), region.clone()),
+            ("NIMBUS_DATA_DIR".to_string(), data_dir.display().to_string()),
+            ("NIMBUS_HTTP__LISTEN".to_string(), http.to_string()),
+            ("NIMBUS_CONTROL_PLANE__URL".to_string(), format!("http://{}", self.grpc)),
+            ("NIMBUS_CONTROL_PLANE__RECONNECT_MAX_MS".to_string(), "500".to_string()),
+        ];
+        env.extend(self.spec.node_env.iter().cloned());
+        let log = self.dir.join(format!("logs/{id}.log"));
+        let (proc, line) = Proc::start(Role::Node, &self.spec.bin_dir, env, &log).await?;
+        let ready: NodeReady = serde_json::from_str(&line).with_context(|| format!("{id} ready line: {line}"))?;
+        Ok(Node { id: id.to_string(), region, http: ready.http, proc: Some(proc), data_dir })
+    }
+
+    /// SIGKILLs the control plane.
+    pub async fn kill_control_plane(&mut self) -> Result<()> {
+        match self.control_plane.take() {
+            Some(proc) => proc.kill().await,
+            None => Ok(()),
+        }
+    }
+
+    /// SIGKILLs node `index` (0-based).
+    pub async fn kill_node(&mut self, index: usize) -> Result<()> {
+        let node = self.nodes.get_mut(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        match node.proc.take() {
+            Some(proc) => proc.kill().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts node `index` again on its old HTTP port and data directory.
+    pub async fn restart_node(&mut self, index: usize) -> Result<()> {
+        self.kill_node(index).await?;
+        let (id, http) = {
+            let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+            (node.id.clone(), node.http)
+        };
+        let node = self.launch_node(&id, http).await?;
+        debug_assert_eq!(node.data_dir, self.nodes[index].data_dir);
+        self.nodes[index] = node;
+        Ok(())
+    }
+
+    /// Stops every process with SIGTERM and waits for them.
+    pub async fn stop(mut self) -> Result<()> {
+        for node in &mut self.nodes {
+            if let Some(proc) = node.proc.take() {
+                proc.terminate().await?;
+            }
+        }
+        if let Some(proc) = self.control_plane.take() {
+            proc.terminate().await?;
+        }
+        Ok(())
+    }
+
+    /// Deploys a component with a manifest (JSON, as the API takes it).
+    pub async fn deploy(&self, name: &str, component: &[u8], manifest: serde_json::Value) -> Result<ApiResponse> {
+        let body = serde_json::json!({
+            "manifest": manifest,
+            "component": base64::engine::general_purpose::STANDARD.encode(component),
+        });
+        self.api_call(reqwest::Method::POST, &format!("/v1/deployments/{name}"), Some(body)).await
+    }
+
+    pub async fn api_call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<ApiResponse> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url())).bearer_auth(&self.spec.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let body = if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)) };
+        Ok(ApiResponse { status, body })
+    }
+
+    /// Waits until every running node serves `version` of `worker`, as each node itself reports
+    /// on `/v1/node`. Polls: a node offers no push notification to a client.
+    pub async fn wait_for_version(&self, worker: &str, version: u64, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                if self.node_version(node, worker).await? == Some(version) {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("{} does not serve {worker} v{version} after {timeout:?}", node.id);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The version of `worker` that `node` serves, if any.
+    pub async fn node_version(&self, node: &Node, worker: &str) -> Result<Option<u64>> {
+        let status: serde_json::Value = self.http.get(format!("{}/v1/node", node.url())).send().await?.json().await?;
+        Ok(status["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == worker)
+            .and_then(|w| w["version"].as_u64()))
+    }
+
+    /// GET `path` on node `index` with `Host: <worker>.workers.localhost`.
+    pub async fn get_worker(&self, index: usize, worker: &str, path: &str) -> Result<(u16, String)> {
+        self.request_worker(index, worker, reqwest::Method::GET, path, Vec::new()).await
+    }
+
+    pub async fn request_worker(&self, index: usize, worker: &str, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<(u16, String)> {
+        let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", node.url()))
+            .header("host", format!("{worker}.workers.localhost"))
+            .body(body)
+            .send()
+            .await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}

@@ -68,7 +68,6 @@ pub struct Runtime {
     installed: RwLock<Arc<Installed>>,
 }
 
-#[derive(Default)]
 struct Installed {
     workers: HashMap<String, Arc<Worker>>,
     routes: RouteTable,
@@ -111,7 +110,10 @@ impl Runtime {
             config: config.runtime.clone(),
             host_suffix: config.http.worker_host_suffix.clone(),
             metrics,
-            installed: RwLock::new(Arc::default()),
+            installed: RwLock::new(Arc::new(Installed {
+                workers: HashMap::new(),
+                routes: RouteTable::build(&config.http.worker_host_suffix, []),
+            })),
         })
     }
 
@@ -186,7 +188,10 @@ impl Runtime {
     }
 
     fn snapshot(&self) -> Arc<Installed> {
-        self.installed.read().map(|i| i.clone()).unwrap_or_default()
+        match self.installed.read() {
+            Ok(installed) => installed.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The worker that answers `host` + `path`, if any.

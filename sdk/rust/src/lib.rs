@@ -164,6 +164,11 @@ fn read_request(request: IncomingRequest) -> Result<Request> {
 
 fn send_response(response: Response, out: ResponseOutparam) {
     let headers = Fields::new();
+    let declares_length = response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    if !declares_length {
+        // The whole body is known: declaring it lets the host refuse an oversized one cleanly.
+        let _ = headers.append("content-length", response.body.len().to_string().as_bytes());
+    }
     for (name, value) in &response.headers {
         // A header the host refuses (e.g. `connection`) is dropped rather than failing the request.
         let _ = headers.append(name, value);

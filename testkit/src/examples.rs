@@ -1,0 +1,48 @@
+//! The guest examples in `examples/`, built once per test process for `wasm32-wasip2`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The repository root (this crate lives in `<root>/testkit`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("guest"),
+        None => repo_root().join("examples/target"),
+    }
+}
+
+/// Builds every Rust example (once per process) and returns the path of `<name>.wasm`.
+pub fn wasm(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(repo_root().join("examples/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir())
+            .status();
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("building the examples failed ({s})")),
+            Err(e) => Err(format!("running cargo: {e}")),
+        }
+    });
+    if let Err(e) = built {
+        bail!("{e}");
+    }
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    if !path.is_file() {
+        bail!("{} was not built", path.display());
+    }
+    Ok(path)
+}
+
+pub fn wasm_bytes(name: &str) -> Result<Vec<u8>> {
+    let path = wasm(name)?;
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}

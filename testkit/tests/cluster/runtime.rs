@@ -1,0 +1,96 @@
+//! The worker runtime seen from outside: limits, isolation, reuse, routing, metrics.
+
+use super::{cluster, deploy_example};
+use futures::future::join_all;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_worker_ends_only_its_own_request() {
+    let cluster = cluster(1).await;
+    deploy_example(&cluster, "hello", "hello", json!({})).await;
+    deploy_example(&cluster, "hostile", "hostile", json!({"limits": {"memory_mb": 32}})).await;
+
+    let cases: [(&str, u16, &str); 6] = [
+        ("/loop", 503, "exceeded its CPU limit of 50 ms"),
+        ("/alloc", 503, "exceeded its memory limit of 32 MiB"),
+        ("/trap", 500, "trapped"),
+        ("/panic", 500, "trapped"),
+        ("/fs", 403, "denied"),
+        ("/binding", 424, "UnknownBinding"),
+    ];
+    let hostile = cases.iter().map(|(path, _, _)| cluster.get_worker(0, "hostile", path));
+    let friendly = (0..cases.len()).map(|_| cluster.get_worker(0, "hello", "/"));
+    let (hostile, friendly) = tokio::join!(join_all(hostile), join_all(friendly));
+
+    for ((path, status, needle), result) in cases.iter().zip(hostile) {
+        let (got, body) = result.expect("request completes");
+        assert_eq!(got, *status, "{path}: {body}");
+        assert!(body.contains(needle), "{path}: {body}");
+    }
+    for result in friendly {
+        let (status, body) = result.expect("hello completes");
+        assert_eq!((status, body.as_str()), (200, "Hello from Nimbus!\n"));
+    }
+    let (status, body) = cluster.get_worker(0, "hostile", "/env").await.expect("request");
+    assert_eq!((status, body.as_str()), (200, "env: []\n"), "no host environment");
+    let (status, _) = cluster.get_worker(0, "hostile", "/").await.expect("request");
+    assert_eq!(status, 200, "the worker itself recovers on a fresh instance");
+
+    let metrics = cluster.http().get(format!("{}/metrics", cluster.nodes[0].url())).send().await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="cpu_limit"} 1"#), "{text}");
+    assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="memory_limit"} 1"#), "{text}");
+    assert!(text.contains(r#"nimbus_worker_requests_total{worker="hello",status="2xx"} 6"#), "{text}");
+    assert!(text.contains("nimbus_worker_instantiation_duration_seconds_bucket"), "{text}");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_keep_globals_and_request_isolation_does_not() {
+    let cluster = cluster(1).await;
+    deploy_example(&cluster, "pooled", "hostile", json!({})).await;
+    deploy_example(&cluster, "fresh", "hostile", json!({"isolation": "request"})).await;
+    let mut pooled = Vec::new();
+    let mut fresh = Vec::new();
+    for _ in 0..3 {
+        pooled.push(cluster.get_worker(0, "pooled", "/count").await.expect("request").1);
+        fresh.push(cluster.get_worker(0, "fresh", "/count").await.expect("request").1);
+    }
+    assert_eq!(pooled, ["1\n", "2\n", "3\n"], "one warm instance serves sequential requests");
+    assert_eq!(fresh, ["1\n", "1\n", "1\n"], "every request gets a new instance");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limits_and_routes() {
+    let cluster = cluster(1).await;
+    deploy_example(
+        &cluster,
+        "echo",
+        "echo",
+        json!({"routes": ["example.com/api/*"], "limits": {"max_request_body": 1024, "max_response_body": 4096}}),
+    )
+    .await;
+    deploy_example(&cluster, "big", "hostile", json!({"limits": {"max_response_body": 4096}})).await;
+
+    let (status, body) = cluster.request_worker(0, "echo", reqwest::Method::POST, "/", vec![b'a'; 2048]).await.expect("request");
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = cluster.request_worker(0, "echo", reqwest::Method::POST, "/p?q=1", b"hi".to_vec()).await.expect("request");
+    assert_eq!(status, 200);
+    assert!(body.contains("method: POST\npath: /p?q=1\n") && body.ends_with("body: hi"), "{body}");
+
+    let (status, body) = cluster.get_worker(0, "big", "/big?n=100000").await.expect("request");
+    assert_eq!(status, 502, "response over the limit: {body}");
+    let (status, body) = cluster.get_worker(0, "big", "/big?n=100").await.expect("request");
+    assert_eq!((status, body.len()), (200, 100));
+
+    let url = format!("{}/api/users", cluster.nodes[0].url());
+    let resp = cluster.http().get(&url).header("host", "example.com").send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.expect("body").contains("path: /api/users"));
+    let resp = cluster.http().get(format!("{}/other", cluster.nodes[0].url())).header("host", "example.com").send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = cluster.http().get(format!("{}/healthz", cluster.nodes[0].url())).send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    cluster.stop().await.expect("stop");
+}
