@@ -52,11 +52,8 @@ impl Api {
 }
 
 async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let ok = presented.is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes()));
     if !ok {
         return ControlPlaneError::Unauthorized.into_response();
@@ -110,9 +107,14 @@ pub struct Deployed {
     pub imports: Vec<String>,
 }
 
-async fn deploy(State(api): State<Api>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<(StatusCode, Json<Deployed>), ControlPlaneError> {
+async fn deploy(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Deployed>), ControlPlaneError> {
     validate_worker_name(&name).map_err(|e| ControlPlaneError::Invalid(e.0))?;
-    let req: DeployRequest = serde_json::from_slice(&body).map_err(|e| ControlPlaneError::Invalid(format!("request body: {e}")))?;
+    let req: DeployRequest =
+        serde_json::from_slice(&body).map_err(|e| ControlPlaneError::Invalid(format!("request body: {e}")))?;
     let manifest: WorkerManifest =
         serde_json::from_value(req.manifest).map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
     manifest.validate().map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
@@ -139,7 +141,14 @@ async fn deploy(State(api): State<Api>, Path(name): Path<String>, body: axum::bo
     tracing::info!(worker = %name, version, seq, %hash, "deployed");
     Ok((
         StatusCode::CREATED,
-        Json(Deployed { name, version, seq, component_hash: hash, component_size: component.len(), imports: info.imports }),
+        Json(Deployed {
+            name,
+            version,
+            seq,
+            component_hash: hash,
+            component_size: component.len(),
+            imports: info.imports,
+        }),
     ))
 }
 
@@ -164,7 +173,8 @@ pub struct NodeRollout {
 }
 
 async fn show(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<WorkerDetail>, ControlPlaneError> {
-    let active_version = api.store.active_version(&name)?.ok_or_else(|| ControlPlaneError::WorkerNotFound(name.clone()))?;
+    let active_version =
+        api.store.active_version(&name)?.ok_or_else(|| ControlPlaneError::WorkerNotFound(name.clone()))?;
     let rollout = api
         .store
         .rollout(&name)?
@@ -197,7 +207,11 @@ pub struct RolledBack {
     pub seq: u64,
 }
 
-async fn rollback(State(api): State<Api>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Json<RolledBack>, ControlPlaneError> {
+async fn rollback(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RolledBack>, ControlPlaneError> {
     let req: RollbackRequest = if body.is_empty() {
         RollbackRequest::default()
     } else {
@@ -206,13 +220,9 @@ async fn rollback(State(api): State<Api>, Path(name): Path<String>, body: axum::
     let active = api.store.active_version(&name)?.ok_or_else(|| ControlPlaneError::WorkerNotFound(name.clone()))?;
     let target = match req.version {
         Some(v) => v,
-        None => api
-            .store
-            .versions(&name)?
-            .into_iter()
-            .map(|v| v.version)
-            .find(|v| *v < active)
-            .ok_or_else(|| ControlPlaneError::Invalid(format!("worker `{name}` has no version before {active} to roll back to")))?,
+        None => api.store.versions(&name)?.into_iter().map(|v| v.version).find(|v| *v < active).ok_or_else(|| {
+            ControlPlaneError::Invalid(format!("worker `{name}` has no version before {active} to roll back to"))
+        })?,
     };
     let seq = api.store.rollback(&name, target)?;
     api.notify(seq);

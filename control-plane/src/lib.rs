@@ -100,9 +100,10 @@ fn random_token() -> Result<String, ControlPlaneError> {
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> Result<(), ControlPlaneError> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ControlPlaneError::Io { context: format!("writing {}", path.display()), source };
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
     file.write_all(contents.as_bytes()).map_err(io)
 }

@@ -109,10 +109,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 ";
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Store {
@@ -132,7 +129,14 @@ impl Store {
     }
 
     /// Stores a new version and makes it active. Returns (version, seq).
-    pub fn deploy(&self, worker: &str, hash: &str, bytes: &[u8], manifest_json: &str, message: Option<&str>) -> Result<(u64, u64), ControlPlaneError> {
+    pub fn deploy(
+        &self,
+        worker: &str,
+        hash: &str,
+        bytes: &[u8],
+        manifest_json: &str,
+        message: Option<&str>,
+    ) -> Result<(u64, u64), ControlPlaneError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let t = now();
@@ -140,7 +144,10 @@ impl Store {
             "INSERT OR IGNORE INTO components (hash, bytes, size, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![hash, bytes, bytes.len() as i64, t],
         )?;
-        let version: u64 = tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE worker = ?1", [worker], |r| r.get(0))?;
+        let version: u64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE worker = ?1", [worker], |r| {
+                r.get(0)
+            })?;
         tx.execute(
             "INSERT INTO versions (worker, version, component_hash, manifest, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![worker, version, hash, manifest_json, message, t],
@@ -155,7 +162,11 @@ impl Store {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let exists: Option<u64> = tx
-            .query_row("SELECT version FROM versions WHERE worker = ?1 AND version = ?2", params![worker, version], |r| r.get(0))
+            .query_row(
+                "SELECT version FROM versions WHERE worker = ?1 AND version = ?2",
+                params![worker, version],
+                |r| r.get(0),
+            )
             .optional()?;
         if exists.is_none() {
             return Err(ControlPlaneError::VersionNotFound { worker: worker.into(), version });
@@ -194,7 +205,12 @@ impl Store {
              FROM workers w WHERE w.active_version IS NOT NULL ORDER BY w.name",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(WorkerSummary { name: r.get(0)?, active_version: r.get(1)?, latest_version: r.get(2)?, updated_at: r.get(3)? })
+            Ok(WorkerSummary {
+                name: r.get(0)?,
+                active_version: r.get(1)?,
+                latest_version: r.get(2)?,
+                updated_at: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -207,21 +223,42 @@ impl Store {
              WHERE v.worker = ?1 ORDER BY v.version DESC",
         )?;
         let rows = stmt.query_map([worker], |r| {
-            Ok(VersionInfo { version: r.get(0)?, component_hash: r.get(1)?, component_size: r.get(2)?, created_at: r.get(3)?, message: r.get(4)? })
+            Ok(VersionInfo {
+                version: r.get(0)?,
+                component_hash: r.get(1)?,
+                component_size: r.get(2)?,
+                created_at: r.get(3)?,
+                message: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn rollout(&self, worker: &str) -> Result<Vec<Rollout>, ControlPlaneError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT node_id, version, ok, error, updated_at FROM rollout WHERE worker = ?1 ORDER BY node_id")?;
+        let mut stmt = conn.prepare(
+            "SELECT node_id, version, ok, error, updated_at FROM rollout WHERE worker = ?1 ORDER BY node_id",
+        )?;
         let rows = stmt.query_map([worker], |r| {
-            Ok(Rollout { node_id: r.get(0)?, version: r.get(1)?, ok: r.get(2)?, error: r.get(3)?, updated_at: r.get(4)? })
+            Ok(Rollout {
+                node_id: r.get(0)?,
+                version: r.get(1)?,
+                ok: r.get(2)?,
+                error: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn record_ack(&self, node_id: &str, worker: &str, version: u64, ok: bool, error: Option<&str>) -> Result<(), ControlPlaneError> {
+    pub fn record_ack(
+        &self,
+        node_id: &str,
+        worker: &str,
+        version: u64,
+        ok: bool,
+        error: Option<&str>,
+    ) -> Result<(), ControlPlaneError> {
         self.conn()?.execute(
             "INSERT INTO rollout (node_id, worker, version, ok, error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (node_id, worker) DO UPDATE SET version = excluded.version, ok = excluded.ok, error = excluded.error, updated_at = excluded.updated_at",
@@ -230,7 +267,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn record_node(&self, node_id: &str, region: &str, http_addr: &str, connected: bool) -> Result<(), ControlPlaneError> {
+    pub fn record_node(
+        &self,
+        node_id: &str,
+        region: &str,
+        http_addr: &str,
+        connected: bool,
+    ) -> Result<(), ControlPlaneError> {
         self.conn()?.execute(
             "INSERT INTO nodes (node_id, region, http_addr, connected, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (node_id) DO UPDATE SET region = excluded.region, http_addr = excluded.http_addr, connected = excluded.connected, last_seen = excluded.last_seen",
@@ -241,9 +284,16 @@ impl Store {
 
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, ControlPlaneError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT node_id, region, http_addr, connected, last_seen FROM nodes ORDER BY node_id")?;
+        let mut stmt =
+            conn.prepare("SELECT node_id, region, http_addr, connected, last_seen FROM nodes ORDER BY node_id")?;
         let rows = stmt.query_map([], |r| {
-            Ok(NodeInfo { node_id: r.get(0)?, region: r.get(1)?, http_addr: r.get(2)?, connected: r.get(3)?, last_seen: r.get(4)? })
+            Ok(NodeInfo {
+                node_id: r.get(0)?,
+                region: r.get(1)?,
+                http_addr: r.get(2)?,
+                connected: r.get(3)?,
+                last_seen: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -262,7 +312,8 @@ impl Store {
         let tx = conn.transaction()?;
         let seq: u64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let workers = {
-            let mut stmt = tx.prepare(&format!("{DEPLOYMENT_SELECT} WHERE w.active_version IS NOT NULL ORDER BY w.name"))?;
+            let mut stmt =
+                tx.prepare(&format!("{DEPLOYMENT_SELECT} WHERE w.active_version IS NOT NULL ORDER BY w.name"))?;
             let rows = stmt.query_map([], deployment_row)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
@@ -308,7 +359,12 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkerDeployment> {
 }
 
 /// Points a worker at `version` (None: deleted) and appends the event; returns its seq.
-fn activate(tx: &rusqlite::Transaction<'_>, worker: &str, version: Option<u64>, t: i64) -> Result<u64, ControlPlaneError> {
+fn activate(
+    tx: &rusqlite::Transaction<'_>,
+    worker: &str,
+    version: Option<u64>,
+    t: i64,
+) -> Result<u64, ControlPlaneError> {
     tx.execute(
         "INSERT INTO workers (name, active_version, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (name) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at",

@@ -24,10 +24,7 @@ pub struct ComponentInfo {
 pub fn validate_component(bytes: &[u8]) -> Result<ComponentInfo, ControlPlaneError> {
     let invalid = |msg: String| Err(ControlPlaneError::Invalid(msg));
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return invalid(format!(
-            "not a WebAssembly binary: {} bytes without the `\\0asm` header",
-            bytes.len()
-        ));
+        return invalid(format!("not a WebAssembly binary: {} bytes without the `\\0asm` header", bytes.len()));
     }
     if bytes[4..8] == [1, 0, 0, 0] {
         return invalid(

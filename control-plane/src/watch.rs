@@ -7,7 +7,9 @@
 
 use crate::store::{Change, Store};
 use nimbus_proto::deploy::deployments_server::Deployments;
-use nimbus_proto::deploy::{AckRequest, AckResponse, GetComponentRequest, GetComponentResponse, WatchEvent, WatchRequest};
+use nimbus_proto::deploy::{
+    AckRequest, AckResponse, GetComponentRequest, GetComponentResponse, WatchEvent, WatchRequest,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -61,7 +63,10 @@ impl Deployments for WatchService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_component(&self, request: Request<GetComponentRequest>) -> Result<Response<GetComponentResponse>, Status> {
+    async fn get_component(
+        &self,
+        request: Request<GetComponentRequest>,
+    ) -> Result<Response<GetComponentResponse>, Status> {
         let hash = request.into_inner().hash;
         match self.store.component(&hash).map_err(internal)? {
             Some(component) => Ok(Response::new(GetComponentResponse { component })),
@@ -108,7 +113,9 @@ async fn stream_changes(
         }
         for (seq, change) in store.changes_after(sent).map_err(internal)? {
             let event = match change {
-                Change::Upsert(deployment) => WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new() },
+                Change::Upsert(deployment) => {
+                    WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new() }
+                }
                 Change::Removed(name) => WatchEvent { seq, snapshot: false, workers: Vec::new(), removed: vec![name] },
             };
             if tx.send(Ok(event)).await.is_err() {

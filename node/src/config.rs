@@ -206,7 +206,16 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(NodeConfig, HttpConfig, RpcConfig, GossipConfig, ControlPlaneConfig, D1Config, RuntimeConfig, PoolConfig);
+default_from_serde!(
+    NodeConfig,
+    HttpConfig,
+    RpcConfig,
+    GossipConfig,
+    ControlPlaneConfig,
+    D1Config,
+    RuntimeConfig,
+    PoolConfig
+);
 
 impl NodeConfig {
     /// Reads `path` (if given) and applies `NIMBUS_*` environment overrides.

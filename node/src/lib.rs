@@ -65,10 +65,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tracing::error!("http server failed: {e}");
         }
     });
-    let watcher = deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone());
+    let watcher =
+        deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone());
     tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
 
-    let ready = Ready { node_id: config.node_id.clone(), region: config.region.clone(), http: http_addr, workers_restored };
+    let ready =
+        Ready { node_id: config.node_id.clone(), region: config.region.clone(), http: http_addr, workers_restored };
     tracing::info!(node_id = %ready.node_id, http = %http_addr, workers_restored, "node ready");
     println!("{}", serde_json::to_string(&ready).unwrap_or_default());
 

@@ -23,7 +23,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let config = nimbus_node::config::NodeConfig::load(args.config.as_deref()).context("reading the node configuration")?;
+    let config =
+        nimbus_node::config::NodeConfig::load(args.config.as_deref()).context("reading the node configuration")?;
     nimbus_node::run(config, shutdown_signal()).await?;
     Ok(())
 }

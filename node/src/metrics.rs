@@ -50,7 +50,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("nimbus");
         let requests = Family::<StatusLabels, Counter>::default();
         let latency = Family::<WorkerLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let instantiation = Family::<WorkerLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let instantiation =
+            Family::<WorkerLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let failures = Family::<FailureLabels, Counter>::default();
         let unrouted = Counter::default();
         let workers = Gauge::default();
@@ -58,13 +59,31 @@ impl Metrics {
         let deployments_failed = Counter::default();
         registry.register("worker_requests", "Requests served by a worker, by status class", requests.clone());
         registry.register("worker_request_duration_seconds", "Time to the response head", latency.clone());
-        registry.register("worker_instantiation_duration_seconds", "Time to create a worker instance", instantiation.clone());
+        registry.register(
+            "worker_instantiation_duration_seconds",
+            "Time to create a worker instance",
+            instantiation.clone(),
+        );
         registry.register("worker_failures", "Requests ended by a trap, a limit or a bad response", failures.clone());
         registry.register("unrouted_requests", "Requests no worker answered for", unrouted.clone());
         registry.register("workers_deployed", "Workers this node serves", workers.clone());
-        registry.register("deployments_applied", "Deployments applied from the control plane", deployments_applied.clone());
+        registry.register(
+            "deployments_applied",
+            "Deployments applied from the control plane",
+            deployments_applied.clone(),
+        );
         registry.register("deployments_failed", "Deployments this node could not apply", deployments_failed.clone());
-        Metrics { registry, requests, latency, instantiation, failures, unrouted, workers, deployments_applied, deployments_failed }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            instantiation,
+            failures,
+            unrouted,
+            workers,
+            deployments_applied,
+            deployments_failed,
+        }
     }
 
     pub fn worker(&self, worker: &str) -> WorkerMetrics {

@@ -172,10 +172,8 @@ mod tests {
 
     #[test]
     fn unknown_binding_type_is_rejected_with_its_name() {
-        let err = serde_json::from_str::<WorkerManifest>(
-            r#"{"bindings":[{"type":"r3","name":"X","bucket":"b"}]}"#,
-        )
-        .expect_err("r3 is not a binding type");
+        let err = serde_json::from_str::<WorkerManifest>(r#"{"bindings":[{"type":"r3","name":"X","bucket":"b"}]}"#)
+            .expect_err("r3 is not a binding type");
         assert!(err.to_string().contains("unknown variant `r3`"), "{err}");
     }
 

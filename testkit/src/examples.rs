@@ -46,3 +46,30 @@ pub fn wasm_bytes(name: &str) -> Result<Vec<u8>> {
     let path = wasm(name)?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
+
+/// Builds `examples/python-hello` with componentize-py (once per process). `Ok(None)` when
+/// componentize-py is not installed (`scripts/setup` installs it).
+pub fn python_hello() -> Result<Option<Vec<u8>>> {
+    static BUILT: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let found = std::process::Command::new("componentize-py").arg("--version").output();
+        if !matches!(found, Ok(ref out) if out.status.success()) {
+            return Ok(None);
+        }
+        let out = target_dir().join("python-hello.wasm");
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let status = std::process::Command::new(repo_root().join("examples/python-hello/build.sh")).arg(&out).status();
+        match status {
+            Ok(s) if s.success() => Ok(Some(out)),
+            Ok(s) => Err(format!("building python-hello failed ({s})")),
+            Err(e) => Err(format!("running build.sh: {e}")),
+        }
+    });
+    match built {
+        Ok(Some(path)) => Ok(Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)),
+        Ok(None) => Ok(None),
+        Err(e) => bail!("{e}"),
+    }
+}

@@ -208,7 +208,8 @@ impl Cluster {
         ];
         let log = self.dir.join("logs/control-plane.log");
         let (proc, line) = Proc::start(Role::ControlPlane, &self.spec.bin_dir, env, &log).await?;
-        let ready: ControlPlaneReady = serde_json::from_str(&line).with_context(|| format!("control plane ready line: {line}"))?;
+        let ready: ControlPlaneReady =
+            serde_json::from_str(&line).with_context(|| format!("control plane ready line: {line}"))?;
         self.api = ready.api;
         self.grpc = ready.grpc;
         self.control_plane = Some(proc);
@@ -285,7 +286,12 @@ impl Cluster {
         self.api_call(reqwest::Method::POST, &format!("/v1/deployments/{name}"), Some(body)).await
     }
 
-    pub async fn api_call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<ApiResponse> {
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ApiResponse> {
         let mut req = self.http.request(method, format!("{}{path}", self.api_url())).bearer_auth(&self.spec.token);
         if let Some(body) = body {
             req = req.json(&body);
@@ -293,7 +299,11 @@ impl Cluster {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let body = if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)) };
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
         Ok(ApiResponse { status, body })
     }
 
@@ -331,7 +341,14 @@ impl Cluster {
         self.request_worker(index, worker, reqwest::Method::GET, path, Vec::new()).await
     }
 
-    pub async fn request_worker(&self, index: usize, worker: &str, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<(u16, String)> {
+    pub async fn request_worker(
+        &self,
+        index: usize,
+        worker: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String)> {
         let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
         let resp = self
             .http

@@ -34,7 +34,11 @@ impl Proc {
     /// Starts the binary with `env`, logs (stderr) appended to `log`, and waits for its ready line.
     pub async fn start(role: Role, bin_dir: &Path, env: Vec<(String, String)>, log: &Path) -> Result<(Proc, String)> {
         let binary = bin_dir.join(role.binary());
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let mut command = Command::new(&binary);
         command
             .envs(env)

@@ -4,7 +4,7 @@
 //! `/fs` tries to read `/etc/passwd` (no host filesystem), `/env` lists the environment
 //! (empty), `/binding` calls a KV binding the deployment did not declare, `/count` returns
 //! a per-instance counter (globals persist while an instance is reused), `/big?n=` returns
-//! an n-byte body.
+//! an n-byte body, `/fetch?url=` fetches a URL (allowed only by `allowed_outbound_hosts`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,6 +60,13 @@ impl nimbus::Handler for Hostile {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1024);
                 Ok(nimbus::Response::new(200, vec![b'x'; n]))
+            }
+            "/fetch" => {
+                let url = req.path.split_once("url=").map(|(_, u)| u).unwrap_or("");
+                match nimbus::fetch("GET", url, &[], b"") {
+                    Ok(resp) => Ok(nimbus::Response::new(resp.status, resp.body)),
+                    Err(e) => Ok(nimbus::Response::text(format!("fetch failed: {e}\n")).with_status(502)),
+                }
             }
             _ => Ok(nimbus::Response::text("ok\n")),
         }

@@ -68,7 +68,13 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(config: &NodeConfig, http_addr: String, runtime: Arc<Runtime>, storage: Storage, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &NodeConfig,
+        http_addr: String,
+        runtime: Arc<Runtime>,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Watcher {
             node_id: config.node_id.clone(),
             region: config.region.clone(),
@@ -150,7 +156,8 @@ impl Watcher {
         let mut removed: BTreeSet<String> = event.removed.iter().cloned().collect();
         if event.snapshot {
             let desired: BTreeSet<&str> = event.workers.iter().map(|w| w.name.as_str()).collect();
-            removed.extend(self.runtime.workers().into_iter().map(|w| w.name).filter(|n| !desired.contains(n.as_str())));
+            removed
+                .extend(self.runtime.workers().into_iter().map(|w| w.name).filter(|n| !desired.contains(n.as_str())));
         }
         for deployment in &event.workers {
             if let Some(spec) = self.upsert(client, deployment).await? {
@@ -171,7 +178,11 @@ impl Watcher {
 
     /// Installs one deployment (unless already serving) and acks it; `Some(spec)` when the
     /// node now serves it and it must be persisted.
-    async fn upsert(&self, client: &mut DeploymentsClient<Channel>, deployment: &WorkerDeployment) -> Result<Option<WorkerSpec>, DeployError> {
+    async fn upsert(
+        &self,
+        client: &mut DeploymentsClient<Channel>,
+        deployment: &WorkerDeployment,
+    ) -> Result<Option<WorkerSpec>, DeployError> {
         let spec = WorkerSpec {
             name: deployment.name.clone(),
             version: deployment.version,
@@ -208,7 +219,12 @@ impl Watcher {
         }
     }
 
-    async fn ack(&self, client: &mut DeploymentsClient<Channel>, spec: &WorkerSpec, error: Option<String>) -> Result<(), DeployError> {
+    async fn ack(
+        &self,
+        client: &mut DeploymentsClient<Channel>,
+        spec: &WorkerSpec,
+        error: Option<String>,
+    ) -> Result<(), DeployError> {
         client
             .ack(AckRequest {
                 node_id: self.node_id.clone(),

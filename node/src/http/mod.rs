@@ -27,7 +27,8 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, node_id: &str, region: &str) -> Self {
-        let mut edge = Edge { runtime, metrics, node_id: node_id.into(), region: region.into(), platform: Router::new() };
+        let mut edge =
+            Edge { runtime, metrics, node_id: node_id.into(), region: region.into(), platform: Router::new() };
         edge.platform = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
@@ -76,9 +77,13 @@ pub fn error_response(error: &RuntimeError) -> Response {
     let status = match error {
         RuntimeError::NoRoute { .. } => StatusCode::NOT_FOUND,
         RuntimeError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        RuntimeError::CpuLimit { .. } | RuntimeError::MemoryLimit { .. } | RuntimeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        RuntimeError::CpuLimit { .. } | RuntimeError::MemoryLimit { .. } | RuntimeError::Overloaded => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         RuntimeError::WallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        RuntimeError::NoResponse { .. } | RuntimeError::BadResponse { .. } | RuntimeError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+        RuntimeError::NoResponse { .. } | RuntimeError::BadResponse { .. } | RuntimeError::ResponseTooLarge { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
         RuntimeError::Trap { .. }
         | RuntimeError::Compile { .. }
         | RuntimeError::Link { .. }
@@ -101,7 +106,8 @@ pub fn error_response(error: &RuntimeError) -> Response {
 }
 
 async fn metrics_text(State(edge): State<Edge>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode()).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode())
+        .into_response()
 }
 
 #[derive(serde::Serialize)]

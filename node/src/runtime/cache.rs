@@ -22,7 +22,8 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 impl ComponentCache {
     pub fn open(dir: PathBuf) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { context: format!("creating {}", dir.display()), source })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| RuntimeError::Io { context: format!("creating {}", dir.display()), source })?;
         Ok(ComponentCache { dir })
     }
 
@@ -62,7 +63,8 @@ impl ComponentCache {
             .map_err(|e| RuntimeError::Compile { hash: hash.to_string(), message: format!("{e:#}") })?;
         write_atomically(&compiled, &machine_code)?;
         tracing::info!(%hash, elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
-        deserialize(engine, &compiled).map_err(|e| RuntimeError::Compile { hash: hash.to_string(), message: format!("{e:#}") })
+        deserialize(engine, &compiled)
+            .map_err(|e| RuntimeError::Compile { hash: hash.to_string(), message: format!("{e:#}") })
     }
 
     fn source_path(&self, hash: &str) -> PathBuf {

@@ -66,7 +66,8 @@ impl Host {
                 b.kind()
             ))),
             None => {
-                let declared: Vec<&str> = self.bindings.iter().filter(|b| b.kind() == kind).map(Binding::name).collect();
+                let declared: Vec<&str> =
+                    self.bindings.iter().filter(|b| b.kind() == kind).map(Binding::name).collect();
                 Err(BindingError::UnknownBinding(format!(
                     "worker `{}` has no {kind} binding named `{name}` (declared: {})",
                     self.worker,
@@ -109,9 +110,10 @@ impl OutboundPolicy {
             pattern == "*"
                 || pattern.eq_ignore_ascii_case(authority)
                 || pattern.eq_ignore_ascii_case(host)
-                || pattern
-                    .strip_prefix("*.")
-                    .is_some_and(|suffix| host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(&format!(".{}", suffix.to_ascii_lowercase())))
+                || pattern.strip_prefix("*.").is_some_and(|suffix| {
+                    host.len() > suffix.len()
+                        && host.to_ascii_lowercase().ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
+                })
         })
     }
 }

@@ -135,7 +135,8 @@ impl Runtime {
 
     fn prepare_blocking(&self, spec: WorkerSpec) -> Result<Arc<Worker>, RuntimeError> {
         let component = self.cache.load(&self.engine, &spec.component_hash)?;
-        let link_error = |e: wasmtime::Error| RuntimeError::Link { worker: spec.name.clone(), message: format!("{e:#}") };
+        let link_error =
+            |e: wasmtime::Error| RuntimeError::Link { worker: spec.name.clone(), message: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
         let pre = ProxyPre::new(pre).map_err(link_error)?;
         let m = &spec.manifest.limits;
@@ -278,7 +279,10 @@ impl Worker {
         result
     }
 
-    async fn dispatch(self: &Arc<Self>, req: http::Request<axum::body::Body>) -> Result<http::Response<ResponseBody>, RuntimeError> {
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: http::Request<axum::body::Body>,
+    ) -> Result<http::Response<ResponseBody>, RuntimeError> {
         let limit = self.limits.max_request_body;
         let declared = req
             .headers()
@@ -320,7 +324,10 @@ impl Worker {
             let outcome = match tokio::time::timeout(worker.limits.wall, call).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(worker.classify(store, e)),
-                Err(_) => Err(RuntimeError::WallTimeout { worker: worker.name.to_string(), limit_ms: worker.limits.wall.as_millis() as u64 }),
+                Err(_) => Err(RuntimeError::WallTimeout {
+                    worker: worker.name.to_string(),
+                    limit_ms: worker.limits.wall.as_millis() as u64,
+                }),
             };
             match &outcome {
                 Ok(()) => {
@@ -329,7 +336,9 @@ impl Worker {
                         worker.pool.put(instance);
                     }
                 }
-                Err(e) => tracing::warn!(worker = %worker.name, error = %e, "request ended by the runtime; instance retired"),
+                Err(e) => {
+                    tracing::warn!(worker = %worker.name, error = %e, "request ended by the runtime; instance retired")
+                }
             }
             outcome
         });
@@ -351,7 +360,10 @@ impl Worker {
         if host.cpu.exceeded {
             RuntimeError::CpuLimit { worker: self.name.to_string(), limit_ms: self.limits.cpu.as_millis() as u64 }
         } else if host.memory.hit {
-            RuntimeError::MemoryLimit { worker: self.name.to_string(), limit_mb: (self.limits.memory_bytes >> 20) as u64 }
+            RuntimeError::MemoryLimit {
+                worker: self.name.to_string(),
+                limit_mb: (self.limits.memory_bytes >> 20) as u64,
+            }
         } else {
             let message = match error.downcast_ref::<wasmtime::Trap>() {
                 Some(trap) => trap.to_string(),
@@ -371,7 +383,10 @@ impl Worker {
 
     /// Refuses a response that declares a body over the worker's limit, and cuts one that
     /// streams past it.
-    fn bound_response(&self, response: http::Response<ResponseBody>) -> Result<http::Response<ResponseBody>, RuntimeError> {
+    fn bound_response(
+        &self,
+        response: http::Response<ResponseBody>,
+    ) -> Result<http::Response<ResponseBody>, RuntimeError> {
         let limit = self.limits.max_response_body;
         let declared = response
             .headers()
@@ -408,7 +423,9 @@ impl http_body::Body for LimitedBody {
                 let len = data.len() as u64;
                 if len > self.remaining {
                     tracing::warn!(worker = %self.worker, limit = self.limit, "response body over the limit; stream cut");
-                    return std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(self.limit)))));
+                    return std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(
+                        self.limit,
+                    )))));
                 }
                 self.remaining -= len;
             }

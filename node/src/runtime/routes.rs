@@ -52,7 +52,9 @@ impl Route {
     fn matches(&self, host: &str, path: &str) -> bool {
         let host_ok = match &self.host {
             HostMatch::Exact(h) => h == host,
-            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()) && host.as_bytes()[host.len() - s.len() - 1] == b'.',
+            HostMatch::Suffix(s) => {
+                host.len() > s.len() && host.ends_with(s.as_str()) && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+            }
             HostMatch::Any => true,
         };
         host_ok && if self.prefix { path.starts_with(&self.path) } else { path == self.path }
@@ -71,7 +73,10 @@ pub struct RouteTable {
 impl RouteTable {
     /// `workers` yields (worker name, its manifest routes).
     pub fn build<'a>(suffix: &str, workers: impl IntoIterator<Item = (&'a str, &'a [String])>) -> RouteTable {
-        let mut table = RouteTable { suffix: format!(".{}", suffix.trim_start_matches('.').to_ascii_lowercase()), ..Default::default() };
+        let mut table = RouteTable {
+            suffix: format!(".{}", suffix.trim_start_matches('.').to_ascii_lowercase()),
+            ..Default::default()
+        };
         for (name, routes) in workers {
             table.names.insert(name.to_string(), ());
             table.routes.extend(routes.iter().filter_map(|r| Route::parse(r, name)));
@@ -92,7 +97,8 @@ impl RouteTable {
     /// True when `host` names a worker, so platform paths (`/healthz`…) must not shadow it.
     pub fn claims_host(&self, host: &str) -> bool {
         let host = strip_port(host).to_ascii_lowercase();
-        host.ends_with(&self.suffix) || self.routes.iter().any(|r| r.host != HostMatch::Any && r.matches(&host, &r.path))
+        host.ends_with(&self.suffix)
+            || self.routes.iter().any(|r| r.host != HostMatch::Any && r.matches(&host, &r.path))
     }
 }
 

@@ -101,6 +101,62 @@ impl Response {
     }
 }
 
+/// Sends an outbound HTTP request (`wasi:http/outgoing-handler`) and reads the whole response.
+/// The node only lets it through to hosts in the worker's `allowed_outbound_hosts`.
+pub fn fetch(method: &str, url: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Result<Response> {
+    use wasi::http::types::{Method, OutgoingRequest, Scheme};
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(format!("unsupported URL `{url}`: it must start with http:// or https://").into()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields.append(name, value).map_err(|e| format!("header `{name}`: {e:?}"))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    let method = match method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_string()),
+    };
+    request.set_method(&method).map_err(|()| "invalid method")?;
+    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "invalid authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "invalid path")?;
+    let outgoing_body = request.body().map_err(|()| "request body unavailable")?;
+    {
+        let mut stream = outgoing_body.write().map_err(|()| "request body stream unavailable")?;
+        stream.write_all(body)?;
+        stream.flush()?;
+    }
+    OutgoingBody::finish(outgoing_body, None).map_err(|e| format!("finishing the request body: {e:?}"))?;
+    let pending = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("request refused: {e:?}"))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(format!("request failed: {e:?}").into()),
+        Some(Err(())) | None => return Err("response already taken".into()),
+    };
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response.consume().map_err(|()| "response body unavailable")?;
+    let mut body = Vec::new();
+    {
+        let mut stream = incoming.stream().map_err(|()| "response body stream unavailable")?;
+        stream.read_to_end(&mut body)?;
+    }
+    Ok(Response { status, headers, body })
+}
+
 /// A worker: one function from request to response.
 pub trait Handler {
     fn fetch(req: Request) -> Result<Response>;

@@ -34,7 +34,10 @@ async fn bad_deploys_are_refused_with_a_reason_and_the_previous_version_keeps_se
     assert_eq!(resp.status, 400);
     assert!(resp.body["error"].as_str().unwrap_or("").contains("core WebAssembly module"), "{:?}", resp.body);
 
-    let resp = cluster.deploy("hello", &good, json!({"bindings": [{"type": "r3", "name": "B", "bucket": "x"}]})).await.expect("call");
+    let resp = cluster
+        .deploy("hello", &good, json!({"bindings": [{"type": "r3", "name": "B", "bucket": "x"}]}))
+        .await
+        .expect("call");
     assert_eq!(resp.status, 400);
     assert!(resp.body["error"].as_str().unwrap_or("").contains("unknown variant `r3`"), "{:?}", resp.body);
 
@@ -53,7 +56,13 @@ async fn the_api_requires_the_token() {
     let cluster = cluster(1).await;
     let resp = cluster.http().get(format!("{}/v1/deployments", cluster.api_url())).send().await.expect("call");
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = cluster.http().get(format!("{}/v1/deployments", cluster.api_url())).bearer_auth("wrong").send().await.expect("call");
+    let resp = cluster
+        .http()
+        .get(format!("{}/v1/deployments", cluster.api_url()))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("call");
     assert_eq!(resp.status().as_u16(), 401);
     cluster.stop().await.expect("stop");
 }
@@ -102,7 +111,11 @@ async fn nodes_keep_serving_without_the_control_plane_and_after_a_restart() {
 
     cluster.restart_node(0).await.expect("restart node without control plane");
     let (status, body) = cluster.get_worker(0, "hello", "/").await.expect("request");
-    assert_eq!((status, body.as_str()), (200, "Hello from Nimbus!\n"), "restarted node serves its persisted deployment");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Nimbus!\n"),
+        "restarted node serves its persisted deployment"
+    );
 
     // The control plane returns; a deploy made after that reaches the restarted node too.
     cluster.start_control_plane().await.expect("control plane back");

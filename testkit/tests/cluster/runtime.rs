@@ -73,9 +73,11 @@ async fn body_limits_and_routes() {
     .await;
     deploy_example(&cluster, "big", "hostile", json!({"limits": {"max_response_body": 4096}})).await;
 
-    let (status, body) = cluster.request_worker(0, "echo", reqwest::Method::POST, "/", vec![b'a'; 2048]).await.expect("request");
+    let (status, body) =
+        cluster.request_worker(0, "echo", reqwest::Method::POST, "/", vec![b'a'; 2048]).await.expect("request");
     assert_eq!(status, 413, "{body}");
-    let (status, body) = cluster.request_worker(0, "echo", reqwest::Method::POST, "/p?q=1", b"hi".to_vec()).await.expect("request");
+    let (status, body) =
+        cluster.request_worker(0, "echo", reqwest::Method::POST, "/p?q=1", b"hi".to_vec()).await.expect("request");
     assert_eq!(status, 200);
     assert!(body.contains("method: POST\npath: /p?q=1\n") && body.ends_with("body: hi"), "{body}");
 
@@ -88,9 +90,45 @@ async fn body_limits_and_routes() {
     let resp = cluster.http().get(&url).header("host", "example.com").send().await.expect("request");
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.text().await.expect("body").contains("path: /api/users"));
-    let resp = cluster.http().get(format!("{}/other", cluster.nodes[0].url())).header("host", "example.com").send().await.expect("request");
+    let resp = cluster
+        .http()
+        .get(format!("{}/other", cluster.nodes[0].url()))
+        .header("host", "example.com")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status().as_u16(), 404);
     let resp = cluster.http().get(format!("{}/healthz", cluster.nodes[0].url())).send().await.expect("request");
     assert_eq!(resp.status().as_u16(), 200);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_runs() {
+    let Some(wasm) = nimbus_testkit::examples::python_hello().expect("python example builds") else {
+        eprintln!("componentize-py is not installed (scripts/setup installs it); skipping");
+        return;
+    };
+    let cluster = cluster(1).await;
+    let resp = cluster.deploy("python-hello", &wasm, json!({})).await.expect("deploy call");
+    assert_eq!(resp.status, 201, "{:?}", resp.body);
+    cluster.wait_for_version("python-hello", 1, super::ROLLOUT).await.expect("rollout");
+    let (status, body) = cluster.get_worker(0, "python-hello", "/").await.expect("request");
+    assert_eq!((status, body.as_str()), (200, "Hello from Nimbus, in Python!\n"));
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_fetch_reaches_only_allowed_hosts() {
+    let cluster = cluster(1).await;
+    let node = cluster.nodes[0].http;
+    deploy_example(&cluster, "allowed", "hostile", json!({"allowed_outbound_hosts": [node.to_string()]})).await;
+    deploy_example(&cluster, "denied", "hostile", json!({"allowed_outbound_hosts": ["example.com"]})).await;
+    let path = format!("/fetch?url=http://{node}/healthz");
+    let (status, body) = cluster.get_worker(0, "allowed", &path).await.expect("request");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = cluster.get_worker(0, "denied", &path).await.expect("request");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
     cluster.stop().await.expect("stop");
 }

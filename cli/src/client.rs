@@ -1,0 +1,56 @@
+//! The control-plane API as the CLI uses it, and how the CLI finds the cluster.
+
+use anyhow::{anyhow, bail, Context, Result};
+use nimbus_testkit::ClusterFile;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Client {
+    pub api_url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Where to connect, from flags and environment, else the dev cluster's `cluster.json`.
+pub fn connect(api_url: Option<String>, token: Option<String>, cluster_file: &Path) -> Result<Client> {
+    let (api_url, token) = match (api_url, token) {
+        (Some(url), Some(token)) => (url, token),
+        (url, token) => {
+            let text = std::fs::read_to_string(cluster_file).map_err(|_| {
+                anyhow!(
+                    "no cluster to talk to: {} does not exist. Start one with `nimbus dev`, or pass --api-url and --token (NIMBUS_API_URL, NIMBUS_API_TOKEN)",
+                    cluster_file.display()
+                )
+            })?;
+            let file: ClusterFile =
+                serde_json::from_str(&text).with_context(|| format!("reading {}", cluster_file.display()))?;
+            (url.unwrap_or(file.api_url), token.unwrap_or(file.token))
+        }
+    };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    Ok(Client { api_url: api_url.trim_end_matches('/').to_string(), token, http })
+}
+
+impl Client {
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the control plane at {}", self.api_url))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if !status.is_success() {
+            let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}

@@ -1,0 +1,87 @@
+//! `nimbus dev`: a control plane and N nodes as local processes until Ctrl-C or SIGTERM.
+
+use crate::output::Style;
+use anyhow::{Context, Result};
+use nimbus_testkit::{Cluster, ClusterSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub struct DevOptions {
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub api_port: u16,
+    pub grpc_port: u16,
+    pub http_port: u16,
+}
+
+pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
+    std::fs::create_dir_all(&options.dir).with_context(|| format!("creating {}", options.dir.display()))?;
+    let dir = options.dir.canonicalize()?;
+    let token_path = dir.join("api-token");
+    // Reuse the token of an earlier run so scripts holding it keep working.
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        _ => {
+            let token = random_token()?;
+            std::fs::write(&token_path, &token)?;
+            token
+        }
+    };
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let spec = ClusterSpec {
+        nodes: options.nodes,
+        dir: Some(dir.clone()),
+        control_plane_api: loopback(options.api_port),
+        control_plane_grpc: loopback(options.grpc_port),
+        node_http_base_port: Some(options.http_port),
+        token,
+        bin_dir: nimbus_testkit::bin_dir()?,
+        node_env: Vec::new(),
+    };
+    eprintln!("Starting the control plane and {} nodes …", options.nodes);
+    let cluster = Cluster::start(spec).await?;
+    let file = cluster.cluster_file();
+    let cluster_json = dir.join("cluster.json");
+    std::fs::write(&cluster_json, serde_json::to_string_pretty(&file)?)?;
+
+    println!("{} Nimbus dev cluster is up", style.ok("✓"));
+    println!("  {:<14} {}", "control plane", file.api_url);
+    for node in &file.nodes {
+        println!("  {:<14} {}", node.id, node.http_url);
+    }
+    println!("  {:<14} {}", "endpoints", cluster_json.display());
+    println!("  {:<14} {}", "logs", dir.join("logs").display());
+    let first = file.nodes.first().map(|n| n.http_url.clone()).unwrap_or_default();
+    println!();
+    println!("Try:  nimbus deploy -c examples/hello/nimbus.toml");
+    println!("      curl -H 'Host: hello.workers.localhost' {first}/");
+    println!("{}", style.dim("Ctrl-C stops every process."));
+
+    wait_for_signal().await;
+    eprintln!("Stopping …");
+    let _ = std::fs::remove_file(&cluster_json);
+    cluster.stop().await?;
+    eprintln!("Stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn random_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}

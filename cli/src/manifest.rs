@@ -1,0 +1,214 @@
+//! `nimbus.toml`: a wrangler.toml-like description of one worker.
+//!
+//! ```toml
+//! name = "hello"
+//! main = "target/wasm32-wasip2/release/hello.wasm"   # the component to deploy
+//! routes = ["example.com/*"]
+//! isolation = "pool"                                  # or "request"
+//! allowed_outbound_hosts = ["api.example.com"]
+//!
+//! [build]
+//! command = "cargo build --release --target wasm32-wasip2"
+//!
+//! [limits]
+//! cpu_ms = 50
+//! memory_mb = 128
+//!
+//! [vars]
+//! GREETING = "hi"
+//!
+//! [[kv_namespaces]]
+//! binding = "CACHE"
+//! id = "cache"
+//!
+//! [[d1_databases]]
+//! binding = "DB"
+//! database_name = "notes"
+//!
+//! [[durable_objects.bindings]]
+//! name = "COUNTER"
+//! class_name = "Counter"
+//! ```
+//!
+//! Errors name the file, and the line and field at fault.
+
+use anyhow::{bail, Context, Result};
+use nimbus_proto::manifest::{validate_worker_name, Binding, Isolation, Limits, WorkerManifest};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NimbusToml {
+    name: String,
+    main: String,
+    /// Accepted for wrangler compatibility; Nimbus has one runtime version.
+    #[serde(default)]
+    #[allow(dead_code)]
+    compatibility_date: Option<String>,
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+    #[serde(default)]
+    build: Option<BuildToml>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    isolation: Isolation,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    kv_namespaces: Vec<KvToml>,
+    #[serde(default)]
+    d1_databases: Vec<D1Toml>,
+    #[serde(default)]
+    durable_objects: Option<DurableObjectsToml>,
+}
+
+/// `routes = ["example.com/*"]` or wrangler's `routes = [{ pattern = "example.com/*" }]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RouteEntry {
+    Pattern(String),
+    Table { pattern: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildToml {
+    command: String,
+    #[serde(default)]
+    cwd: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvToml {
+    binding: String,
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct D1Toml {
+    binding: String,
+    database_name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    database_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DurableObjectsToml {
+    bindings: Vec<DurableObjectToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DurableObjectToml {
+    name: String,
+    class_name: String,
+}
+
+/// A worker ready to deploy.
+#[derive(Debug)]
+pub struct Project {
+    pub name: String,
+    /// The component, resolved relative to the `nimbus.toml`.
+    pub main: PathBuf,
+    pub build: Option<(String, PathBuf)>,
+    pub manifest: WorkerManifest,
+}
+
+pub fn load(path: &Path) -> Result<Project> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, path)
+}
+
+fn parse(text: &str, path: &Path) -> Result<Project> {
+    let toml: NimbusToml = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    validate_worker_name(&toml.name).map_err(|e| anyhow::anyhow!("{}: field `name`: {e}", path.display()))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if toml.main.is_empty() {
+        bail!("{}: field `main` is empty: give the path of the .wasm component", path.display());
+    }
+    let mut bindings = Vec::new();
+    for kv in toml.kv_namespaces {
+        bindings.push(Binding::Kv { name: kv.binding, namespace_id: kv.id });
+    }
+    for d1 in toml.d1_databases {
+        bindings.push(Binding::D1 { name: d1.binding, database_name: d1.database_name });
+    }
+    for object in toml.durable_objects.map(|d| d.bindings).unwrap_or_default() {
+        bindings.push(Binding::DurableObject { name: object.name, class_name: object.class_name });
+    }
+    let manifest = WorkerManifest {
+        routes: toml
+            .routes
+            .into_iter()
+            .map(|r| match r {
+                RouteEntry::Pattern(p) | RouteEntry::Table { pattern: p } => p,
+            })
+            .collect(),
+        limits: toml.limits,
+        isolation: toml.isolation,
+        bindings,
+        vars: toml.vars,
+        allowed_outbound_hosts: toml.allowed_outbound_hosts,
+    };
+    manifest.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Project {
+        name: toml.name,
+        main: base.join(&toml.main),
+        build: toml.build.map(|b| (b.command, base.join(b.cwd.unwrap_or_default()))),
+        manifest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_becomes_a_manifest() {
+        let text = r#"
+            name = "app"
+            main = "out/app.wasm"
+            routes = ["example.com/*", { pattern = "api.example.com/v1/*" }]
+            isolation = "request"
+            [limits]
+            cpu_ms = 20
+            [[kv_namespaces]]
+            binding = "CACHE"
+            id = "c1"
+            [[d1_databases]]
+            binding = "DB"
+            database_name = "notes"
+            [[durable_objects.bindings]]
+            name = "COUNTER"
+            class_name = "Counter"
+        "#;
+        let project = parse(text, Path::new("/w/nimbus.toml")).expect("parses");
+        assert_eq!(project.main, Path::new("/w/out/app.wasm"));
+        assert_eq!(project.manifest.routes, ["example.com/*", "api.example.com/v1/*"]);
+        assert_eq!(project.manifest.isolation, Isolation::Request);
+        assert_eq!(project.manifest.limits.cpu_ms, Some(20));
+        let kinds: Vec<&str> = project.manifest.bindings.iter().map(Binding::kind).collect();
+        assert_eq!(kinds, ["kv", "d1", "durable_object"]);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let err = parse("name = \"app\"\nmain = \"a.wasm\"\n[limits]\ncpu = 5\n", Path::new("x/nimbus.toml"))
+            .expect_err("typo");
+        let msg = err.to_string();
+        assert!(msg.contains("x/nimbus.toml") && msg.contains("cpu") && msg.contains("line 4"), "{msg}");
+        let err = parse("name = \"App\"\nmain = \"a.wasm\"\n", Path::new("nimbus.toml")).expect_err("bad name");
+        assert!(err.to_string().contains("field `name`"), "{err}");
+        let err = parse("main = \"a.wasm\"\n", Path::new("nimbus.toml")).expect_err("no name");
+        assert!(err.to_string().contains("missing field `name`"), "{err}");
+    }
+}
