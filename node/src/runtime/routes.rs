@@ -115,10 +115,10 @@ mod tests {
     use super::*;
 
     fn table() -> RouteTable {
-        let api = vec!["example.com/api/*".to_string()];
-        let site = vec!["example.com/*".to_string(), "*.example.com/*".to_string()];
-        let exact = vec!["example.com/api/health".to_string()];
-        let any = vec!["/static/*".to_string()];
+        let api = ["example.com/api/*".to_string()];
+        let site = ["example.com/*".to_string(), "*.example.com/*".to_string()];
+        let exact = ["example.com/api/health".to_string()];
+        let any = ["/static/*".to_string()];
         RouteTable::build(
             "workers.localhost",
             [("api", &api[..]), ("site", &site[..]), ("health", &exact[..]), ("assets", &any[..]), ("hello", &[][..])],

@@ -25,19 +25,27 @@ pub struct Storage {
     db: Arc<DB>,
 }
 
+/// A key and its value, as stored.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One atomic set of puts and deletes across column families.
 #[derive(Default)]
 pub struct Batch {
-    ops: Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
+}
+
+enum Op {
+    Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: &'static str, key: Vec<u8> },
 }
 
 impl Batch {
     pub fn put(&mut self, cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push((cf, key.into(), Some(value.into())));
+        self.ops.push(Op::Put { cf, key: key.into(), value: value.into() });
     }
 
     pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
-        self.ops.push((cf, key.into(), None));
+        self.ops.push(Op::Delete { cf, key: key.into() });
     }
 }
 
@@ -58,7 +66,7 @@ impl Storage {
     }
 
     /// Every (key, value) of a column family, in key order.
-    pub fn scan(&self, cf: &'static str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn scan(&self, cf: &'static str) -> Result<Vec<KeyValue>, StorageError> {
         let handle = self.cf(cf)?;
         self.db
             .iterator_cf(handle, rocksdb::IteratorMode::Start)
@@ -69,11 +77,10 @@ impl Storage {
     /// Applies `batch` atomically and syncs the WAL before returning.
     pub fn write(&self, batch: Batch) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
-        for (cf, key, value) in batch.ops {
-            let handle = self.cf(cf)?;
-            match value {
-                Some(value) => wb.put_cf(handle, key, value),
-                None => wb.delete_cf(handle, key),
+        for op in batch.ops {
+            match op {
+                Op::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
+                Op::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
             }
         }
         let mut options = WriteOptions::default();
