@@ -12,6 +12,7 @@ pub struct DevOptions {
     pub api_port: u16,
     pub grpc_port: u16,
     pub http_port: u16,
+    pub gossip_port: u16,
 }
 
 pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
@@ -34,6 +35,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         control_plane_api: loopback(options.api_port),
         control_plane_grpc: loopback(options.grpc_port),
         node_http_base_port: Some(options.http_port),
+        node_gossip_base_port: Some(options.gossip_port),
         token,
         bin_dir: nimbus_testkit::bin_dir()?,
         node_env: Vec::new(),

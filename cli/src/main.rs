@@ -71,6 +71,9 @@ enum Command {
         /// HTTP port of node-1; node-i listens on this + i - 1.
         #[arg(long, default_value_t = 8081)]
         http_port: u16,
+        /// UDP gossip port of node-1; node-i uses this + i - 1.
+        #[arg(long, default_value_t = 7946)]
+        gossip_port: u16,
     },
     /// Inspect the cluster.
     Cluster {
@@ -121,8 +124,9 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
         }
         Command::Deployments { ref command } => deployments(&connect()?, command, cli.json, style).await,
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&connect()?, cli.json, style).await,
-        Command::Dev { nodes, ref dir, api_port, grpc_port, http_port } => {
-            dev::run(dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port }, style).await
+        Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port } => {
+            dev::run(dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port, gossip_port }, style)
+                .await
         }
     }
 }

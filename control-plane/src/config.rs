@@ -56,6 +56,10 @@ fn default_max_component_bytes() -> usize {
     128 * 1024 * 1024
 }
 
+/// `NIMBUS_*` variables that are not configuration keys: the log filter, the config path, and
+/// what the CLI and the testkit read.
+const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir"];
+
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(
         impl Default for $ty {
@@ -73,7 +77,7 @@ impl ControlPlaneConfig {
         if let Some(path) = path {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment.merge(Env::prefixed("NIMBUS_").split("__")).extract().map_err(Box::new)
+        figment.merge(Env::prefixed("NIMBUS_").ignore(NOT_CONFIG).split("__")).extract().map_err(Box::new)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub d1: D1Config,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// The HTTP edge: workers, REST APIs, `/healthz`, `/metrics`.
@@ -65,6 +67,24 @@ pub struct GossipConfig {
     /// `host:port` of nodes to join through.
     #[serde(default)]
     pub seeds: Vec<String>,
+    /// How often a random member is probed, in milliseconds.
+    #[serde(default = "default_probe_period_ms")]
+    pub probe_period_ms: u64,
+    /// How long a suspect member has to refute before it is declared down, in milliseconds.
+    #[serde(default = "default_suspect_to_down_ms")]
+    pub suspect_to_down_ms: u64,
+    /// How long a down member stays listed (as `down`) before it is forgotten, in milliseconds.
+    #[serde(default = "default_remove_down_after_ms")]
+    pub remove_down_after_ms: u64,
+}
+
+/// Operator-only endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve `POST /v1/admin/faults`, which drops peer traffic to cut partitions in tests.
+    #[serde(default)]
+    pub fault_injection: bool,
 }
 
 /// Where deployments come from.
@@ -160,6 +180,15 @@ fn default_rpc_listen() -> SocketAddr {
 fn default_gossip_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7946))
 }
+fn default_probe_period_ms() -> u64 {
+    500
+}
+fn default_suspect_to_down_ms() -> u64 {
+    3_000
+}
+fn default_remove_down_after_ms() -> u64 {
+    60_000
+}
 fn default_control_plane_url() -> String {
     "http://127.0.0.1:9091".into()
 }
@@ -197,6 +226,10 @@ fn default_retire_memory_mb() -> u64 {
     64
 }
 
+/// `NIMBUS_*` variables that are not configuration keys: the log filter, the config path, and
+/// what the CLI and the testkit read.
+const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir"];
+
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(
         impl Default for $ty {
@@ -211,6 +244,7 @@ default_from_serde!(
     HttpConfig,
     RpcConfig,
     GossipConfig,
+    AdminConfig,
     ControlPlaneConfig,
     D1Config,
     RuntimeConfig,
@@ -224,7 +258,7 @@ impl NodeConfig {
         if let Some(path) = path {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment.merge(Env::prefixed("NIMBUS_").split("__")).extract().map_err(Box::new)
+        figment.merge(Env::prefixed("NIMBUS_").ignore(NOT_CONFIG).split("__")).extract().map_err(Box::new)
     }
 }
 

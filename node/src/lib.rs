@@ -6,6 +6,7 @@
 //!
 //! # Layout (modules depend downward only)
 //! - [`storage`]: RocksDB, one column family per subsystem.
+//! - [`membership`]: SWIM gossip (foca): who is in the cluster.
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod deploy;
 pub mod http;
+pub mod membership;
 pub mod metrics;
 pub mod runtime;
 pub mod storage;
@@ -33,6 +35,10 @@ pub enum NodeError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("deployments: {0}")]
     Deploy(#[from] deploy::DeployError),
+    #[error("membership: {0}")]
+    Membership(#[from] membership::MembershipError),
+    #[error("gossip seed `{seed}` does not resolve: {reason}")]
+    Seed { seed: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -43,6 +49,7 @@ pub struct Ready {
     pub node_id: String,
     pub region: String,
     pub http: std::net::SocketAddr,
+    pub gossip: std::net::SocketAddr,
     pub workers_restored: usize,
 }
 
@@ -58,8 +65,27 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let http_addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
 
     let tasks = tasks::Tasks::new();
-    let edge = http::Edge::new(runtime.clone(), metrics.clone(), &config.node_id, &config.region);
+    let me = membership::Member {
+        node_id: config.node_id.clone(),
+        region: config.region.clone(),
+        http_addr,
+        rpc_addr: config.rpc.listen,
+        gossip_addr: config.gossip.listen,
+        bump: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let membership = membership::Membership::start(me, gossip_settings(&config).await?, tasks.token()).await?;
+    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), &config);
     tasks.spawn("http", move |shutdown| async move {
+        // Without TCP_NODELAY a response whose head and body are written separately waits for
+        // the client's delayed ACK (~40 ms) on a keep-alive connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         let served = axum::serve(listener, edge.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(e) = served {
             tracing::error!("http server failed: {e}");
@@ -69,13 +95,40 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone());
     tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
 
-    let ready =
-        Ready { node_id: config.node_id.clone(), region: config.region.clone(), http: http_addr, workers_restored };
+    let ready = Ready {
+        node_id: config.node_id.clone(),
+        region: config.region.clone(),
+        http: http_addr,
+        gossip: membership.me().gossip_addr,
+        workers_restored,
+    };
     tracing::info!(node_id = %ready.node_id, http = %http_addr, workers_restored, "node ready");
     println!("{}", serde_json::to_string(&ready).unwrap_or_default());
 
     shutdown.await;
     tracing::info!("shutting down");
+    // Leave first, so peers mark this node down at once instead of suspecting it.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), membership.leave()).await.is_err() {
+        tracing::warn!("leaving the cluster timed out");
+    }
     tasks.shutdown().await;
     Ok(())
+}
+
+async fn gossip_settings(config: &NodeConfig) -> Result<membership::GossipSettings, NodeError> {
+    let mut seeds = Vec::new();
+    for seed in &config.gossip.seeds {
+        let resolved = tokio::net::lookup_host(seed.as_str())
+            .await
+            .map_err(|e| NodeError::Seed { seed: seed.clone(), reason: e.to_string() })?;
+        seeds.extend(resolved);
+    }
+    let ms = std::time::Duration::from_millis;
+    Ok(membership::GossipSettings {
+        listen: config.gossip.listen,
+        seeds,
+        probe_period: ms(config.gossip.probe_period_ms.max(10)),
+        suspect_to_down: ms(config.gossip.suspect_to_down_ms.max(10)),
+        remove_down_after: ms(config.gossip.remove_down_after_ms.max(10)),
+    })
 }

@@ -31,6 +31,8 @@ pub struct ClusterSpec {
     pub control_plane_grpc: SocketAddr,
     /// HTTP port of node 1 (node i gets base + i - 1); `None`: any free port.
     pub node_http_base_port: Option<u16>,
+    /// UDP gossip port of node 1 (node i gets base + i - 1); `None`: any free port.
+    pub node_gossip_base_port: Option<u16>,
     pub token: String,
     /// Directory holding `nimbus-node` and `nimbus-control-plane`.
     pub bin_dir: PathBuf,
@@ -48,6 +50,7 @@ impl ClusterSpec {
             control_plane_api: any,
             control_plane_grpc: any,
             node_http_base_port: None,
+            node_gossip_base_port: None,
             token: "test-token".into(),
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
@@ -78,8 +81,11 @@ pub struct Node {
     pub id: String,
     pub region: String,
     pub http: SocketAddr,
+    /// UDP gossip address (for fault injection between nodes).
+    pub gossip: SocketAddr,
     proc: Option<Proc>,
-    data_dir: PathBuf,
+    /// The node's `data_dir` (RocksDB, component cache).
+    pub data_dir: PathBuf,
 }
 
 impl Node {
@@ -134,6 +140,7 @@ struct ControlPlaneReady {
 #[derive(Debug, Deserialize)]
 struct NodeReady {
     http: SocketAddr,
+    gossip: SocketAddr,
 }
 
 /// A control-plane response: status and JSON body.
@@ -166,7 +173,9 @@ impl Cluster {
         cluster.start_control_plane().await?;
         for i in 1..=cluster.spec.nodes {
             let http_port = cluster.spec.node_http_base_port.map_or(0, |base| base + i as u16 - 1);
-            let node = cluster.launch_node(&format!("node-{i}"), SocketAddr::from(([127, 0, 0, 1], http_port))).await?;
+            let gossip_port = cluster.spec.node_gossip_base_port.map_or(0, |base| base + i as u16 - 1);
+            let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            let node = cluster.launch_node(&format!("node-{i}"), loopback(http_port), loopback(gossip_port)).await?;
             cluster.nodes.push(node);
         }
         Ok(cluster)
@@ -216,7 +225,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn launch_node(&self, id: &str, http: SocketAddr) -> Result<Node> {
+    async fn launch_node(&self, id: &str, http: SocketAddr, gossip: SocketAddr) -> Result<Node> {
         let data_dir = self.dir.join(id);
         let region = "local".to_string();
         let mut env = vec![
@@ -226,12 +235,25 @@ impl Cluster {
             ("NIMBUS_HTTP__LISTEN".to_string(), http.to_string()),
             ("NIMBUS_CONTROL_PLANE__URL".to_string(), format!("http://{}", self.grpc)),
             ("NIMBUS_CONTROL_PLANE__RECONNECT_MAX_MS".to_string(), "500".to_string()),
+            ("NIMBUS_GOSSIP__LISTEN".to_string(), gossip.to_string()),
+            ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
         ];
+        // Every node joins through the first one (and the first through any other running node).
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != id && n.is_running())
+            .take(2)
+            .map(|n| format!("\"{}\"", n.gossip))
+            .collect();
+        if !seeds.is_empty() {
+            env.push(("NIMBUS_GOSSIP__SEEDS".to_string(), format!("[{}]", seeds.join(","))));
+        }
         env.extend(self.spec.node_env.iter().cloned());
         let log = self.dir.join(format!("logs/{id}.log"));
         let (proc, line) = Proc::start(Role::Node, &self.spec.bin_dir, env, &log).await?;
         let ready: NodeReady = serde_json::from_str(&line).with_context(|| format!("{id} ready line: {line}"))?;
-        Ok(Node { id: id.to_string(), region, http: ready.http, proc: Some(proc), data_dir })
+        Ok(Node { id: id.to_string(), region, http: ready.http, gossip: ready.gossip, proc: Some(proc), data_dir })
     }
 
     /// SIGKILLs the control plane.
@@ -254,11 +276,11 @@ impl Cluster {
     /// Starts node `index` again on its old HTTP port and data directory.
     pub async fn restart_node(&mut self, index: usize) -> Result<()> {
         self.kill_node(index).await?;
-        let (id, http) = {
+        let (id, http, gossip) = {
             let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
-            (node.id.clone(), node.http)
+            (node.id.clone(), node.http, node.gossip)
         };
-        let node = self.launch_node(&id, http).await?;
+        let node = self.launch_node(&id, http, gossip).await?;
         debug_assert_eq!(node.data_dir, self.nodes[index].data_dir);
         self.nodes[index] = node;
         Ok(())
@@ -362,5 +384,54 @@ impl Cluster {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Node `index`'s view of the cluster: (node id, state) of every member it lists.
+    pub async fn members_seen_by(&self, index: usize) -> Result<Vec<(String, String)>> {
+        let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        let view: serde_json::Value = self.http.get(format!("{}/v1/cluster", node.url())).send().await?.json().await?;
+        let mut members: Vec<(String, String)> = view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| (m["node_id"].as_str().unwrap_or("").to_string(), m["state"].as_str().unwrap_or("").to_string()))
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    /// Makes node `index` drop all gossip to and from `peers` (indices), or heals it (empty).
+    pub async fn partition(&self, index: usize, peers: &[usize]) -> Result<()> {
+        let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        let blocked: Vec<String> =
+            peers.iter().filter_map(|i| self.nodes.get(*i)).map(|n| n.gossip.to_string()).collect();
+        let resp = self
+            .http
+            .post(format!("{}/v1/admin/faults", node.url()))
+            .json(&serde_json::json!({ "blocked": blocked }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("fault injection refused by {}: {}", node.id, resp.status());
+        }
+        Ok(())
+    }
+
+    /// Polls until `check` holds, failing after `timeout` with `what`.
+    pub async fn eventually<F, Fut>(&self, timeout: Duration, what: &str, mut check: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await.unwrap_or(false) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("not within {timeout:?}: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -43,6 +43,10 @@ impl Proc {
         command
             .envs(env)
             .env_remove("NIMBUS_CONFIG")
+            .env(
+                "NIMBUS_LOG",
+                std::env::var("NIMBUS_LOG").unwrap_or_else(|_| "info,cranelift=warn,wasmtime_cranelift=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

@@ -5,12 +5,14 @@
 //! back to host-less worker routes (`/static/*`). [`error_response`] is the one place where
 //! a runtime error becomes an HTTP status.
 
+use crate::config::NodeConfig;
+use crate::membership::{MemberView, Membership};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, Request, StatusCode};
 use std::sync::Arc;
@@ -20,20 +22,31 @@ use tower::ServiceExt;
 pub struct Edge {
     pub runtime: Arc<Runtime>,
     pub metrics: Arc<Metrics>,
+    pub membership: Membership,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     platform: Router,
 }
 
 impl Edge {
-    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, node_id: &str, region: &str) -> Self {
-        let mut edge =
-            Edge { runtime, metrics, node_id: node_id.into(), region: region.into(), platform: Router::new() };
-        edge.platform = Router::new()
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, membership: Membership, config: &NodeConfig) -> Self {
+        let mut edge = Edge {
+            runtime,
+            metrics,
+            membership,
+            node_id: config.node_id.as_str().into(),
+            region: config.region.as_str().into(),
+            platform: Router::new(),
+        };
+        let mut platform = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .route("/v1/node", get(node_status))
-            .with_state(edge.clone());
+            .route("/v1/cluster", get(cluster_members));
+        if config.admin.fault_injection {
+            platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
+        }
+        edge.platform = platform.with_state(edge.clone());
         edge
     }
 
@@ -51,10 +64,12 @@ async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
         .unwrap_or("")
         .to_string();
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
-        return match worker.handle(req).await {
+        let response = match worker.handle(req).await {
             Ok(response) => response.map(Body::new),
             Err(e) => error_response(&e),
         };
+        worker.record_status(response.status().as_u16());
+        return response;
     }
     if !edge.runtime.claims_host(&host) {
         let response = match edge.platform.clone().oneshot(req).await {
@@ -138,4 +153,33 @@ async fn node_status(State(edge): State<Edge>) -> Json<NodeStatus> {
         })
         .collect();
     Json(NodeStatus { node_id: edge.node_id.to_string(), region: edge.region.to_string(), workers })
+}
+
+#[derive(serde::Serialize)]
+struct ClusterView {
+    node_id: String,
+    members: Vec<MemberView>,
+}
+
+async fn cluster_members(State(edge): State<Edge>) -> Response {
+    match edge.membership.members().await {
+        Ok(members) => Json(ClusterView { node_id: edge.node_id.to_string(), members }).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FaultSet {
+    /// Gossip addresses whose traffic is dropped, both ways.
+    blocked: Vec<std::net::SocketAddr>,
+}
+
+async fn set_faults(State(edge): State<Edge>, Json(faults): Json<FaultSet>) -> Json<FaultSet> {
+    tracing::warn!(blocked = ?faults.blocked, "fault injection: peer traffic dropped");
+    edge.membership.faults.set_blocked(faults.blocked);
+    Json(FaultSet { blocked: edge.membership.faults.blocked() })
+}
+
+async fn get_faults(State(edge): State<Edge>) -> Json<FaultSet> {
+    Json(FaultSet { blocked: edge.membership.faults.blocked() })
 }

@@ -268,15 +268,16 @@ impl Worker {
     ) -> Result<http::Response<ResponseBody>, RuntimeError> {
         let started = Instant::now();
         let result = self.dispatch(req).await;
-        match &result {
-            Ok(resp) => self.metrics.response(resp.status().as_u16()),
-            Err(e) => {
-                self.metrics.failure(e.kind());
-                self.metrics.response(500);
-            }
+        if let Err(e) = &result {
+            self.metrics.failure(e.kind());
         }
         self.metrics.latency.observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Counts the status the edge finally sent for this worker (errors included).
+    pub fn record_status(&self, status: u16) {
+        self.metrics.response(status);
     }
 
     async fn dispatch(

@@ -109,7 +109,15 @@ async fn nodes_keep_serving_without_the_control_plane_and_after_a_restart() {
     let (status, _) = cluster.get_worker(0, "hello", "/").await.expect("request");
     assert_eq!(status, 200, "serves with the control plane down");
 
+    let compiled = compiled_components(&cluster.nodes[0].data_dir);
+    assert_eq!(compiled.len(), 1, "one compiled component cached: {compiled:?}");
+
     cluster.restart_node(0).await.expect("restart node without control plane");
+    assert_eq!(
+        compiled_components(&cluster.nodes[0].data_dir),
+        compiled,
+        "the restart mapped the cache, it did not recompile"
+    );
     let (status, body) = cluster.get_worker(0, "hello", "/").await.expect("request");
     assert_eq!(
         (status, body.as_str()),
@@ -123,4 +131,20 @@ async fn nodes_keep_serving_without_the_control_plane_and_after_a_restart() {
     let (status, _) = cluster.get_worker(0, "echo", "/").await.expect("request");
     assert_eq!(status, 200);
     cluster.stop().await.expect("stop");
+}
+
+/// (path, modification time) of every compiled component in a node's cache.
+fn compiled_components(data_dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut found: Vec<_> = std::fs::read_dir(data_dir.join("components"))
+        .expect("component cache exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .map(|p| {
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime");
+            (p, modified)
+        })
+        .collect();
+    found.sort();
+    found
 }

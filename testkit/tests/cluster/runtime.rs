@@ -41,6 +41,8 @@ async fn a_misbehaving_worker_ends_only_its_own_request() {
     assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="cpu_limit"} 1"#), "{text}");
     assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="memory_limit"} 1"#), "{text}");
     assert!(text.contains(r#"nimbus_worker_requests_total{worker="hello",status="2xx"} 6"#), "{text}");
+    assert!(text.contains(r#"nimbus_worker_requests_total{worker="hostile",status="5xx"} 4"#), "{text}");
+    assert!(text.contains(r#"nimbus_worker_requests_total{worker="hostile",status="4xx"} 2"#), "{text}");
     assert!(text.contains("nimbus_worker_instantiation_duration_seconds_bucket"), "{text}");
     cluster.stop().await.expect("stop");
 }

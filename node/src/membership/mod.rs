@@ -1,0 +1,323 @@
+//! Cluster membership: SWIM gossip over UDP with foca.
+//!
+//! Owns the node's view of who is in the cluster. One task owns the `Foca` instance and is
+//! fed an [`Input`] enum — datagrams, timers, and commands that carry a `oneshot` reply —
+//! so no lock guards the protocol state (corrosion's `FocaInput` pattern). Guarantees: a
+//! member's identity carries its node id, region and addresses; a restarted node rejoins
+//! with a newer identity (its `bump` is its start time) that wins over the old one; a node
+//! that stops gracefully announces its departure; every change is published on a broadcast
+//! channel that KV, Durable Objects and routing subscribe to.
+//!
+//! # Layout
+//! - [`Member`]: the identity gossiped for each node.
+//! - [`Membership`]: the handle other subsystems hold (members, subscribe, leave).
+//! - [`faults`]: peers to drop traffic to and from, for partition tests.
+
+pub mod faults;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// What every node gossips about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: String,
+    pub region: String,
+    pub http_addr: SocketAddr,
+    pub rpc_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    /// Start time in ms, bumped by `renew`: the higher one is the live incarnation of a node.
+    pub bump: u64,
+}
+
+impl Identity for Member {
+    /// Two identities at the same gossip address are the same node (foca also routes by it:
+    /// a seed is addressed by socket before its identity is known); the newer one wins.
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Member { bump: self.bump + 1, ..self.clone() })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.bump > adversary.bump
+    }
+}
+
+/// A membership change, as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    Up(Member),
+    Down(Member),
+}
+
+/// How a member looks from this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    #[serde(flatten)]
+    pub member: Member,
+    /// `alive`, `suspect` or `down`.
+    pub state: &'static str,
+    pub incarnation: u16,
+    pub is_self: bool,
+}
+
+/// The membership actor's inputs.
+enum Input {
+    Datagram(Bytes),
+    Timer(Timer<Member>),
+    /// Join through the seeds (known only by address) if no member is known yet.
+    AnnounceIfAlone,
+    Members(oneshot::Sender<Vec<MemberView>>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// The handle to the membership actor.
+#[derive(Clone)]
+pub struct Membership {
+    me: Member,
+    inputs: mpsc::Sender<Input>,
+    /// Carries every up/down change; subscribers that lag re-read [`Membership::members`].
+    events: broadcast::Sender<MembershipEvent>,
+    pub faults: Arc<faults::Faults>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("cannot bind the gossip socket on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the membership task has stopped")]
+    Stopped,
+}
+
+/// Gossip settings; LAN defaults from foca, scaled by `expected_size`.
+#[derive(Debug, Clone)]
+pub struct GossipSettings {
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub probe_period: Duration,
+    pub suspect_to_down: Duration,
+    pub remove_down_after: Duration,
+}
+
+impl Membership {
+    /// Binds the gossip socket and starts the actor. `me` gets the socket's real address.
+    pub async fn start(
+        mut me: Member,
+        settings: GossipSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Membership, MembershipError> {
+        let socket = UdpSocket::bind(settings.listen)
+            .await
+            .map_err(|source| MembershipError::Bind { addr: settings.listen, source })?;
+        me.gossip_addr =
+            socket.local_addr().map_err(|source| MembershipError::Bind { addr: settings.listen, source })?;
+        let socket = Arc::new(socket);
+        let (inputs, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(256);
+        let faults = Arc::new(faults::Faults::default());
+        let membership =
+            Membership { me: me.clone(), inputs: inputs.clone(), events: events.clone(), faults: faults.clone() };
+
+        let mut config = foca::Config::new_lan(NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN));
+        config.probe_period = settings.probe_period;
+        config.probe_rtt = settings.probe_period / 2;
+        config.suspect_to_down_after = settings.suspect_to_down;
+        config.remove_down_after = settings.remove_down_after;
+        let foca = Foca::new(me, config, rand::rngs::StdRng::from_os_rng(), PostcardCodec);
+
+        let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
+        tokio::spawn(receive(socket.clone(), inputs.clone(), faults.clone(), shutdown.clone()));
+        tokio::spawn(run(foca, rx, inputs.clone(), socket, events, faults, seeds, settings.probe_period, shutdown));
+        Ok(membership)
+    }
+
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+
+    /// Every member this node knows, itself included.
+    pub async fn members(&self) -> Result<Vec<MemberView>, MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Members(tx)).await.map_err(|_| MembershipError::Stopped)?;
+        rx.await.map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Announces a graceful departure to the cluster.
+    pub async fn leave(&self) -> Result<(), MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Leave(tx)).await.map_err(|_| MembershipError::Stopped)?;
+        rx.await.map_err(|_| MembershipError::Stopped)
+    }
+}
+
+type NodeFoca = Foca<Member, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
+
+async fn receive(
+    socket: Arc<UdpSocket>,
+    inputs: mpsc::Sender<Input>,
+    faults: Arc<faults::Faults>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        match received {
+            Ok((len, from)) if !faults.blocks(from) => {
+                if inputs.send(Input::Datagram(Bytes::copy_from_slice(&buf[..len]))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("gossip receive: {e}"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut foca: NodeFoca,
+    mut rx: mpsc::Receiver<Input>,
+    inputs: mpsc::Sender<Input>,
+    socket: Arc<UdpSocket>,
+    events: broadcast::Sender<MembershipEvent>,
+    faults: Arc<faults::Faults>,
+    seeds: Vec<SocketAddr>,
+    announce_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut runtime = AccumulatingRuntime::new();
+    // Seeds may start after us, and a partitioned node may have forgotten everyone: keep
+    // announcing while alone.
+    let mut announce = tokio::time::interval(announce_every);
+    loop {
+        let input = tokio::select! {
+            _ = announce.tick() => Input::AnnounceIfAlone,
+            _ = shutdown.cancelled() => {
+                // Tell the others we are leaving rather than letting them suspect us.
+                if foca.leave_cluster(&mut runtime).is_ok() {
+                    drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+                }
+                return;
+            }
+            input = rx.recv() => match input {
+                Some(input) => input,
+                None => return,
+            },
+        };
+        let result = match input {
+            Input::Datagram(data) => foca.handle_data(&data, &mut runtime),
+            Input::Timer(timer) => foca.handle_timer(timer, &mut runtime),
+            Input::AnnounceIfAlone if foca.num_members() == 0 => {
+                let mut result = Ok(());
+                for seed in &seeds {
+                    // The seed's identity is unknown until it answers; foca routes by address.
+                    let probe = Member {
+                        node_id: format!("seed@{seed}"),
+                        region: String::new(),
+                        http_addr: *seed,
+                        rpc_addr: *seed,
+                        gossip_addr: *seed,
+                        bump: 0,
+                    };
+                    result = result.and(foca.announce(probe, &mut runtime));
+                }
+                result
+            }
+            Input::AnnounceIfAlone => Ok(()),
+            Input::Members(reply) => {
+                let me = foca.identity().clone();
+                let mut views: Vec<MemberView> = foca
+                    .iter_membership_state()
+                    .map(|m| MemberView {
+                        member: m.id().clone(),
+                        state: match m.state() {
+                            foca::State::Alive => "alive",
+                            foca::State::Suspect => "suspect",
+                            foca::State::Down => "down",
+                        },
+                        incarnation: m.incarnation(),
+                        is_self: false,
+                    })
+                    .collect();
+                views.push(MemberView { member: me, state: "alive", incarnation: 0, is_self: true });
+                views.sort_by(|a, b| a.member.node_id.cmp(&b.member.node_id));
+                let _ = reply.send(views);
+                Ok(())
+            }
+            Input::Leave(reply) => {
+                let result = foca.leave_cluster(&mut runtime);
+                drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+                let _ = reply.send(());
+                result
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("foca: {e}");
+        }
+        drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+    }
+}
+
+/// Carries out what foca asked for: datagrams, timers, notifications.
+async fn drain(
+    runtime: &mut AccumulatingRuntime<Member>,
+    socket: &UdpSocket,
+    inputs: &mpsc::Sender<Input>,
+    events: &broadcast::Sender<MembershipEvent>,
+    faults: &faults::Faults,
+) {
+    while let Some((to, data)) = runtime.to_send() {
+        if faults.blocks(to.gossip_addr) {
+            continue;
+        }
+        if let Err(e) = socket.send_to(&data, to.gossip_addr).await {
+            tracing::debug!(to = %to.gossip_addr, "gossip send: {e}");
+        }
+    }
+    while let Some((after, timer)) = runtime.to_schedule() {
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = inputs.send(Input::Timer(timer)).await;
+        });
+    }
+    while let Some(notification) = runtime.to_notify() {
+        let event = match notification {
+            OwnedNotification::MemberUp(m) => Some(MembershipEvent::Up(m)),
+            OwnedNotification::MemberDown(m) => Some(MembershipEvent::Down(m)),
+            OwnedNotification::Rename(old, new) => {
+                tracing::info!(node = %new.node_id, old_bump = old.bump, new_bump = new.bump, "member renamed");
+                None
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            match &event {
+                MembershipEvent::Up(m) => tracing::info!(node = %m.node_id, region = %m.region, "member up"),
+                MembershipEvent::Down(m) => tracing::info!(node = %m.node_id, "member down"),
+            }
+            let _ = events.send(event);
+        }
+    }
+}
