@@ -375,27 +375,42 @@ async fn deployments(
 async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) -> Result<()> {
     let nodes = client.call(reqwest::Method::GET, "/v1/cluster", None).await?;
     let mut report = Vec::new();
+    // The gossip view, as the first node that answers sees it.
+    let mut gossip: Option<Value> = None;
     for node in nodes.as_array().into_iter().flatten() {
-        let url = format!("http://{}/v1/node", node["http_addr"].as_str().unwrap_or(""));
-        let status: Option<Value> = match client.http().get(&url).timeout(Duration::from_secs(2)).send().await {
+        let base = format!("http://{}", node["http_addr"].as_str().unwrap_or(""));
+        let get = |path: &str| client.http().get(format!("{base}{path}")).timeout(Duration::from_secs(2)).send();
+        let status: Option<Value> = match get("/v1/node").await {
             Ok(resp) => resp.json().await.ok(),
             Err(_) => None,
         };
+        if gossip.is_none() && status.is_some() {
+            gossip = match get("/v1/cluster").await {
+                Ok(resp) => resp.json().await.ok(),
+                Err(_) => None,
+            };
+        }
         report.push(json!({ "node": node, "status": status }));
     }
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&json!({ "nodes": report, "gossip": gossip }))?);
         return Ok(());
     }
+    let gossip_state = |id: &str| -> String {
+        let member = gossip.as_ref().and_then(|g| g["members"].as_array()).and_then(|m| m.iter().find(|m| m["node_id"] == id));
+        match member.and_then(|m| m["state"].as_str()) {
+            Some("alive") => style.ok("alive"),
+            Some("suspect") => style.warn("suspect"),
+            Some(other) => style.bad(other),
+            None => style.dim("unknown"),
+        }
+    };
     let rows: Vec<Vec<String>> = report
         .iter()
         .map(|r| {
             let node = &r["node"];
-            let watching = if node["connected"].as_bool() == Some(true) {
-                style.ok("connected")
-            } else {
-                style.warn("disconnected")
-            };
+            let id = node["node_id"].as_str().unwrap_or("");
+            let watching = if node["connected"].as_bool() == Some(true) { style.ok("connected") } else { style.warn("disconnected") };
             let (health, workers) = match r["status"].as_object() {
                 Some(status) => {
                     let workers: Vec<String> = status["workers"]
@@ -409,12 +424,12 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
                 None => (style.bad("unreachable"), String::new()),
             };
             vec![
-                node["node_id"].as_str().unwrap_or("").to_string(),
+                id.to_string(),
                 node["region"].as_str().unwrap_or("").to_string(),
                 node["http_addr"].as_str().unwrap_or("").to_string(),
                 health,
+                gossip_state(id),
                 watching,
-                output::ago(node["last_seen"].as_i64().unwrap_or(0)),
                 workers,
             ]
         })
@@ -422,7 +437,10 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
     if rows.is_empty() {
         println!("No node has connected to the control plane yet.");
     } else {
-        table(style, &["NODE", "REGION", "HTTP", "HEALTH", "CONTROL PLANE", "SINCE", "WORKERS"], &rows);
+        table(style, &["NODE", "REGION", "HTTP", "HEALTH", "GOSSIP", "CONTROL PLANE", "WORKERS"], &rows);
+        if let Some(seen_by) = gossip.as_ref().and_then(|g| g["node_id"].as_str()) {
+            println!("{}", style.dim(&format!("gossip states as {seen_by} sees them")));
+        }
     }
     Ok(())
 }
