@@ -397,7 +397,8 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
         return Ok(());
     }
     let gossip_state = |id: &str| -> String {
-        let member = gossip.as_ref().and_then(|g| g["members"].as_array()).and_then(|m| m.iter().find(|m| m["node_id"] == id));
+        let member =
+            gossip.as_ref().and_then(|g| g["members"].as_array()).and_then(|m| m.iter().find(|m| m["node_id"] == id));
         match member.and_then(|m| m["state"].as_str()) {
             Some("alive") => style.ok("alive"),
             Some("suspect") => style.warn("suspect"),
@@ -410,7 +411,11 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
         .map(|r| {
             let node = &r["node"];
             let id = node["node_id"].as_str().unwrap_or("");
-            let watching = if node["connected"].as_bool() == Some(true) { style.ok("connected") } else { style.warn("disconnected") };
+            let watching = if node["connected"].as_bool() == Some(true) {
+                style.ok("connected")
+            } else {
+                style.warn("disconnected")
+            };
             let (health, workers) = match r["status"].as_object() {
                 Some(status) => {
                     let workers: Vec<String> = status["workers"]
