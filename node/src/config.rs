@@ -228,7 +228,7 @@ fn default_retire_memory_mb() -> u64 {
 
 /// `NIMBUS_*` variables that are not configuration keys: the log filter, the config path, and
 /// what the CLI and the testkit read.
-const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir"];
+const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir", "test_keep"];
 
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(

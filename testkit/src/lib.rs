@@ -156,7 +156,14 @@ impl Cluster {
             Some(dir) => (dir.clone(), None),
             None => {
                 let t = tempfile::Builder::new().prefix("nimbus-cluster-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
+                if std::env::var_os("NIMBUS_TEST_KEEP").is_some() {
+                    // Keep data and logs for a post-mortem.
+                    let kept = t.keep();
+                    eprintln!("cluster directory kept: {}", kept.display());
+                    (kept, None)
+                } else {
+                    (t.path().to_path_buf(), Some(t))
+                }
             }
         };
         std::fs::create_dir_all(dir.join("logs"))?;

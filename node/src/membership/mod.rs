@@ -141,7 +141,8 @@ impl Membership {
 
         let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
         tokio::spawn(receive(socket.clone(), inputs.clone(), faults.clone(), shutdown.clone()));
-        tokio::spawn(run(foca, rx, inputs.clone(), socket, events, faults, seeds, settings.probe_period, shutdown));
+        let timing = Timing { announce_every: settings.probe_period, suspect_to_down: settings.suspect_to_down };
+        tokio::spawn(run(foca, rx, inputs.clone(), socket, events, faults, seeds, timing, shutdown));
         Ok(membership)
     }
 
@@ -166,6 +167,13 @@ impl Membership {
         self.inputs.send(Input::Leave(tx)).await.map_err(|_| MembershipError::Stopped)?;
         rx.await.map_err(|_| MembershipError::Stopped)
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// How often a node that knows no one announces to its seeds.
+    announce_every: Duration,
+    suspect_to_down: Duration,
 }
 
 type NodeFoca = Foca<Member, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
@@ -203,13 +211,14 @@ async fn run(
     events: broadcast::Sender<MembershipEvent>,
     faults: Arc<faults::Faults>,
     seeds: Vec<SocketAddr>,
-    announce_every: Duration,
+    timing: Timing,
     shutdown: CancellationToken,
 ) {
     let mut runtime = AccumulatingRuntime::new();
     // Seeds may start after us, and a partitioned node may have forgotten everyone: keep
-    // announcing while alone.
-    let mut announce = tokio::time::interval(announce_every);
+    // announcing while alone. The same tick runs the suspicion watchdog.
+    let mut announce = tokio::time::interval(timing.announce_every);
+    let mut suspicions = Suspicions::default();
     loop {
         let input = tokio::select! {
             _ = announce.tick() => Input::AnnounceIfAlone,
@@ -229,6 +238,7 @@ async fn run(
             Input::Datagram(data) => foca.handle_data(&data, &mut runtime),
             Input::Timer(timer) => foca.handle_timer(timer, &mut runtime),
             Input::AnnounceIfAlone if foca.num_members() == 0 => {
+                suspicions.seen.clear();
                 let mut result = Ok(());
                 for seed in &seeds {
                     // The seed's identity is unknown until it answers; foca routes by address.
@@ -244,7 +254,13 @@ async fn run(
                 }
                 result
             }
-            Input::AnnounceIfAlone => Ok(()),
+            Input::AnnounceIfAlone => {
+                let overdue = suspicions.overdue(&foca, timing.suspect_to_down * 2);
+                if !overdue.is_empty() {
+                    tracing::info!(members = ?overdue.iter().map(|m| m.id().node_id.as_str()).collect::<Vec<_>>(), "suspicion outlived its timer; declaring down");
+                }
+                foca.apply_many(overdue.into_iter(), true, &mut runtime)
+            }
             Input::Members(reply) => {
                 let me = foca.identity().clone();
                 let mut views: Vec<MemberView> = foca
@@ -261,8 +277,7 @@ async fn run(
                     })
                     .collect();
                 views.push(MemberView { member: me, state: "alive", incarnation: 0, is_self: true });
-                views.sort_by(|a, b| a.member.node_id.cmp(&b.member.node_id));
-                let _ = reply.send(views);
+                let _ = reply.send(newest_per_node(views));
                 Ok(())
             }
             Input::Leave(reply) => {
@@ -277,6 +292,49 @@ async fn run(
         }
         drain(&mut runtime, &socket, &inputs, &events, &faults).await;
     }
+}
+
+/// Members seen in the suspect state, and since when.
+///
+/// SWIM turns an unrefuted suspicion into `down` when its timer fires. foca keys that timer
+/// to the node's own identity, so a node that renews its identity (after being told it was
+/// declared down, e.g. when a partition heals) drops the timers it had pending, and a member
+/// it suspected then stays suspect for ever if that member never hears of the suspicion.
+/// This watchdog applies the rule foca could not: a suspicion older than twice the timeout
+/// becomes `down`; the member then learns it, renews, and rejoins as alive.
+#[derive(Default)]
+struct Suspicions {
+    seen: std::collections::HashMap<(Member, u16), std::time::Instant>,
+}
+
+impl Suspicions {
+    fn overdue(&mut self, foca: &NodeFoca, after: Duration) -> Vec<foca::Member<Member>> {
+        let now = std::time::Instant::now();
+        let suspects: Vec<(Member, u16)> = foca
+            .iter_members()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        self.seen.retain(|key, _| suspects.contains(key));
+        let mut overdue = Vec::new();
+        for key in suspects {
+            let since = *self.seen.entry(key.clone()).or_insert(now);
+            if now.duration_since(since) > after {
+                overdue.push(foca::Member::new(key.0.clone(), key.1, foca::State::Down));
+                self.seen.remove(&key);
+            }
+        }
+        overdue
+    }
+}
+
+/// One view per node: a node that renewed its identity (restart, or rejoin after being
+/// declared down) can still be listed under its older identity until foca forgets it; the
+/// identity with the highest bump is the live one.
+fn newest_per_node(mut views: Vec<MemberView>) -> Vec<MemberView> {
+    views.sort_by(|a, b| a.member.node_id.cmp(&b.member.node_id).then(b.member.bump.cmp(&a.member.bump)));
+    views.dedup_by(|later, first| later.member.node_id == first.member.node_id);
+    views
 }
 
 /// Carries out what foca asked for: datagrams, timers, notifications.
@@ -319,5 +377,44 @@ async fn drain(
             }
             let _ = events.send(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(node: &str, bump: u64, state: &'static str) -> MemberView {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        MemberView {
+            member: Member {
+                node_id: node.into(),
+                region: "r".into(),
+                http_addr: addr,
+                rpc_addr: addr,
+                gossip_addr: addr,
+                bump,
+            },
+            state,
+            incarnation: 0,
+            is_self: false,
+        }
+    }
+
+    #[test]
+    fn a_renewed_identity_hides_the_old_one() {
+        let views = vec![view("b", 1, "down"), view("a", 5, "alive"), view("b", 2, "alive")];
+        let states: Vec<(String, u64, &str)> =
+            newest_per_node(views).into_iter().map(|v| (v.member.node_id, v.member.bump, v.state)).collect();
+        assert_eq!(states, [("a".to_string(), 5, "alive"), ("b".to_string(), 2, "alive")]);
+    }
+
+    #[test]
+    fn renewing_bumps_and_the_newer_identity_wins() {
+        let old = view("a", 7, "alive").member;
+        let new = old.renew().expect("renewable");
+        assert_eq!(new.bump, 8);
+        assert!(new.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&new));
     }
 }

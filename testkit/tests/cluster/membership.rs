@@ -4,7 +4,7 @@ use super::cluster;
 use std::time::Duration;
 
 /// Failure detection bound: probe period 500 ms, suspicion 3 s, plus slack for a loaded machine.
-const DETECT: Duration = Duration::from_secs(20);
+const DETECT: Duration = Duration::from_secs(30);
 
 fn states(view: &[(String, String)]) -> Vec<String> {
     view.iter().map(|(id, state)| format!("{id}:{state}")).collect()
@@ -73,12 +73,18 @@ async fn a_partitioned_node_is_seen_down_and_comes_back_after_heal() {
         cluster.partition(i, &[]).await.expect("heal");
     }
     for i in 0..3 {
-        cluster
+        let last = std::sync::Mutex::new(Vec::new());
+        let healed = cluster
             .eventually(DETECT, "all alive after heal", || async {
-                Ok(states(&cluster.members_seen_by(i).await?) == all_alive)
+                let view = states(&cluster.members_seen_by(i).await?);
+                let ok = view == all_alive;
+                *last.lock().expect("lock") = view;
+                Ok(ok)
             })
-            .await
-            .expect("heals");
+            .await;
+        if let Err(e) = healed {
+            panic!("node-{} after heal: {e}; last view {:?}", i + 1, last.lock().expect("lock"));
+        }
     }
     cluster.stop().await.expect("stop");
 }
