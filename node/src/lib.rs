@@ -76,7 +76,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    let membership = membership::Membership::start(me, gossip_settings(&config).await?, tasks.token()).await?;
+    let membership =
+        membership::Membership::start(me, gossip_settings(&config).await?, metrics.clone(), tasks.token()).await?;
     let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), &config);
     tasks.spawn("http", move |shutdown| async move {
         // Without TCP_NODELAY a response whose head and body are written separately waits for

@@ -28,8 +28,24 @@ pub struct FailureLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabel {
+    /// `up` or `down`.
+    pub change: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Members this node knows, by state (itself included, as alive).
+    pub members: Family<StateLabel, Gauge>,
+    /// Membership changes this node observed.
+    pub member_changes: Family<ChangeLabel, Counter>,
     requests: Family<StatusLabels, Counter>,
     latency: Family<WorkerLabel, Histogram>,
     instantiation: Family<WorkerLabel, Histogram>,
@@ -57,6 +73,10 @@ impl Metrics {
         let workers = Gauge::default();
         let deployments_applied = Counter::default();
         let deployments_failed = Counter::default();
+        let members = Family::<StateLabel, Gauge>::default();
+        let member_changes = Family::<ChangeLabel, Counter>::default();
+        registry.register("members", "Cluster members this node knows, by state", members.clone());
+        registry.register("member_changes", "Members seen going up or down", member_changes.clone());
         registry.register("worker_requests", "Requests served by a worker, by status class", requests.clone());
         registry.register("worker_request_duration_seconds", "Time to the response head", latency.clone());
         registry.register(
@@ -75,6 +95,8 @@ impl Metrics {
         registry.register("deployments_failed", "Deployments this node could not apply", deployments_failed.clone());
         Metrics {
             registry,
+            members,
+            member_changes,
             requests,
             latency,
             instantiation,

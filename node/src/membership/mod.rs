@@ -15,6 +15,7 @@
 
 pub mod faults;
 
+use crate::metrics::{ChangeLabel, Metrics, StateLabel};
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
@@ -118,6 +119,7 @@ impl Membership {
     pub async fn start(
         mut me: Member,
         settings: GossipSettings,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Membership, MembershipError> {
         let socket = UdpSocket::bind(settings.listen)
@@ -142,7 +144,8 @@ impl Membership {
         let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
         tokio::spawn(receive(socket.clone(), inputs.clone(), faults.clone(), shutdown.clone()));
         let timing = Timing { announce_every: settings.probe_period, suspect_to_down: settings.suspect_to_down };
-        tokio::spawn(run(foca, rx, inputs.clone(), socket, events, faults, seeds, timing, shutdown));
+        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics };
+        tokio::spawn(run(foca, rx, out, seeds, timing, shutdown));
         Ok(membership)
     }
 
@@ -202,14 +205,20 @@ async fn receive(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where the actor's effects go: the network, its own timers, subscribers, metrics.
+struct Outputs {
+    socket: Arc<UdpSocket>,
+    /// Timers come back to the actor as inputs.
+    inputs: mpsc::Sender<Input>,
+    events: broadcast::Sender<MembershipEvent>,
+    faults: Arc<faults::Faults>,
+    metrics: Arc<Metrics>,
+}
+
 async fn run(
     mut foca: NodeFoca,
     mut rx: mpsc::Receiver<Input>,
-    inputs: mpsc::Sender<Input>,
-    socket: Arc<UdpSocket>,
-    events: broadcast::Sender<MembershipEvent>,
-    faults: Arc<faults::Faults>,
+    out: Outputs,
     seeds: Vec<SocketAddr>,
     timing: Timing,
     shutdown: CancellationToken,
@@ -225,7 +234,7 @@ async fn run(
             _ = shutdown.cancelled() => {
                 // Tell the others we are leaving rather than letting them suspect us.
                 if foca.leave_cluster(&mut runtime).is_ok() {
-                    drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+                    drain(&mut runtime, &out).await;
                 }
                 return;
             }
@@ -282,7 +291,7 @@ async fn run(
             }
             Input::Leave(reply) => {
                 let result = foca.leave_cluster(&mut runtime);
-                drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+                drain(&mut runtime, &out).await;
                 let _ = reply.send(());
                 result
             }
@@ -290,7 +299,22 @@ async fn run(
         if let Err(e) = result {
             tracing::debug!("foca: {e}");
         }
-        drain(&mut runtime, &socket, &inputs, &events, &faults).await;
+        drain(&mut runtime, &out).await;
+        count_members(&foca, &out.metrics);
+    }
+}
+
+fn count_members(foca: &NodeFoca, metrics: &Metrics) {
+    let (mut alive, mut suspect, mut down) = (1i64, 0i64, 0i64);
+    for member in foca.iter_membership_state() {
+        match member.state() {
+            foca::State::Alive => alive += 1,
+            foca::State::Suspect => suspect += 1,
+            foca::State::Down => down += 1,
+        }
+    }
+    for (state, n) in [("alive", alive), ("suspect", suspect), ("down", down)] {
+        metrics.members.get_or_create(&StateLabel { state: state.into() }).set(n);
     }
 }
 
@@ -338,13 +362,8 @@ fn newest_per_node(mut views: Vec<MemberView>) -> Vec<MemberView> {
 }
 
 /// Carries out what foca asked for: datagrams, timers, notifications.
-async fn drain(
-    runtime: &mut AccumulatingRuntime<Member>,
-    socket: &UdpSocket,
-    inputs: &mpsc::Sender<Input>,
-    events: &broadcast::Sender<MembershipEvent>,
-    faults: &faults::Faults,
-) {
+async fn drain(runtime: &mut AccumulatingRuntime<Member>, out: &Outputs) {
+    let Outputs { socket, inputs, events, faults, metrics } = out;
     while let Some((to, data)) = runtime.to_send() {
         if faults.blocks(to.gossip_addr) {
             continue;
@@ -371,10 +390,17 @@ async fn drain(
             _ => None,
         };
         if let Some(event) = event {
-            match &event {
-                MembershipEvent::Up(m) => tracing::info!(node = %m.node_id, region = %m.region, "member up"),
-                MembershipEvent::Down(m) => tracing::info!(node = %m.node_id, "member down"),
-            }
+            let change = match &event {
+                MembershipEvent::Up(m) => {
+                    tracing::info!(node = %m.node_id, region = %m.region, "member up");
+                    "up"
+                }
+                MembershipEvent::Down(m) => {
+                    tracing::info!(node = %m.node_id, "member down");
+                    "down"
+                }
+            };
+            metrics.member_changes.get_or_create(&ChangeLabel { change: change.into() }).inc();
             let _ = events.send(event);
         }
     }

@@ -88,3 +88,35 @@ async fn a_partitioned_node_is_seen_down_and_comes_back_after_heal() {
     }
     cluster.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_marked_down_counted_and_then_forgotten() {
+    let mut spec = nimbus_testkit::ClusterSpec::local(3).expect("spec");
+    spec.node_env.push(("NIMBUS_GOSSIP__REMOVE_DOWN_AFTER_MS".into(), "2000".into()));
+    let mut cluster = nimbus_testkit::Cluster::start(spec).await.expect("cluster starts");
+    let all_alive: Vec<String> = (1..=3).map(|i| format!("node-{i}:alive")).collect();
+    cluster
+        .eventually(DETECT, "all alive", || async { Ok(states(&cluster.members_seen_by(0).await?) == all_alive) })
+        .await
+        .expect("converges");
+
+    cluster.kill_node(2).await.expect("kill node-3");
+    let metrics_url = format!("{}/metrics", cluster.nodes[0].url());
+    cluster
+        .eventually(DETECT, "node-1 counts node-3 down", || async {
+            let text = cluster.http().get(&metrics_url).send().await?.text().await?;
+            Ok(text.contains(r#"nimbus_member_changes_total{change="down"} 1"#))
+        })
+        .await
+        .expect("down counted");
+    cluster
+        .eventually(DETECT, "node-3 is forgotten", || async {
+            Ok(states(&cluster.members_seen_by(0).await?) == ["node-1:alive", "node-2:alive"])
+        })
+        .await
+        .expect("removed from the member list");
+    let text = cluster.http().get(&metrics_url).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.contains(r#"nimbus_members{state="alive"} 2"#), "{text}");
+    assert!(text.contains(r#"nimbus_members{state="down"} 0"#), "{text}");
+    cluster.stop().await.expect("stop");
+}
