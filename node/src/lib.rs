@@ -7,6 +7,7 @@
 //! # Layout (modules depend downward only)
 //! - [`storage`]: RocksDB, one column family per subsystem.
 //! - [`membership`]: SWIM gossip (foca): who is in the cluster.
+//! - [`kv`]: Workers KV entries with versions and last-writer-wins merge (not yet replicated).
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod deploy;
 pub mod http;
+pub mod kv;
 pub mod membership;
 pub mod metrics;
 pub mod runtime;

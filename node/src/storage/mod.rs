@@ -7,6 +7,7 @@
 //! # Layout
 //! - `deployments`: worker name → the deployment the node serves (see `deploy`).
 //! - `meta`: small node-wide records such as the last applied watch sequence.
+//! - `kv`: Workers KV entries, `namespace \0 key` → versioned entry (see `kv`).
 
 mod error;
 
@@ -18,7 +19,8 @@ use std::sync::Arc;
 
 pub const CF_DEPLOYMENTS: &str = "deployments";
 pub const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 2] = [CF_DEPLOYMENTS, CF_META];
+pub const CF_KV: &str = "kv";
+const COLUMN_FAMILIES: [&str; 3] = [CF_DEPLOYMENTS, CF_META, CF_KV];
 
 #[derive(Clone)]
 pub struct Storage {
@@ -72,6 +74,31 @@ impl Storage {
             .iterator_cf(handle, rocksdb::IteratorMode::Start)
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StorageError::from))
             .collect()
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix` and sorts after `after` (or from
+    /// the start of the prefix), in key order.
+    pub fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let handle = self.cf(cf)?;
+        let start = after.unwrap_or(prefix);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if after.is_some_and(|a| &*key == a) {
+                continue;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Applies `batch` atomically and syncs the WAL before returning.

@@ -1,0 +1,32 @@
+use crate::storage::StorageError;
+
+/// Why a KV operation failed. The `Invalid*` and `*TooLarge` variants are the caller's to
+/// fix (a 4xx); nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("invalid namespace `{0}`")]
+    InvalidNamespace(String),
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("value is {size} bytes, over the limit of {limit}")]
+    ValueTooLarge { size: usize, limit: usize },
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
+    #[error("invalid expiration: {0}")]
+    InvalidExpiration(String),
+    #[error("list limit {0} is outside 1..=1000")]
+    InvalidLimit(usize),
+    #[error("invalid cursor `{0}`")]
+    InvalidCursor(String),
+    #[error("stored entry is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl KvError {
+    /// True when the request was at fault (and retrying it unchanged cannot help).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, KvError::Corrupt(_) | KvError::Storage(_))
+    }
+}
