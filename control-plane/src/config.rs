@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane.example.toml");
+        let path = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("../control-plane.example.toml");
         let text = std::fs::read_to_string(&path).expect("control-plane.example.toml exists");
         let config: ControlPlaneConfig = toml::from_str(&text).expect("parses");
         assert_eq!(config.api.listen.port(), 9090);

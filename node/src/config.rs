@@ -37,6 +37,17 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub kv: KvConfig,
+}
+
+/// Workers KV.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvConfig {
+    /// Smallest `expirationTtl` accepted, in seconds (60 as in Cloudflare; lower it for tests).
+    #[serde(default = "default_min_ttl_secs")]
+    pub min_ttl_secs: u64,
 }
 
 /// The HTTP edge: workers, REST APIs, `/healthz`, `/metrics`.
@@ -180,6 +191,9 @@ fn default_rpc_listen() -> SocketAddr {
 fn default_gossip_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7946))
 }
+fn default_min_ttl_secs() -> u64 {
+    60
+}
 fn default_probe_period_ms() -> u64 {
     500
 }
@@ -245,6 +259,7 @@ default_from_serde!(
     RpcConfig,
     GossipConfig,
     AdminConfig,
+    KvConfig,
     ControlPlaneConfig,
     D1Config,
     RuntimeConfig,
@@ -268,7 +283,10 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_sets_every_section() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node.example.toml");
+        let path = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("../node.example.toml");
         let text = std::fs::read_to_string(&path).expect("node.example.toml exists");
         let config: NodeConfig = toml::from_str(&text).expect("node.example.toml parses");
         assert_eq!(config.region, "us-east");

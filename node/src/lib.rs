@@ -58,7 +58,8 @@ pub struct Ready {
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone())?);
+    let kv = kv::KvStore::new(storage.clone(), &config.node_id, config.kv.min_ttl_secs);
+    let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), Some(kv.clone()))?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -80,7 +81,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let membership =
         membership::Membership::start(me, gossip_settings(&config).await?, metrics.clone(), tasks.token()).await?;
-    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), &config);
+    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), kv.clone(), &config);
     tasks.spawn("http", move |shutdown| async move {
         // Without TCP_NODELAY a response whose head and body are written separately waits for
         // the client's delayed ACK (~40 ms) on a keep-alive connection.

@@ -5,8 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The repository root (this crate lives in `<root>/testkit`).
+///
+/// Prefers the `CARGO_MANIFEST_DIR` that cargo and nextest set for the running test: with a
+/// target directory shared between checkouts, this library may have been compiled from
+/// another checkout, and its compile-time path would point there.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest_dir = manifest_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn target_dir() -> PathBuf {

@@ -5,7 +5,10 @@
 //! back to host-less worker routes (`/static/*`). [`error_response`] is the one place where
 //! a runtime error becomes an HTTP status.
 
+mod kv;
+
 use crate::config::NodeConfig;
+use crate::kv::KvStore;
 use crate::membership::{MemberView, Membership};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
@@ -23,17 +26,25 @@ pub struct Edge {
     pub runtime: Arc<Runtime>,
     pub metrics: Arc<Metrics>,
     pub membership: Membership,
+    pub kv: KvStore,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     platform: Router,
 }
 
 impl Edge {
-    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, membership: Membership, config: &NodeConfig) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+        membership: Membership,
+        kv: KvStore,
+        config: &NodeConfig,
+    ) -> Self {
         let mut edge = Edge {
             runtime,
             metrics,
             membership,
+            kv,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             platform: Router::new(),
@@ -42,7 +53,8 @@ impl Edge {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .route("/v1/node", get(node_status))
-            .route("/v1/cluster", get(cluster_members));
+            .route("/v1/cluster", get(cluster_members))
+            .merge(kv::routes());
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }

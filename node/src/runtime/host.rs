@@ -7,6 +7,7 @@
 //! whose subsystem this node does not run yet gets `unavailable`. No binding call traps.
 
 use super::limits::{CpuBudget, MemoryGuard};
+use crate::kv::{KvError, KvStore};
 use nimbus_proto::manifest::Binding;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -33,10 +34,18 @@ pub struct Host {
     /// The bindings the worker's deployment declared, by name.
     bindings: Arc<[Binding]>,
     worker: Arc<str>,
+    /// The node's KV store; `None` where the node runs without one (unit tests).
+    kv: Option<KvStore>,
 }
 
 impl Host {
-    pub fn new(worker: Arc<str>, bindings: Arc<[Binding]>, outbound: Arc<[String]>, memory_limit: usize) -> Self {
+    pub fn new(
+        worker: Arc<str>,
+        bindings: Arc<[Binding]>,
+        outbound: Arc<[String]>,
+        memory_limit: usize,
+        kv: Option<KvStore>,
+    ) -> Self {
         let mut wasi = WasiCtx::builder();
         // Guest output goes to the node's stderr (the node's log stream), never to stdout,
         // which carries only the node's own readiness line.
@@ -54,6 +63,19 @@ impl Host {
             cpu: CpuBudget::default(),
             bindings,
             worker,
+            kv,
+        }
+    }
+
+    /// The store and namespace behind a KV binding.
+    fn kv_namespace(&self, name: &str) -> Result<(KvStore, String), BindingError> {
+        let namespace = match self.binding(name, "kv")? {
+            Binding::Kv { namespace_id, .. } => namespace_id.clone(),
+            _ => return Err(BindingError::UnknownBinding(format!("binding `{name}` is not a KV binding"))),
+        };
+        match &self.kv {
+            Some(store) => Ok((store.clone(), namespace)),
+            None => self.unavailable(name, "kv"),
         }
     }
 
@@ -149,31 +171,75 @@ pub type ResponseBody = HyperOutgoingBody;
 
 impl nimbus::worker::types::Host for Host {}
 
+fn kv_error(error: KvError) -> BindingError {
+    if error.is_client_error() {
+        BindingError::InvalidInput(error.to_string())
+    } else {
+        tracing::error!("kv: {error}");
+        BindingError::Internal(error.to_string())
+    }
+}
+
+/// Runs a store call that may fsync off the async threads.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+) -> Result<T, BindingError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(kv_error),
+        Err(e) => Err(BindingError::Internal(format!("kv task failed: {e}"))),
+    }
+}
+
 impl nimbus::worker::kv::Host for Host {
-    async fn get(&mut self, binding: String, _key: String) -> Result<Option<nimbus::worker::kv::Entry>, BindingError> {
-        self.unavailable(&binding, "kv")
+    async fn get(&mut self, binding: String, key: String) -> Result<Option<nimbus::worker::kv::Entry>, BindingError> {
+        let (store, namespace) = self.kv_namespace(&binding)?;
+        let entry = store.get(&namespace, &key).map_err(kv_error)?;
+        Ok(entry.map(|e| nimbus::worker::kv::Entry {
+            value: e.value.unwrap_or_default(),
+            metadata: e.metadata,
+            expiration: e.expiration,
+        }))
     }
 
     async fn put(
         &mut self,
         binding: String,
-        _key: String,
-        _value: Vec<u8>,
-        _options: nimbus::worker::kv::PutOptions,
+        key: String,
+        value: Vec<u8>,
+        options: nimbus::worker::kv::PutOptions,
     ) -> Result<(), BindingError> {
-        self.unavailable(&binding, "kv")
+        let (store, namespace) = self.kv_namespace(&binding)?;
+        let options = crate::kv::PutOptions {
+            expiration: options.expiration,
+            expiration_ttl: options.expiration_ttl,
+            metadata: options.metadata,
+        };
+        blocking(move || store.put(&namespace, &key, value, options).map(|_| ())).await
     }
 
-    async fn delete(&mut self, binding: String, _key: String) -> Result<(), BindingError> {
-        self.unavailable(&binding, "kv")
+    async fn delete(&mut self, binding: String, key: String) -> Result<(), BindingError> {
+        let (store, namespace) = self.kv_namespace(&binding)?;
+        blocking(move || store.delete(&namespace, &key).map(|_| ())).await
     }
 
     async fn list(
         &mut self,
         binding: String,
-        _options: nimbus::worker::kv::ListOptions,
+        options: nimbus::worker::kv::ListOptions,
     ) -> Result<nimbus::worker::kv::ListResult, BindingError> {
-        self.unavailable(&binding, "kv")
+        let (store, namespace) = self.kv_namespace(&binding)?;
+        let limit = options.limit.map_or(crate::kv::MAX_LIST_LIMIT, |l| l as usize);
+        let prefix = options.prefix.unwrap_or_default();
+        let page = store.list(&namespace, &prefix, limit, options.cursor.as_deref()).map_err(kv_error)?;
+        Ok(nimbus::worker::kv::ListResult {
+            keys: page
+                .keys
+                .into_iter()
+                .map(|k| nimbus::worker::kv::KeyInfo { name: k.name, expiration: k.expiration, metadata: k.metadata })
+                .collect(),
+            list_complete: page.list_complete,
+            cursor: page.cursor,
+        })
     }
 }
 
@@ -253,6 +319,7 @@ mod tests {
             vec![Binding::Kv { name: "CACHE".into(), namespace_id: "n".into() }].into(),
             Arc::from(Vec::new()),
             1 << 20,
+            None,
         );
         match host.binding("NOPE", "kv") {
             Err(BindingError::UnknownBinding(msg)) => assert!(msg.contains("NOPE") && msg.contains("CACHE"), "{msg}"),

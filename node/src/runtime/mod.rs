@@ -30,6 +30,7 @@ pub use host::ResponseBody;
 pub use routes::RouteTable;
 
 use crate::config::{NodeConfig, RuntimeConfig};
+use crate::kv::KvStore;
 use crate::metrics::{Metrics, WorkerMetrics};
 use cache::ComponentCache;
 use host::Host;
@@ -63,6 +64,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     host_suffix: String,
     metrics: Arc<Metrics>,
+    /// Handed to every instance for the `kv` binding.
+    kv: Option<KvStore>,
     /// The installed workers and their routes, replaced whole on every change so a request
     /// reads one consistent snapshot without holding a lock while it runs.
     installed: RwLock<Arc<Installed>>,
@@ -92,10 +95,11 @@ pub struct Worker {
     limits: Limits,
     pool_config: crate::config::PoolConfig,
     metrics: WorkerMetrics,
+    kv: Option<KvStore>,
 }
 
 impl Runtime {
-    pub fn new(config: &NodeConfig, metrics: Arc<Metrics>) -> Result<Self, RuntimeError> {
+    pub fn new(config: &NodeConfig, metrics: Arc<Metrics>, kv: Option<KvStore>) -> Result<Self, RuntimeError> {
         let engine = engine::build(&config.runtime)?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
@@ -110,6 +114,7 @@ impl Runtime {
             config: config.runtime.clone(),
             host_suffix: config.http.worker_host_suffix.clone(),
             metrics,
+            kv,
             installed: RwLock::new(Arc::new(Installed {
                 workers: HashMap::new(),
                 routes: RouteTable::build(&config.http.worker_host_suffix, []),
@@ -157,6 +162,7 @@ impl Runtime {
             pool: Pool::new(max_idle),
             limits,
             pool_config: d.pool.clone(),
+            kv: self.kv.clone(),
         }))
     }
 
@@ -235,6 +241,7 @@ impl Worker {
             self.spec.manifest.bindings.clone().into(),
             self.spec.manifest.allowed_outbound_hosts.clone().into(),
             self.limits.memory_bytes,
+            self.kv.clone(),
         );
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.memory);

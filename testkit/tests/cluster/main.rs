@@ -1,6 +1,7 @@
 //! Cluster tests: real control plane and node processes on loopback, started by the testkit.
 
 mod deploy;
+mod kv;
 mod membership;
 mod runtime;
 
