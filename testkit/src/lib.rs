@@ -341,15 +341,10 @@ impl Cluster {
     pub async fn wait_for_version(&self, worker: &str, version: u64, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            loop {
-                if self.node_version(node, worker).await? == Some(version) {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    bail!("{} does not serve {worker} v{version} after {timeout:?}", node.id);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let what = format!("{} serves {worker} v{version}", node.id);
+            self.eventually(left, &what, || async { Ok(self.node_version(node, worker).await? == Some(version)) })
+                .await?;
         }
         Ok(())
     }
@@ -438,7 +433,7 @@ impl Cluster {
             if tokio::time::Instant::now() > deadline {
                 bail!("not within {timeout:?}: {what}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

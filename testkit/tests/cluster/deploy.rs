@@ -89,11 +89,12 @@ async fn rollback_serves_the_older_version_again() {
     let resp = cluster.api_call(reqwest::Method::DELETE, "/v1/deployments/app", None).await.expect("delete");
     assert_eq!(resp.status, 204);
     let node = &cluster.nodes[0];
-    let deadline = tokio::time::Instant::now() + ROLLOUT;
-    while cluster.node_version(node, "app").await.expect("status").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "delete never reached the node");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    cluster
+        .eventually(ROLLOUT, "delete reaches the node", || async {
+            Ok(cluster.node_version(node, "app").await?.is_none())
+        })
+        .await
+        .expect("delete never reached the node");
     let (status, body) = cluster.get_worker(0, "app", "/").await.expect("request");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no worker is deployed for host `app.workers.localhost`"), "{body}");
