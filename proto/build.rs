@@ -5,6 +5,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build runs the protoc named by PROTOC.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/deploy.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(&["proto/deploy.proto", "proto/peer.proto"], &["proto"])?;
     Ok(())
 }

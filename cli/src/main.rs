@@ -1,4 +1,4 @@
-//! `nimbus`: deploy workers, manage deployments and run a local dev cluster.
+//! `nimbus`: deploy workers, manage deployments and KV, and run a local dev cluster.
 //!
 //! Output is for people (tables, colour on a terminal); `--json` prints what the API returned,
 //! for scripts. The cluster comes from `--api-url`/`--token` (or `NIMBUS_API_URL`,
@@ -6,6 +6,7 @@
 
 mod client;
 mod dev;
+mod kv;
 mod manifest;
 mod output;
 
@@ -29,6 +30,9 @@ struct Cli {
     /// API token (default: from the cluster file).
     #[arg(long, global = true, env = "NIMBUS_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A node's HTTP URL, for `nimbus kv` (default: the first node of the cluster file).
+    #[arg(long, global = true, env = "NIMBUS_NODE_URL")]
+    node: Option<String>,
     /// The cluster file `nimbus dev` writes.
     #[arg(long, global = true, default_value = ".nimbus/dev/cluster.json")]
     cluster: PathBuf,
@@ -74,6 +78,11 @@ enum Command {
         /// UDP gossip port of node-1; node-i uses this + i - 1.
         #[arg(long, default_value_t = 7946)]
         gossip_port: u16,
+    },
+    /// Workers KV: namespaces and keys, through any node.
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
     },
     /// Inspect the cluster.
     Cluster {
@@ -123,6 +132,9 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             deploy(&connect()?, options, cli.json, style).await
         }
         Command::Deployments { ref command } => deployments(&connect()?, command, cli.json, style).await,
+        Command::Kv { command } => {
+            kv::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
+        }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&connect()?, cli.json, style).await,
         Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port } => {
             dev::run(dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port, gossip_port }, style)

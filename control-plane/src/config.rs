@@ -58,7 +58,7 @@ fn default_max_component_bytes() -> usize {
 
 /// `NIMBUS_*` variables that are not configuration keys: the log filter, the config path, and
 /// what the CLI and the testkit read.
-const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir", "test_keep"];
+const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "node_url", "bin_dir", "test_keep"];
 
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(

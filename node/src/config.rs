@@ -48,6 +48,20 @@ pub struct KvConfig {
     /// Smallest `expirationTtl` accepted, in seconds (60 as in Cloudflare; lower it for tests).
     #[serde(default = "default_min_ttl_secs")]
     pub min_ttl_secs: u64,
+    /// How often the node compares its replica with a random peer and repairs differences.
+    #[serde(default = "default_anti_entropy_ms")]
+    pub anti_entropy_ms: u64,
+    /// How long a delete's tombstone is kept. Must far exceed `anti_entropy_ms` (at least
+    /// 10×) so every replica has heard of the delete before it is forgotten.
+    #[serde(default = "default_tombstone_grace_ms")]
+    pub tombstone_grace_ms: u64,
+    /// How often expired entries and old tombstones are purged.
+    #[serde(default = "default_purge_ms")]
+    pub purge_ms: u64,
+    /// KV writes are not synced one by one; the WAL is synced this often (a write also
+    /// survives a machine crash once it has spread to another node).
+    #[serde(default = "default_wal_sync_ms")]
+    pub wal_sync_ms: u64,
 }
 
 /// The HTTP edge: workers, REST APIs, `/healthz`, `/metrics`.
@@ -194,6 +208,18 @@ fn default_gossip_listen() -> SocketAddr {
 fn default_min_ttl_secs() -> u64 {
     60
 }
+fn default_anti_entropy_ms() -> u64 {
+    2_000
+}
+fn default_tombstone_grace_ms() -> u64 {
+    3_600_000
+}
+fn default_purge_ms() -> u64 {
+    30_000
+}
+fn default_wal_sync_ms() -> u64 {
+    100
+}
 fn default_probe_period_ms() -> u64 {
     500
 }
@@ -242,7 +268,7 @@ fn default_retire_memory_mb() -> u64 {
 
 /// `NIMBUS_*` variables that are not configuration keys: the log filter, the config path, and
 /// what the CLI and the testkit read.
-const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "bin_dir", "test_keep"];
+const NOT_CONFIG: &[&str] = &["log", "config", "api_url", "api_token", "node_url", "bin_dir", "test_keep"];
 
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(

@@ -7,10 +7,11 @@
 //! # Layout (modules depend downward only)
 //! - [`storage`]: RocksDB, one column family per subsystem.
 //! - [`membership`]: SWIM gossip (foca): who is in the cluster.
-//! - [`kv`]: Workers KV entries with versions and last-writer-wins merge (not yet replicated).
+//! - [`kv`]: Workers KV: a full replica per node, spread by gossip, repaired by anti-entropy.
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
+//! - [`rpc`]: the gRPC server peers call (KV replication).
 //! - [`config`], [`metrics`], [`tasks`]: configuration tree, Prometheus registry, task
 //!   spawning with shutdown.
 
@@ -20,6 +21,7 @@ pub mod http;
 pub mod kv;
 pub mod membership;
 pub mod metrics;
+pub mod rpc;
 pub mod runtime;
 pub mod storage;
 pub mod tasks;
@@ -33,6 +35,10 @@ use std::sync::Arc;
 pub enum NodeError {
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
+    #[error("kv: {0}")]
+    Kv(#[from] kv::KvError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
     #[error("deployments: {0}")]
@@ -51,14 +57,17 @@ pub struct Ready {
     pub node_id: String,
     pub region: String,
     pub http: std::net::SocketAddr,
+    pub rpc: std::net::SocketAddr,
     pub gossip: std::net::SocketAddr,
     pub workers_restored: usize,
 }
 
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let replication = replication_settings(&config)?;
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let kv = kv::KvStore::new(storage.clone(), &config.node_id, config.kv.min_ttl_secs);
+    let (kv, kv_changes) =
+        kv::KvStore::open(storage.clone(), &config.node_id, config.kv.min_ttl_secs, metrics.clone())?;
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), Some(kv.clone()))?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
 
@@ -66,21 +75,37 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
     let http_addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
+    let rpc_listener = tokio::net::TcpListener::bind(config.rpc.listen)
+        .await
+        .map_err(|source| NodeError::Bind { addr: config.rpc.listen, source })?;
+    let rpc_addr = rpc_listener.local_addr().map_err(|source| NodeError::Bind { addr: config.rpc.listen, source })?;
 
     let tasks = tasks::Tasks::new();
     let me = membership::Member {
         node_id: config.node_id.clone(),
         region: config.region.clone(),
         http_addr,
-        rpc_addr: config.rpc.listen,
+        rpc_addr,
         gossip_addr: config.gossip.listen,
         bump: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    let rumors = Arc::new(kv::replication::KvRumors { kv: kv.clone(), metrics: metrics.clone() });
     let membership =
-        membership::Membership::start(me, gossip_settings(&config).await?, metrics.clone(), tasks.token()).await?;
+        membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), tasks.token())
+            .await?;
+    let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
+    {
+        let (kv, peers, metrics) = (kv.clone(), peers.clone(), metrics.clone());
+        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, peers, metrics, shutdown));
+    }
+    let replicator =
+        kv::replication::Replicator::new(kv.clone(), membership.clone(), peers, metrics.clone(), replication)?;
+    let spreader = replicator.clone();
+    tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
+    tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
     let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), kv.clone(), &config);
     tasks.spawn("http", move |shutdown| async move {
         // Without TCP_NODELAY a response whose head and body are written separately waits for
@@ -103,6 +128,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         node_id: config.node_id.clone(),
         region: config.region.clone(),
         http: http_addr,
+        rpc: rpc_addr,
         gossip: membership.me().gossip_addr,
         workers_restored,
     };
@@ -117,6 +143,23 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+fn replication_settings(config: &NodeConfig) -> Result<kv::replication::ReplicationSettings, NodeError> {
+    let kv = &config.kv;
+    if kv.tombstone_grace_ms < kv.anti_entropy_ms.saturating_mul(10) {
+        return Err(NodeError::Config(format!(
+            "kv.tombstone_grace_ms ({}) must be at least 10 × kv.anti_entropy_ms ({}), or a replica that missed a delete could bring the key back",
+            kv.tombstone_grace_ms, kv.anti_entropy_ms
+        )));
+    }
+    let ms = std::time::Duration::from_millis;
+    Ok(kv::replication::ReplicationSettings {
+        anti_entropy_every: ms(kv.anti_entropy_ms.max(10)),
+        tombstone_grace: ms(kv.tombstone_grace_ms),
+        purge_every: ms(kv.purge_ms.max(10)),
+        wal_sync_every: ms(kv.wal_sync_ms.max(1)),
+    })
 }
 
 async fn gossip_settings(config: &NodeConfig) -> Result<membership::GossipSettings, NodeError> {

@@ -40,8 +40,28 @@ pub struct ChangeLabel {
     pub change: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// How a KV entry arrived: `gossip`, `push`, `anti_entropy` or `bulk`.
+    pub path: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Bytes of gossip datagrams this node sent (membership and KV rumors).
+    pub gossip_sent_bytes: Counter,
+    /// KV writes made on this node (puts and deletes through the API or a binding).
+    pub kv_local_writes: Counter,
+    /// Replicated KV entries that were newer than this node's copy, by how they arrived.
+    kv_applied: Family<PathLabel, Counter>,
+    /// Bytes of KV entries this node pushed over gRPC (large entries and anti-entropy repairs).
+    pub kv_pushed_bytes: Counter,
+    /// Anti-entropy rounds completed with a peer.
+    pub kv_sync_rounds: Counter,
+    /// Writes not handed to replication because its queue was full (anti-entropy repairs them).
+    pub kv_outbox_dropped: Counter,
+    /// From a write's version to the moment another node applied it.
+    pub kv_replication_lag: Histogram,
     /// Members this node knows, by state (itself included, as alive).
     pub members: Family<StateLabel, Gauge>,
     /// Membership changes this node observed.
@@ -75,6 +95,32 @@ impl Metrics {
         let deployments_failed = Counter::default();
         let members = Family::<StateLabel, Gauge>::default();
         let member_changes = Family::<ChangeLabel, Counter>::default();
+        let gossip_sent_bytes = Counter::default();
+        let kv_local_writes = Counter::default();
+        let kv_applied = Family::<PathLabel, Counter>::default();
+        let kv_pushed_bytes = Counter::default();
+        let kv_sync_rounds = Counter::default();
+        let kv_outbox_dropped = Counter::default();
+        let kv_replication_lag = latency_histogram();
+        registry.register("gossip_sent_bytes", "Bytes of gossip datagrams sent", gossip_sent_bytes.clone());
+        registry.register("kv_local_writes", "KV puts and deletes made on this node", kv_local_writes.clone());
+        registry.register(
+            "kv_replicated_applied",
+            "Replicated KV entries newer than the local copy",
+            kv_applied.clone(),
+        );
+        registry.register("kv_pushed_bytes", "Bytes of KV entries pushed to peers over gRPC", kv_pushed_bytes.clone());
+        registry.register("kv_sync_rounds", "Anti-entropy rounds completed", kv_sync_rounds.clone());
+        registry.register(
+            "kv_outbox_dropped",
+            "KV writes left to anti-entropy because the queue was full",
+            kv_outbox_dropped.clone(),
+        );
+        registry.register(
+            "kv_replication_lag_seconds",
+            "From a KV write on its node to its application here",
+            kv_replication_lag.clone(),
+        );
         registry.register("members", "Cluster members this node knows, by state", members.clone());
         registry.register("member_changes", "Members seen going up or down", member_changes.clone());
         registry.register("worker_requests", "Requests served by a worker, by status class", requests.clone());
@@ -95,6 +141,13 @@ impl Metrics {
         registry.register("deployments_failed", "Deployments this node could not apply", deployments_failed.clone());
         Metrics {
             registry,
+            gossip_sent_bytes,
+            kv_local_writes,
+            kv_applied,
+            kv_pushed_bytes,
+            kv_sync_rounds,
+            kv_outbox_dropped,
+            kv_replication_lag,
             members,
             member_changes,
             requests,
@@ -106,6 +159,11 @@ impl Metrics {
             deployments_applied,
             deployments_failed,
         }
+    }
+
+    /// The counter of replicated KV entries applied that arrived by `path`.
+    pub fn kv_applied(&self, path: &str) -> Counter {
+        self.kv_applied.get_or_create(&PathLabel { path: path.to_string() }).clone()
     }
 
     pub fn worker(&self, worker: &str) -> WorkerMetrics {

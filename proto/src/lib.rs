@@ -1,4 +1,4 @@
-//! Wire types shared by the control plane and the nodes.
+//! Wire types shared by the control plane and the nodes, and between nodes.
 //!
 //! The generated protobuf / gRPC code stays inside this crate (`deploy`), next
 //! to the one domain type both sides exchange: the worker manifest. The
@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`deploy`]: generated messages and the `Deployments` service (client and server).
+//! - [`peer`]: node-to-node messages and the `Peer` service (KV replication).
 //! - [`manifest`]: [`manifest::WorkerManifest`], what a deployment says about a worker
 //!   beyond its component: routes, limits, isolation, bindings.
 
@@ -15,4 +16,9 @@ pub mod manifest;
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod deploy {
     tonic::include_proto!("nimbus.deploy.v1");
+}
+
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod peer {
+    tonic::include_proto!("nimbus.peer.v1");
 }

@@ -101,6 +101,9 @@ impl WorkerManifest {
             if !seen.insert(name) {
                 return Err(ManifestError(format!("binding name `{name}` is declared twice")));
             }
+            if let Binding::Kv { namespace_id, .. } = binding {
+                validate_kv_namespace_id(namespace_id)?;
+            }
         }
         for route in &self.routes {
             validate_route(route).map_err(ManifestError)?;
@@ -139,6 +142,21 @@ pub fn validate_worker_name(name: &str) -> Result<(), ManifestError> {
             "worker name `{name}` must be 1-{MAX_WORKER_NAME} lowercase letters, digits or `-`, not starting or ending with `-`"
         )))
     }
+}
+
+/// Longest KV namespace id.
+pub const MAX_KV_NAMESPACE: usize = 64;
+
+/// A KV namespace id: 1-64 of `A-Z a-z 0-9 - _ .`, not starting with `__` (reserved for the
+/// platform) and not `namespaces` (a path of the REST API).
+pub fn validate_kv_namespace_id(id: &str) -> Result<(), ManifestError> {
+    let valid_chars = id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if id.is_empty() || id.len() > MAX_KV_NAMESPACE || !valid_chars || id.starts_with("__") || id == "namespaces" {
+        return Err(ManifestError(format!(
+            "KV namespace id `{id}` must be 1-{MAX_KV_NAMESPACE} of A-Z a-z 0-9 - _ . (not starting with `__`, not `namespaces`)"
+        )));
+    }
+    Ok(())
 }
 
 fn is_identifier(name: &str) -> bool {

@@ -8,8 +8,11 @@
 //! # Layout
 //! - [`Cluster`], [`ClusterSpec`]: start, stop, kill and restart processes; deploy workers.
 //! - [`examples`]: build the guest examples once and find their `.wasm`.
+//! - `kv`: KV through a node's REST API, and whether the replicas have converged.
 
 pub mod examples;
+mod kv;
+pub use kv::ReplicaSummary;
 mod process;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -243,6 +246,7 @@ impl Cluster {
             ("NIMBUS_CONTROL_PLANE__URL".to_string(), format!("http://{}", self.grpc)),
             ("NIMBUS_CONTROL_PLANE__RECONNECT_MAX_MS".to_string(), "500".to_string()),
             ("NIMBUS_GOSSIP__LISTEN".to_string(), gossip.to_string()),
+            ("NIMBUS_RPC__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
         ];
         // Every node joins through the first one (and the first through any other running node).

@@ -1,6 +1,7 @@
-//! The KV REST API on every node: `/v1/kv/{namespace}/values/{key}` (GET, PUT, DELETE) and
-//! `/v1/kv/{namespace}/keys?prefix=&limit=&cursor=`. [`kv_response`] maps KV errors to HTTP,
-//! the one place for this API.
+//! The KV REST API on every node: `/v1/kv/namespaces` (GET lists, `PUT …/{id}` declares),
+//! `/v1/kv/{namespace}/values/{key}` (GET, PUT, DELETE), `/v1/kv/{namespace}/keys?prefix=&
+//! limit=&cursor=`, and `/v1/node/kv` (this replica's size and digest, to compare nodes).
+//! [`kv_response`] maps KV errors to HTTP, the one place for this API.
 
 use super::Edge;
 use crate::kv::{KvError, PutOptions, MAX_LIST_LIMIT, MAX_VALUE_BYTES};
@@ -16,6 +17,9 @@ pub fn routes() -> Router<Edge> {
     Router::new()
         .route("/v1/kv/{namespace}/values/{*key}", get(get_value).put(put_value).delete(delete_value))
         .route("/v1/kv/{namespace}/keys", get(list_keys))
+        .route("/v1/kv/namespaces", get(list_namespaces))
+        .route("/v1/kv/namespaces/{id}", axum::routing::put(declare_namespace))
+        .route("/v1/node/kv", get(replica_summary))
         // One byte over the limit still arrives, so the store can say it is too large.
         .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES + 1))
 }
@@ -23,6 +27,7 @@ pub fn routes() -> Router<Edge> {
 fn kv_response(error: KvError) -> Response {
     let status = match &error {
         KvError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        KvError::UnknownNamespace(_) => StatusCode::NOT_FOUND,
         e if e.is_client_error() => StatusCode::BAD_REQUEST,
         _ => {
             tracing::error!("kv: {error}");
@@ -103,4 +108,58 @@ async fn list_keys(
         Ok(page) => Json(page).into_response(),
         Err(e) => kv_response(e),
     }
+}
+
+async fn list_namespaces(State(edge): State<Edge>) -> Response {
+    match edge.kv.namespaces() {
+        Ok(namespaces) => Json(serde_json::json!({ "namespaces": namespaces })).into_response(),
+        Err(e) => kv_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeclareBody {
+    title: Option<String>,
+}
+
+/// Declares a namespace (idempotent): 201 when new, 200 when it existed.
+async fn declare_namespace(State(edge): State<Edge>, Path(id): Path<String>, body: Bytes) -> Response {
+    let declare: DeclareBody = if body.is_empty() {
+        DeclareBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(declare) => declare,
+            Err(e) => {
+                let error = format!("body must be JSON like {{\"title\": \"…\"}}: {e}");
+                return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": error }))).into_response();
+            }
+        }
+    };
+    let store = edge.kv.clone();
+    let created = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || store.declare_namespace(&id, declare.title.as_deref())
+    })
+    .await;
+    match created {
+        Ok(Ok(created)) => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            (status, Json(serde_json::json!({ "id": id, "created": created }))).into_response()
+        }
+        Ok(Err(e)) => kv_response(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// How big this node's replica is and a digest of all of it: equal digests on two nodes
+/// mean equal replicas.
+async fn replica_summary(State(edge): State<Edge>) -> Response {
+    let digests = edge.kv.digests();
+    Json(serde_json::json!({
+        "node_id": edge.node_id.as_ref(),
+        "entries": digests.entries(),
+        "digest": format!("{:016x}", digests.root()),
+    }))
+    .into_response()
 }

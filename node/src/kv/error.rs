@@ -4,8 +4,10 @@ use crate::storage::StorageError;
 /// fix (a 4xx); nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    #[error("invalid namespace `{0}`")]
+    #[error("{0}")]
     InvalidNamespace(String),
+    #[error("namespace `{0}` does not exist: declare it with `nimbus kv namespace create {0}`, PUT /v1/kv/namespaces/{0}, or a deployment's binding")]
+    UnknownNamespace(String),
     #[error("invalid key: {0}")]
     InvalidKey(String),
     #[error("value is {size} bytes, over the limit of {limit}")]
@@ -18,6 +20,8 @@ pub enum KvError {
     InvalidLimit(usize),
     #[error("invalid cursor `{0}`")]
     InvalidCursor(String),
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
     #[error("stored entry is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -27,6 +31,6 @@ pub enum KvError {
 impl KvError {
     /// True when the request was at fault (and retrying it unchanged cannot help).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, KvError::Corrupt(_) | KvError::Storage(_))
+        !matches!(self, KvError::Peer { .. } | KvError::Corrupt(_) | KvError::Storage(_))
     }
 }

@@ -1,9 +1,19 @@
 use super::*;
+use crate::metrics::Metrics;
+use crate::storage::CF_KV;
+
+fn open(dir: &std::path::Path, node: &str) -> KvStore {
+    let storage = Storage::open(dir).expect("open");
+    let (kv, _changes) = KvStore::open(storage, node, 60, Arc::new(Metrics::new())).expect("open kv");
+    kv
+}
 
 fn store(node: &str) -> (tempfile::TempDir, KvStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = Storage::open(dir.path()).expect("open");
-    (dir, KvStore::new(storage, node, 60))
+    let kv = open(dir.path(), node);
+    kv.declare_namespace("ns", None).expect("declare");
+    kv.declare_namespace("other", None).expect("declare");
+    (dir, kv)
 }
 
 #[test]
@@ -47,8 +57,8 @@ fn replicas_converge_on_the_highest_version_whatever_the_order() {
     let (_db, b) = store("b");
     let wa = a.put("ns", "k", b"from-a".to_vec(), PutOptions::default()).expect("put");
     let wb = b.put("ns", "k", b"from-b".to_vec(), PutOptions::default()).expect("put");
-    assert!(a.merge("ns", "k", wb.clone()).is_ok());
-    assert!(b.merge("ns", "k", wa.clone()).is_ok());
+    assert!(a.merge("ns", "k", &wb).is_ok());
+    assert!(b.merge("ns", "k", &wa).is_ok());
     let winner = a.get("ns", "k").expect("get").expect("present");
     assert_eq!(winner, b.get("ns", "k").expect("get").expect("present"), "same winner on both");
     assert_eq!(winner.version, std::cmp::max(wa.version, wb.version));
@@ -59,11 +69,11 @@ fn a_stale_write_does_not_resurrect_a_deleted_key() {
     let (_da, a) = store("a");
     let (_db, b) = store("b");
     let stale = b.put("ns", "k", b"old".to_vec(), PutOptions::default()).expect("put");
-    a.merge("ns", "k", stale.clone()).expect("merge");
+    a.merge("ns", "k", &stale).expect("merge");
     let tombstone = a.delete("ns", "k").expect("delete");
-    assert!(!a.merge("ns", "k", stale).expect("merge"), "older put loses to the tombstone");
+    assert!(!a.merge("ns", "k", &stale).expect("merge"), "older put loses to the tombstone");
     assert!(a.get("ns", "k").expect("get").is_none());
-    assert!(b.merge("ns", "k", tombstone).expect("merge"), "the tombstone wins on the other replica");
+    assert!(b.merge("ns", "k", &tombstone).expect("merge"), "the tombstone wins on the other replica");
     assert!(b.get("ns", "k").expect("get").is_none());
     // A write made after observing the tombstone orders after it.
     b.put("ns", "k", b"new".to_vec(), PutOptions::default()).expect("put");
@@ -110,7 +120,7 @@ fn expired_entries_are_invisible_at_once_and_purged() {
         metadata: None,
         expiration: Some(now_secs() - 1),
     };
-    kv.merge("ns", "old", expired).expect("merge");
+    kv.merge("ns", "old", &expired).expect("merge");
     kv.put("ns", "live", b"here".to_vec(), PutOptions::default()).expect("put");
     kv.delete("ns", "deleted").expect("delete");
     assert!(kv.get("ns", "old").expect("get").is_none());
@@ -129,4 +139,65 @@ fn the_clock_is_monotonic_and_moves_past_what_it_observes() {
     assert!(b > a);
     clock.observe(b + (1_000_000 << hlc::LOGICAL_BITS));
     assert!(clock.now() > b + (1_000_000 << hlc::LOGICAL_BITS));
+}
+
+#[test]
+fn an_undeclared_or_malformed_namespace_is_refused_and_nothing_is_written() {
+    let (_dir, kv) = store("a");
+    assert!(matches!(kv.get("nope", "k"), Err(KvError::UnknownNamespace(_))));
+    assert!(matches!(kv.put("nope", "k", vec![1], PutOptions::default()), Err(KvError::UnknownNamespace(_))));
+    assert!(matches!(kv.list("nope", "", 10, None), Err(KvError::UnknownNamespace(_))));
+    for bad in ["", "__namespaces", "has space", "namespaces", &"n".repeat(65)] {
+        assert!(matches!(kv.declare_namespace(bad, None), Err(KvError::InvalidNamespace(_))), "{bad:?}");
+    }
+    assert!(!kv.declare_namespace("ns", None).expect("declare"), "declaring twice is a no-op");
+    let ids: Vec<String> = kv.namespaces().expect("namespaces").into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["ns", "other"]);
+}
+
+#[test]
+fn digests_match_once_replicas_hold_the_same_entries_and_survive_reopen() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let a = open(dir_a.path(), "a");
+    let (_db, b) = store("b");
+    // `a` learns the namespace declarations the way a peer would: by merging b's entries.
+    for (namespace, key, entry) in b.snapshot_page(None, usize::MAX).expect("snapshot") {
+        a.merge(&namespace, &key, &entry).expect("merge");
+    }
+    let wa = a.put("ns", "x", b"1".to_vec(), PutOptions::default()).expect("put");
+    let wb = b.put("ns", "y", b"2".to_vec(), PutOptions::default()).expect("put");
+    b.delete("ns", "y").expect("delete");
+    assert_ne!(a.digests().root(), b.digests().root());
+    let diff = digest::differing(&a.digests().snapshot(), &b.digests().snapshot());
+    assert!(!diff.is_empty() && diff.len() <= 2, "{diff:?}");
+    let versions: Vec<Version> = b.versions_in(&diff).expect("versions").into_iter().map(|(_, v)| v).collect();
+    assert!(
+        versions.iter().all(|v| v.node == "b") && !versions.contains(&wb.version),
+        "the tombstone replaced the put"
+    );
+
+    for (namespace, key, entry) in b.snapshot_page(None, usize::MAX).expect("snapshot") {
+        a.merge(&namespace, &key, &entry).expect("merge");
+    }
+    b.merge("ns", "x", &wa).expect("merge");
+    assert_eq!(a.digests().root(), b.digests().root());
+    assert_eq!(a.digests().entries(), 4, "two declarations, a value, a tombstone");
+
+    let root = a.digests().root();
+    drop(a);
+    let reopened = open(dir_a.path(), "a");
+    assert_eq!(reopened.digests().root(), root, "rebuilt from the index");
+    assert_eq!(reopened.digests().entries(), 4);
+}
+
+#[test]
+fn purging_keeps_the_digest_in_step_with_what_is_stored() {
+    let (_dir, kv) = store("a");
+    kv.put("ns", "k", b"v".to_vec(), PutOptions::default()).expect("put");
+    let before = kv.digests().root();
+    kv.delete("ns", "k").expect("delete");
+    assert_eq!(kv.purge(0).expect("purge"), 1);
+    assert_eq!(kv.digests().entries(), 2, "only the declarations remain");
+    assert_ne!(kv.digests().root(), before);
+    assert!(kv.storage.get(CF_KV, &entry::storage_key("ns", "k")).expect("get").is_none());
 }

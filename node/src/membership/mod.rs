@@ -6,14 +6,22 @@
 //! member's identity carries its node id, region and addresses; a restarted node rejoins
 //! with a newer identity (its `bump` is its start time) that wins over the old one; a node
 //! that stops gracefully announces its departure; every change is published on a broadcast
-//! channel that KV, Durable Objects and routing subscribe to.
+//! channel that KV, Durable Objects and routing subscribe to. Upper layers spread their own
+//! small updates ("rumors") on the same datagrams: news is pushed on at once to a few random
+//! members and keeps spreading until every node has heard it.
 //!
 //! # Layout
 //! - [`Member`]: the identity gossiped for each node.
-//! - [`Membership`]: the handle other subsystems hold (members, subscribe, leave).
+//! - [`Membership`]: the handle other subsystems hold (members, subscribe, broadcast, leave).
+//! - [`rumors`]: the [`Rumors`] trait an upper layer implements for its broadcasts.
+//! - [`peers`]: gRPC channels to members, with the same fault injection.
 //! - [`faults`]: peers to drop traffic to and from, for partition tests.
 
 pub mod faults;
+pub mod peers;
+pub mod rumors;
+
+pub use rumors::{NoRumors, RumorError, RumorId, Rumors};
 
 use crate::metrics::{ChangeLabel, Metrics, StateLabel};
 use bytes::Bytes;
@@ -22,6 +30,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -83,6 +92,8 @@ enum Input {
     /// Join through the seeds (known only by address) if no member is known yet.
     AnnounceIfAlone,
     Members(oneshot::Sender<Vec<MemberView>>),
+    /// A rumor this node starts (see [`Rumors`]).
+    Broadcast(Bytes),
     Leave(oneshot::Sender<()>),
 }
 
@@ -115,10 +126,12 @@ pub struct GossipSettings {
 }
 
 impl Membership {
-    /// Binds the gossip socket and starts the actor. `me` gets the socket's real address.
+    /// Binds the gossip socket and starts the actor. `me` gets the socket's real address;
+    /// `rumors` receives the broadcasts peers spread.
     pub async fn start(
         mut me: Member,
         settings: GossipSettings,
+        rumors: Arc<dyn Rumors>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Membership, MembershipError> {
@@ -128,7 +141,8 @@ impl Membership {
         me.gossip_addr =
             socket.local_addr().map_err(|source| MembershipError::Bind { addr: settings.listen, source })?;
         let socket = Arc::new(socket);
-        let (inputs, rx) = mpsc::channel(1024);
+        // Room for bursts of rumors; beyond it they are dropped and anti-entropy repairs.
+        let (inputs, rx) = mpsc::channel(16_384);
         let (events, _) = broadcast::channel(256);
         let faults = Arc::new(faults::Faults::default());
         let membership =
@@ -139,12 +153,14 @@ impl Membership {
         config.probe_rtt = settings.probe_period / 2;
         config.suspect_to_down_after = settings.suspect_to_down;
         config.remove_down_after = settings.remove_down_after;
-        let foca = Foca::new(me, config, rand::rngs::StdRng::from_os_rng(), PostcardCodec);
+        let fresh = Arc::new(AtomicUsize::new(0));
+        let handler = rumors::RumorHandler { rumors, fresh: fresh.clone() };
+        let foca = Foca::with_custom_broadcast(me, config, rand::rngs::StdRng::from_os_rng(), PostcardCodec, handler);
 
         let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
         tokio::spawn(receive(socket.clone(), inputs.clone(), faults.clone(), shutdown.clone()));
         let timing = Timing { announce_every: settings.probe_period, suspect_to_down: settings.suspect_to_down };
-        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics };
+        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics, fresh };
         tokio::spawn(run(foca, rx, out, seeds, timing, shutdown));
         Ok(membership)
     }
@@ -164,6 +180,17 @@ impl Membership {
         rx.await.map_err(|_| MembershipError::Stopped)
     }
 
+    /// Starts spreading a rumor; false when the actor's queue is full and it was dropped
+    /// (callers must have another way to repair, as KV's anti-entropy).
+    pub fn broadcast(&self, rumor: Bytes) -> bool {
+        self.inputs.try_send(Input::Broadcast(rumor)).is_ok()
+    }
+
+    /// Members currently alive, without this node.
+    pub async fn alive_peers(&self) -> Result<Vec<Member>, MembershipError> {
+        Ok(self.members().await?.into_iter().filter(|m| !m.is_self && m.state == "alive").map(|m| m.member).collect())
+    }
+
     /// Announces a graceful departure to the cluster.
     pub async fn leave(&self) -> Result<(), MembershipError> {
         let (tx, rx) = oneshot::channel();
@@ -179,7 +206,15 @@ struct Timing {
     suspect_to_down: Duration,
 }
 
-type NodeFoca = Foca<Member, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
+type NodeFoca = Foca<Member, PostcardCodec, rand::rngs::StdRng, rumors::RumorHandler>;
+
+/// How many queued inputs the actor handles before it flushes what they produced, so a burst
+/// of rumors leaves in a few full datagrams rather than one each.
+const INPUT_BATCH: usize = 256;
+/// Rumors assumed to fit one datagram, and the most datagram rounds one flush sends; the
+/// rest rides foca's periodic gossip.
+const RUMORS_PER_FLUSH: usize = 8;
+const MAX_FLUSHES: usize = 16;
 
 async fn receive(
     socket: Arc<UdpSocket>,
@@ -213,6 +248,8 @@ struct Outputs {
     events: broadcast::Sender<MembershipEvent>,
     faults: Arc<faults::Faults>,
     metrics: Arc<Metrics>,
+    /// Rumors that were news since the last flush (counted by the rumor handler).
+    fresh: Arc<AtomicUsize>,
 }
 
 async fn run(
@@ -243,64 +280,95 @@ async fn run(
                 None => return,
             },
         };
-        let result = match input {
-            Input::Datagram(data) => foca.handle_data(&data, &mut runtime),
-            Input::Timer(timer) => foca.handle_timer(timer, &mut runtime),
-            Input::AnnounceIfAlone if foca.num_members() == 0 => {
-                suspicions.seen.clear();
-                let mut result = Ok(());
-                for seed in &seeds {
-                    // The seed's identity is unknown until it answers; foca routes by address.
-                    let probe = Member {
-                        node_id: format!("seed@{seed}"),
-                        region: String::new(),
-                        http_addr: *seed,
-                        rpc_addr: *seed,
-                        gossip_addr: *seed,
-                        bump: 0,
-                    };
-                    result = result.and(foca.announce(probe, &mut runtime));
-                }
-                result
+        let mut handled = 0;
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            if let Err(e) = handle(&mut foca, input, &mut runtime, &mut suspicions, &seeds, timing, &out).await {
+                tracing::debug!("foca: {e}");
             }
-            Input::AnnounceIfAlone => {
-                let overdue = suspicions.overdue(&foca, timing.suspect_to_down * 2);
-                if !overdue.is_empty() {
-                    tracing::info!(members = ?overdue.iter().map(|m| m.id().node_id.as_str()).collect::<Vec<_>>(), "suspicion outlived its timer; declaring down");
-                }
-                foca.apply_many(overdue.into_iter(), true, &mut runtime)
+            handled += 1;
+            if handled < INPUT_BATCH {
+                next = rx.try_recv().ok();
             }
-            Input::Members(reply) => {
-                let me = foca.identity().clone();
-                let mut views: Vec<MemberView> = foca
-                    .iter_membership_state()
-                    .map(|m| MemberView {
-                        member: m.id().clone(),
-                        state: match m.state() {
-                            foca::State::Alive => "alive",
-                            foca::State::Suspect => "suspect",
-                            foca::State::Down => "down",
-                        },
-                        incarnation: m.incarnation(),
-                        is_self: false,
-                    })
-                    .collect();
-                views.push(MemberView { member: me, state: "alive", incarnation: 0, is_self: true });
-                let _ = reply.send(newest_per_node(views));
-                Ok(())
+        }
+        // News (ours or heard) goes on to a few random members now; foca keeps piggybacking
+        // it on later messages until it has been sent often enough.
+        // A burst gets more datagrams: each carries what fits in one packet.
+        let fresh = out.fresh.swap(0, Ordering::Relaxed);
+        for _ in 0..fresh.div_ceil(RUMORS_PER_FLUSH).min(MAX_FLUSHES) {
+            if let Err(e) = foca.broadcast(&mut runtime) {
+                tracing::debug!("foca broadcast: {e}");
+                break;
             }
-            Input::Leave(reply) => {
-                let result = foca.leave_cluster(&mut runtime);
-                drain(&mut runtime, &out).await;
-                let _ = reply.send(());
-                result
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!("foca: {e}");
         }
         drain(&mut runtime, &out).await;
         count_members(&foca, &out.metrics);
+    }
+}
+
+/// Feeds one input to foca.
+async fn handle(
+    foca: &mut NodeFoca,
+    input: Input,
+    runtime: &mut AccumulatingRuntime<Member>,
+    suspicions: &mut Suspicions,
+    seeds: &[SocketAddr],
+    timing: Timing,
+    out: &Outputs,
+) -> Result<(), foca::Error> {
+    match input {
+        Input::Datagram(data) => foca.handle_data(&data, &mut *runtime),
+        Input::Timer(timer) => foca.handle_timer(timer, &mut *runtime),
+        Input::AnnounceIfAlone if foca.num_members() == 0 => {
+            suspicions.seen.clear();
+            let mut result = Ok(());
+            for seed in seeds {
+                // The seed's identity is unknown until it answers; foca routes by address.
+                let probe = Member {
+                    node_id: format!("seed@{seed}"),
+                    region: String::new(),
+                    http_addr: *seed,
+                    rpc_addr: *seed,
+                    gossip_addr: *seed,
+                    bump: 0,
+                };
+                result = result.and(foca.announce(probe, &mut *runtime));
+            }
+            result
+        }
+        Input::AnnounceIfAlone => {
+            let overdue = suspicions.overdue(foca, timing.suspect_to_down * 2);
+            if !overdue.is_empty() {
+                tracing::info!(members = ?overdue.iter().map(|m| m.id().node_id.as_str()).collect::<Vec<_>>(), "suspicion outlived its timer; declaring down");
+            }
+            foca.apply_many(overdue.into_iter(), true, &mut *runtime)
+        }
+        Input::Members(reply) => {
+            let me = foca.identity().clone();
+            let mut views: Vec<MemberView> = foca
+                .iter_membership_state()
+                .map(|m| MemberView {
+                    member: m.id().clone(),
+                    state: match m.state() {
+                        foca::State::Alive => "alive",
+                        foca::State::Suspect => "suspect",
+                        foca::State::Down => "down",
+                    },
+                    incarnation: m.incarnation(),
+                    is_self: false,
+                })
+                .collect();
+            views.push(MemberView { member: me, state: "alive", incarnation: 0, is_self: true });
+            let _ = reply.send(newest_per_node(views));
+            Ok(())
+        }
+        Input::Broadcast(rumor) => foca.add_broadcast(&rumor).map(|_| ()),
+        Input::Leave(reply) => {
+            let result = foca.leave_cluster(&mut *runtime);
+            drain(runtime, out).await;
+            let _ = reply.send(());
+            result
+        }
     }
 }
 
@@ -363,13 +431,16 @@ fn newest_per_node(mut views: Vec<MemberView>) -> Vec<MemberView> {
 
 /// Carries out what foca asked for: datagrams, timers, notifications.
 async fn drain(runtime: &mut AccumulatingRuntime<Member>, out: &Outputs) {
-    let Outputs { socket, inputs, events, faults, metrics } = out;
+    let Outputs { socket, inputs, events, faults, metrics, .. } = out;
     while let Some((to, data)) = runtime.to_send() {
         if faults.blocks(to.gossip_addr) {
             continue;
         }
-        if let Err(e) = socket.send_to(&data, to.gossip_addr).await {
-            tracing::debug!(to = %to.gossip_addr, "gossip send: {e}");
+        match socket.send_to(&data, to.gossip_addr).await {
+            Ok(sent) => {
+                metrics.gossip_sent_bytes.inc_by(sent as u64);
+            }
+            Err(e) => tracing::debug!(to = %to.gossip_addr, "gossip send: {e}"),
         }
     }
     while let Some((after, timer)) = runtime.to_schedule() {

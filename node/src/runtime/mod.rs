@@ -166,8 +166,18 @@ impl Runtime {
         }))
     }
 
-    /// Makes `worker` the version that answers its name and routes.
+    /// Makes `worker` the version that answers its name and routes, after declaring the KV
+    /// namespaces its bindings name (a deployment is one of the ways to create one).
     pub fn install(&self, worker: Arc<Worker>) {
+        if let Some(kv) = &self.kv {
+            for binding in &worker.spec.manifest.bindings {
+                if let nimbus_proto::manifest::Binding::Kv { namespace_id, .. } = binding {
+                    if let Err(e) = kv.declare_namespace(namespace_id, None) {
+                        tracing::warn!(worker = %worker.spec.name, namespace = %namespace_id, "declaring a KV namespace: {e}");
+                    }
+                }
+            }
+        }
         self.update(|workers| {
             workers.insert(worker.spec.name.clone(), worker);
         });

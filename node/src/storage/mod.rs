@@ -8,6 +8,7 @@
 //! - `deployments`: worker name → the deployment the node serves (see `deploy`).
 //! - `meta`: small node-wide records such as the last applied watch sequence.
 //! - `kv`: Workers KV entries, `namespace \0 key` → versioned entry (see `kv`).
+//! - `kv_index`: `bucket ‖ namespace \0 key` → version, what anti-entropy compares.
 
 mod error;
 
@@ -20,7 +21,8 @@ use std::sync::Arc;
 pub const CF_DEPLOYMENTS: &str = "deployments";
 pub const CF_META: &str = "meta";
 pub const CF_KV: &str = "kv";
-const COLUMN_FAMILIES: [&str; 3] = [CF_DEPLOYMENTS, CF_META, CF_KV];
+pub const CF_KV_INDEX: &str = "kv_index";
+const COLUMN_FAMILIES: [&str; 4] = [CF_DEPLOYMENTS, CF_META, CF_KV, CF_KV_INDEX];
 
 #[derive(Clone)]
 pub struct Storage {
@@ -103,6 +105,21 @@ impl Storage {
 
     /// Applies `batch` atomically and syncs the WAL before returning.
     pub fn write(&self, batch: Batch) -> Result<(), StorageError> {
+        self.write_with(batch, true)
+    }
+
+    /// Applies `batch` atomically without waiting for the disk: it survives a crash of the
+    /// process at once, and a crash of the machine after the next [`Storage::sync_wal`].
+    pub fn write_unsynced(&self, batch: Batch) -> Result<(), StorageError> {
+        self.write_with(batch, false)
+    }
+
+    /// Syncs what [`Storage::write_unsynced`] left in the WAL.
+    pub fn sync_wal(&self) -> Result<(), StorageError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    fn write_with(&self, batch: Batch, sync: bool) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -111,7 +128,7 @@ impl Storage {
             }
         }
         let mut options = WriteOptions::default();
-        options.set_sync(true);
+        options.set_sync(sync);
         Ok(self.db.write_opt(wb, &options)?)
     }
 

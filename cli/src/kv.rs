@@ -1,0 +1,280 @@
+//! `nimbus kv`: namespaces, and get / put / delete / list of keys, through any node's REST
+//! API (every node holds a full replica; a write spreads from the node it reached).
+
+use crate::output::{table, Style};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use nimbus_testkit::ClusterFile;
+use reqwest::Method;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Declare or list namespaces.
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
+    /// Print a key's value (raw bytes) to stdout.
+    Get {
+        namespace: String,
+        key: String,
+        /// Also print metadata and expiration (on stderr, or in the JSON with --json).
+        #[arg(long)]
+        metadata: bool,
+    },
+    /// Write a value, given inline or read from a file (`-` for stdin).
+    Put {
+        namespace: String,
+        key: String,
+        value: Option<String>,
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Seconds until the key expires (at least 60).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Unix time at which the key expires.
+        #[arg(long, conflicts_with = "ttl")]
+        expiration: Option<u64>,
+        /// JSON metadata (≤ 1 KiB).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    Delete {
+        namespace: String,
+        key: String,
+    },
+    /// List keys by prefix, one page (or every page with --all).
+    List {
+        namespace: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NamespaceCommand {
+    /// Declare a namespace (no-op when it exists).
+    Create {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+    },
+    List,
+}
+
+/// The node to talk to: `--node`, else the first node of the dev cluster file.
+pub fn node_url(flag: Option<String>, cluster_file: &Path) -> Result<String> {
+    if let Some(url) = flag {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let text = std::fs::read_to_string(cluster_file).map_err(|_| {
+        anyhow!(
+            "no node to talk to: {} does not exist. Start a cluster with `nimbus dev`, or pass --node http://host:port (NIMBUS_NODE_URL)",
+            cluster_file.display()
+        )
+    })?;
+    let file: ClusterFile =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", cluster_file.display()))?;
+    let node = file.nodes.first().ok_or_else(|| anyhow!("{} lists no nodes", cluster_file.display()))?;
+    Ok(node.http_url.trim_end_matches('/').to_string())
+}
+
+struct Node {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .query(query)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.url))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("{} (HTTP {status})", message.trim_end());
+    }
+
+    async fn json(&self, method: Method, path: &str, query: &[(&str, String)], body: Vec<u8>) -> Result<Value> {
+        Ok(self.send(method, path, query, body).await?.json().await?)
+    }
+}
+
+/// Percent-encodes a key for the URL path (a key may hold `/`, `?`, spaces …).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style) -> Result<()> {
+    let node = Node { url, http: reqwest::Client::builder().timeout(Duration::from_secs(300)).build()? };
+    match command {
+        KvCommand::Namespace { command: NamespaceCommand::Create { id, title } } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "title": title }))?;
+            let reply = node.json(Method::PUT, &format!("/v1/kv/namespaces/{}", encode_key(&id)), &[], body).await?;
+            if json_out {
+                println!("{reply}");
+            } else if reply["created"] == true {
+                println!("{} namespace {id}", style.ok("created"));
+            } else {
+                println!("namespace {id} already exists");
+            }
+        }
+        KvCommand::Namespace { command: NamespaceCommand::List } => {
+            let reply = node.json(Method::GET, "/v1/kv/namespaces", &[], vec![]).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = reply["namespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| vec![n["id"].as_str().unwrap_or("").into(), n["title"].as_str().unwrap_or("").into()])
+                .collect();
+            if rows.is_empty() {
+                println!("No namespaces yet: `nimbus kv namespace create <id>`.");
+            } else {
+                table(style, &["ID", "TITLE"], &rows);
+            }
+        }
+        KvCommand::Get { namespace, key, metadata } => {
+            let path = format!("/v1/kv/{}/values/{}", encode_key(&namespace), encode_key(&key));
+            let resp = node.send(Method::GET, &path, &[], vec![]).await?;
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let (meta, expiration) = (header("x-nimbus-metadata"), header("x-nimbus-expiration"));
+            let value = resp.bytes().await?;
+            if json_out {
+                let text = std::str::from_utf8(&value).ok();
+                let reply = serde_json::json!({
+                    "key": key,
+                    "value": text,
+                    "value_base64": if text.is_none() { Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &value)) } else { None },
+                    "metadata": meta.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+                    "expiration": expiration.and_then(|e| e.parse::<u64>().ok()),
+                });
+                println!("{reply}");
+                return Ok(());
+            }
+            std::io::stdout().write_all(&value)?;
+            if metadata {
+                eprintln!("{} {}", style.dim("metadata:"), meta.as_deref().unwrap_or("none"));
+                eprintln!("{} {}", style.dim("expiration:"), expiration.as_deref().unwrap_or("none"));
+            }
+        }
+        KvCommand::Put { namespace, key, value, file, ttl, expiration, metadata } => {
+            let body = match (value, file) {
+                (Some(value), _) => value.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                    buf
+                }
+                (None, Some(path)) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                (None, None) => bail!("give a value, or --file PATH (`-` for stdin)"),
+            };
+            let mut query = Vec::new();
+            if let Some(ttl) = ttl {
+                query.push(("expiration_ttl", ttl.to_string()));
+            }
+            if let Some(at) = expiration {
+                query.push(("expiration", at.to_string()));
+            }
+            if let Some(metadata) = metadata {
+                query.push(("metadata", metadata));
+            }
+            let size = body.len();
+            let path = format!("/v1/kv/{}/values/{}", encode_key(&namespace), encode_key(&key));
+            let reply = node.json(Method::PUT, &path, &query, body).await?;
+            if json_out {
+                println!("{reply}");
+            } else {
+                println!("{} {key} ({} in {namespace})", style.ok("wrote"), crate::output::bytes(size as u64));
+            }
+        }
+        KvCommand::Delete { namespace, key } => {
+            let path = format!("/v1/kv/{}/values/{}", encode_key(&namespace), encode_key(&key));
+            let reply = node.json(Method::DELETE, &path, &[], vec![]).await?;
+            if json_out {
+                println!("{reply}");
+            } else {
+                println!("{} {key}", style.ok("deleted"));
+            }
+        }
+        KvCommand::List { namespace, prefix, limit, cursor, all } => {
+            let path = format!("/v1/kv/{}/keys", encode_key(&namespace));
+            let mut keys = Vec::new();
+            let mut cursor = cursor;
+            let next = loop {
+                let mut query = vec![("prefix", prefix.clone()), ("limit", limit.to_string())];
+                if let Some(c) = &cursor {
+                    query.push(("cursor", c.clone()));
+                }
+                let page = node.json(Method::GET, &path, &query, vec![]).await?;
+                keys.extend(page["keys"].as_array().cloned().unwrap_or_default());
+                let next = page["cursor"].as_str().map(str::to_string);
+                if !all || page["list_complete"] == true || next.is_none() {
+                    break next;
+                }
+                cursor = next;
+            };
+            if json_out {
+                println!("{}", serde_json::json!({ "keys": keys, "cursor": next, "list_complete": next.is_none() }));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k["name"].as_str().unwrap_or("").to_string(),
+                        k["expiration"].as_u64().map(|e| e.to_string()).unwrap_or_default(),
+                        k["metadata"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("No keys.");
+            } else {
+                table(style, &["KEY", "EXPIRES", "METADATA"], &rows);
+            }
+            if let Some(next) = next {
+                println!("{}", style.dim(&format!("more keys: --cursor {next} (or --all)")));
+            }
+        }
+    }
+    Ok(())
+}

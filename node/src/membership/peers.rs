@@ -1,0 +1,78 @@
+//! How to reach a member over gRPC: one lazily connected channel per peer address, and the
+//! fault-injection rule applied on both ends, so a test partition cuts gRPC like gossip.
+//!
+//! Every request carries the caller's gossip address in `x-nimbus-from`; a server refuses
+//! requests from a blocked peer, and a client refuses to call one.
+
+use super::faults::Faults;
+use super::Member;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// The metadata key naming the calling node's gossip address.
+pub const FROM_HEADER: &str = "x-nimbus-from";
+/// Large enough for a 25 MiB KV value and its envelope.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {0} is cut off by fault injection")]
+    Partitioned(String),
+    #[error("peer {peer} has no usable gRPC address: {reason}")]
+    BadAddress { peer: String, reason: String },
+}
+
+#[derive(Clone)]
+pub struct PeerChannels {
+    /// This node's gossip address, sent as `x-nimbus-from`.
+    me: SocketAddr,
+    channels: Arc<Mutex<HashMap<SocketAddr, Channel>>>,
+    faults: Arc<Faults>,
+}
+
+impl PeerChannels {
+    pub fn new(me: SocketAddr, faults: Arc<Faults>) -> Self {
+        PeerChannels { me, channels: Arc::default(), faults }
+    }
+
+    /// A channel to `peer`'s gRPC server (connected on first use, reconnected as needed).
+    pub fn channel(&self, peer: &Member) -> Result<Channel, PeerError> {
+        if self.faults.blocks(peer.gossip_addr) {
+            return Err(PeerError::Partitioned(peer.node_id.clone()));
+        }
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(&peer.rpc_addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", peer.rpc_addr))
+            .map_err(|e| PeerError::BadAddress { peer: peer.node_id.clone(), reason: e.to_string() })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(peer.rpc_addr, channel.clone());
+        Ok(channel)
+    }
+
+    /// Wraps a message (or a stream) in a request that names this node.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(from) = self.me.to_string().parse() {
+            request.metadata_mut().insert(FROM_HEADER, from);
+        }
+        request
+    }
+
+    /// Refuses a request from a peer that fault injection cuts off.
+    pub fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let from = request.metadata().get(FROM_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        match from {
+            Some(addr) if self.faults.blocks(addr) => Err(tonic::Status::unavailable("cut off by fault injection")),
+            _ => Ok(()),
+        }
+    }
+}
