@@ -21,6 +21,10 @@ use http::{header, Request, StatusCode};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Marks the platform router's fallback response: no platform path matched.
+#[derive(Clone, Copy)]
+struct NoPlatformRoute;
+
 #[derive(Clone)]
 pub struct Edge {
     pub runtime: Arc<Runtime>,
@@ -58,6 +62,13 @@ impl Edge {
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }
+        // Only a path no platform route knows falls through to host-less worker routes; a
+        // platform handler's own 404 (an absent KV key) is the answer.
+        let platform = platform.fallback(|| async {
+            let mut response = StatusCode::NOT_FOUND.into_response();
+            response.extensions_mut().insert(NoPlatformRoute);
+            response
+        });
         edge.platform = platform.with_state(edge.clone());
         edge
     }
@@ -88,7 +99,7 @@ async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        if response.status() != StatusCode::NOT_FOUND {
+        if response.extensions().get::<NoPlatformRoute>().is_none() {
             return response;
         }
         edge.metrics.unrouted.inc();

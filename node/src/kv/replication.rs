@@ -174,6 +174,20 @@ impl Replicator {
         }
     }
 
+    /// A request to `peer`, refused while fault injection cuts it off: checked before every
+    /// call (and every streamed message), so a partition also stops an exchange in flight.
+    fn request<T>(&self, peer: &Member, message: T) -> Result<tonic::Request<T>, KvError> {
+        self.reachable(peer)?;
+        Ok(self.peers.request(message))
+    }
+
+    fn reachable(&self, peer: &Member) -> Result<(), KvError> {
+        if self.peers.is_cut_off(peer) {
+            return Err(peer_error(peer, "cut off by fault injection"));
+        }
+        Ok(())
+    }
+
     fn client(&self, peer: &Member) -> Result<Client, KvError> {
         let channel = self.peers.channel(peer).map_err(|e| peer_error(peer, e))?;
         Ok(PeerClient::new(channel)
@@ -183,7 +197,12 @@ impl Replicator {
 
     async fn push(&self, peer: &Member, entries: Vec<KvEntry>) -> Result<u64, KvError> {
         let bytes: usize = entries.iter().map(prost::Message::encoded_len).sum();
-        let request = self.peers.request(tokio_stream::iter(entries));
+        let this = self.clone();
+        let to = peer.clone();
+        // A partition that starts mid-stream ends the stream there.
+        let entries =
+            tokio_stream::StreamExt::take_while(tokio_stream::iter(entries), move |_| this.reachable(&to).is_ok());
+        let request = self.request(peer, entries)?;
         let reply = self.client(peer)?.push_kv(request).await.map_err(|e| peer_error(peer, e.message()))?;
         self.metrics.kv_pushed_bytes.inc_by(bytes as u64);
         Ok(reply.into_inner().applied)
@@ -249,7 +268,7 @@ impl Replicator {
     pub async fn sync_with(&self, peer: &Member) -> Result<Synced, KvError> {
         let mut client = self.client(peer)?;
         let mut remote = client
-            .kv_digests(self.peers.request(KvDigestsRequest {}))
+            .kv_digests(self.request(peer, KvDigestsRequest {})?)
             .await
             .map_err(|e| peer_error(peer, e.message()))?
             .into_inner();
@@ -259,11 +278,17 @@ impl Replicator {
             return Ok(synced);
         }
         let local_entries = self.kv.digests().entries();
-        let far_behind = diff.len() > BUCKETS / 2 && remote.entries > 2 * local_entries;
-        if (local_entries == 0 && remote.entries > 0) || far_behind {
+        let far_behind =
+            |ours: u64, theirs: u64| (ours == 0 && theirs > 0) || (diff.len() > BUCKETS / 2 && theirs > 2 * ours);
+        if far_behind(remote.entries, local_entries) {
+            // The peer streams a bulk copy from us (or another node) when it runs its own
+            // round; repairing it bucket by bucket from here would be the slow way.
+            return Ok(synced);
+        }
+        if far_behind(local_entries, remote.entries) {
             synced.pulled += self.bulk_copy(peer, &mut client, remote.entries).await?;
             remote = client
-                .kv_digests(self.peers.request(KvDigestsRequest {}))
+                .kv_digests(self.request(peer, KvDigestsRequest {})?)
                 .await
                 .map_err(|e| peer_error(peer, e.message()))?
                 .into_inner();
@@ -280,7 +305,7 @@ impl Replicator {
 
     /// Compares the versions in `buckets` and moves each side's newer entries to the other.
     async fn repair(&self, peer: &Member, client: &mut Client, buckets: &[u32]) -> Result<Synced, KvError> {
-        let request = self.peers.request(KvBucketVersionsRequest { buckets: buckets.to_vec() });
+        let request = self.request(peer, KvBucketVersionsRequest { buckets: buckets.to_vec() })?;
         let remote = client.kv_bucket_versions(request).await.map_err(|e| peer_error(peer, e.message()))?;
         let kv = self.kv.clone();
         let owned = buckets.to_vec();
@@ -314,9 +339,10 @@ impl Replicator {
 
         let mut pulled = 0;
         if !pull.is_empty() {
-            let request = self.peers.request(FetchKvRequest { keys: pull });
+            let request = self.request(peer, FetchKvRequest { keys: pull })?;
             let mut stream = client.fetch_kv(request).await.map_err(|e| peer_error(peer, e.message()))?.into_inner();
             while let Some(wire) = stream.message().await.map_err(|e| peer_error(peer, e.message()))? {
+                self.reachable(peer)?;
                 if apply_remote(&self.kv, &self.metrics, wire, "anti_entropy")? {
                     pulled += 1;
                 }
@@ -337,10 +363,11 @@ impl Replicator {
     /// Streams the peer's whole replica in and merges it; returns how many entries won.
     async fn bulk_copy(&self, peer: &Member, client: &mut Client, expected: u64) -> Result<u64, KvError> {
         tracing::info!(peer = %peer.node_id, entries = expected, "kv: replica is empty or far behind; bulk copy");
-        let request = self.peers.request(KvSnapshotRequest::default());
+        let request = self.request(peer, KvSnapshotRequest::default())?;
         let mut stream = client.kv_snapshot(request).await.map_err(|e| peer_error(peer, e.message()))?.into_inner();
         let (mut seen, mut applied) = (0u64, 0u64);
         while let Some(wire) = stream.message().await.map_err(|e| peer_error(peer, e.message()))? {
+            self.reachable(peer)?;
             seen += 1;
             if apply_remote(&self.kv, &self.metrics, wire, "bulk")? {
                 applied += 1;

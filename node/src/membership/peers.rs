@@ -38,6 +38,11 @@ impl PeerChannels {
         PeerChannels { me, channels: Arc::default(), faults }
     }
 
+    /// True while fault injection cuts `peer` off.
+    pub fn is_cut_off(&self, peer: &Member) -> bool {
+        self.faults.blocks(peer.gossip_addr)
+    }
+
     /// A channel to `peer`'s gRPC server (connected on first use, reconnected as needed).
     pub fn channel(&self, peer: &Member) -> Result<Channel, PeerError> {
         if self.faults.blocks(peer.gossip_addr) {
