@@ -360,3 +360,52 @@ async fn a_node_away_longer_than_the_tombstone_grace_does_not_bring_deleted_keys
     }
     cluster.stop().await.expect("stop");
 }
+
+/// Runs `nimbus --node <url> <args>`; returns (success, stdout, stderr).
+async fn nimbus_cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let binary = nimbus_testkit::bin_dir().expect("bin dir").join("nimbus");
+    let out = tokio::process::Command::new(&binary)
+        .arg("--node")
+        .arg(url)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_declares_writes_reads_lists_and_deletes_through_any_node() {
+    let cluster = kv_cluster(2).await;
+    let (one, two) = (cluster.nodes[0].url(), cluster.nodes[1].url());
+    let (ok, out, _) = nimbus_cli(&one, &["kv", "namespace", "create", "cache"]).await;
+    assert!(ok && out.contains("created namespace cache"), "{out}");
+    let (ok, out, _) = nimbus_cli(&one, &["kv", "put", "cache", "a/b c", "hello", "--metadata", r#"{"n":1}"#]).await;
+    assert!(ok && out.contains("wrote a/b c"), "{out}");
+
+    // Written on node-1, read on node-2 once it has spread.
+    cluster
+        .eventually(SPREAD, "the CLI reads the value on node-2", || async {
+            let (ok, out, _) = nimbus_cli(&two, &["kv", "get", "cache", "a/b c"]).await;
+            Ok(ok && out == "hello")
+        })
+        .await
+        .expect("spread");
+    let (ok, out, _) = nimbus_cli(&two, &["--json", "kv", "get", "cache", "a/b c"]).await;
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(ok && got["value"] == "hello" && got["metadata"]["n"] == 1, "{out}");
+
+    let (ok, out, _) = nimbus_cli(&two, &["--json", "kv", "list", "cache", "--prefix", "a/"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(ok && listed["keys"][0]["name"] == "a/b c" && listed["list_complete"] == true, "{out}");
+
+    let (ok, _, _) = nimbus_cli(&two, &["kv", "delete", "cache", "a/b c"]).await;
+    assert!(ok);
+    let (ok, _, err) = nimbus_cli(&two, &["kv", "get", "cache", "a/b c"]).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = nimbus_cli(&one, &["kv", "put", "missing", "k", "v"]).await;
+    assert!(!ok && err.contains("namespace `missing` does not exist") && err.contains("HTTP 404"), "{err}");
+    let (ok, _, err) = nimbus_cli(&one, &["kv", "put", "cache", "k", "v", "--ttl", "0"]).await;
+    assert!(!ok && err.contains("below the minimum"), "{err}");
+    cluster.stop().await.expect("stop");
+}
