@@ -4,7 +4,8 @@
 //! - **rumors**: a local write small enough for a datagram rides foca's custom broadcasts
 //!   ([`KvRumors`]); each node that finds it newer applies it and passes it on, at once to a
 //!   few random members and then piggybacked, until everyone has it.
-//! - **push**: a larger write is pushed over gRPC to every live member.
+//! - **push**: a larger write is pushed over gRPC to every live member, and so is every
+//!   write while the node writes faster than rumors can carry (batched, one stream per peer).
 //! - **anti-entropy**: every cycle the node compares bucket digests with one random live
 //!   peer, then the versions in the buckets that differ, and pulls and pushes the entries
 //!   each side lacks. This repairs lost datagrams, full queues and partitions. A replica that
@@ -17,7 +18,7 @@ use super::digest::{differing, BUCKETS};
 use super::wire::{decode_rumor, encode_rumor, from_key_version, from_wire, key_version, to_wire};
 use super::{Change, Changes, Entry, KvError, KvStore};
 use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
-use crate::membership::{Member, Membership, RumorError, RumorId, Rumors};
+use crate::membership::{Member, Membership, MembershipEvent, RumorError, RumorId, Rumors};
 use crate::metrics::Metrics;
 use nimbus_proto::peer::peer_client::PeerClient;
 use nimbus_proto::peer::{FetchKvRequest, KvBucketVersionsRequest, KvDigestsRequest, KvEntry, KvSnapshotRequest};
@@ -26,6 +27,7 @@ use rand::SeedableRng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -37,6 +39,15 @@ pub struct ReplicationSettings {
     pub purge_every: Duration,
     pub wal_sync_every: Duration,
 }
+
+/// Local writes taken from the queue at once.
+const SPREAD_BATCH: usize = 1024;
+/// A batch with more writes than this is pushed rather than gossiped.
+const MAX_RUMORS_PER_BATCH: usize = 32;
+/// Above this many rumors in flight, new writes are pushed rather than gossiped.
+const MAX_RUMOR_BACKLOG: usize = 256;
+/// A peer that takes longer than this for one push is left to anti-entropy.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Buckets compared per request in an anti-entropy round.
 const BUCKETS_PER_REQUEST: usize = 64;
@@ -134,44 +145,51 @@ impl Replicator {
 
     /// Spreads local writes until shutdown: rumors for small ones, pushes for large ones.
     pub async fn spread_changes(self, mut changes: Changes, shutdown: CancellationToken) {
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = Vec::with_capacity(SPREAD_BATCH);
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                received = changes.recv_many(&mut batch, 256) => received,
+                received = changes.recv_many(&mut batch, SPREAD_BATCH) => received,
             };
             if received == 0 {
                 return;
             }
-            for change in batch.drain(..) {
-                self.spread(change).await;
-            }
+            self.spread(std::mem::take(&mut batch)).await;
         }
     }
 
-    async fn spread(&self, change: Change) {
-        let Change { namespace, key, entry } = change;
-        if let Some(rumor) = encode_rumor(&namespace, &key, &entry) {
-            if !self.membership.broadcast(rumor.into()) {
-                self.metrics.kv_outbox_dropped.inc();
+    /// Sends a batch of local writes on. A trickle goes by rumor (large entries by push);
+    /// under load — a full batch, or foca still busy with earlier rumors — the whole batch is
+    /// pushed to every live peer in one stream each, and the next batch waits for it, so
+    /// batches grow with the load instead of the queue.
+    async fn spread(&self, batch: Vec<Change>) {
+        let busy = batch.len() > MAX_RUMORS_PER_BATCH || self.membership.rumor_backlog() > MAX_RUMOR_BACKLOG;
+        let mut push = Vec::new();
+        for Change { namespace, key, entry } in batch {
+            match encode_rumor(&namespace, &key, &entry) {
+                Some(rumor) if !busy => {
+                    if !self.membership.broadcast(rumor.into()) {
+                        self.metrics.kv_outbox_dropped.inc();
+                    }
+                }
+                _ => push.push(to_wire(&namespace, &key, &entry)),
             }
+        }
+        if push.is_empty() {
             return;
         }
         let peers = match self.membership.alive_peers().await {
             Ok(peers) => peers,
             Err(e) => return tracing::warn!("kv push: {e}"),
         };
-        let wire = to_wire(&namespace, &key, &entry);
-        for peer in peers {
-            let this = self.clone();
-            let wire = wire.clone();
-            // Pushes are independent: one slow peer must not hold back the next write.
-            tokio::spawn(async move {
-                if let Err(e) = this.push(&peer, vec![wire]).await {
-                    tracing::debug!("kv push (anti-entropy will retry): {e}");
-                }
-            });
-        }
+        let pushes = peers.iter().map(|peer| async {
+            match tokio::time::timeout(PUSH_TIMEOUT, self.push(peer, push.clone())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!("kv push (anti-entropy will retry): {e}"),
+                Err(_) => tracing::debug!(peer = %peer.node_id, "kv push timed out (anti-entropy will retry)"),
+            }
+        });
+        futures::future::join_all(pushes).await;
     }
 
     /// A request to `peer`, refused while fault injection cuts it off: checked before every
@@ -216,9 +234,18 @@ impl Replicator {
         for timer in [&mut anti_entropy, &mut purge, &mut wal_sync] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        // A member that comes up (new, restarted, or back from a partition) is the one most
+        // likely to differ: exchange with it at once rather than when chance picks it.
+        let mut membership = self.membership.subscribe();
+        let mut membership_open = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                event = membership.recv(), if membership_open => match event {
+                    Ok(MembershipEvent::Up(peer)) => self.exchange(&peer).await,
+                    Ok(MembershipEvent::Down(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => membership_open = false,
+                },
                 _ = anti_entropy.tick() => self.anti_entropy_round().await,
                 _ = purge.tick() => self.purge().await,
                 _ = wal_sync.tick() => {
@@ -250,7 +277,11 @@ impl Replicator {
             Err(e) => return tracing::warn!("kv anti-entropy: {e}"),
         };
         let Some(peer) = peers.choose(&mut rand::rngs::StdRng::from_os_rng()).cloned() else { return };
-        match self.sync_with(&peer).await {
+        self.exchange(&peer).await;
+    }
+
+    async fn exchange(&self, peer: &Member) {
+        match self.sync_with(peer).await {
             Ok(synced) => {
                 self.metrics.kv_sync_rounds.inc();
                 if let Err(e) = self.kv.record_sync() {

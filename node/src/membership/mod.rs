@@ -105,6 +105,8 @@ pub struct Membership {
     /// Carries every up/down change; subscribers that lag re-read [`Membership::members`].
     events: broadcast::Sender<MembershipEvent>,
     pub faults: Arc<faults::Faults>,
+    /// Rumors foca is still passing on; spreaders use a bulk path instead when it is long.
+    rumor_backlog: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +147,14 @@ impl Membership {
         let (inputs, rx) = mpsc::channel(16_384);
         let (events, _) = broadcast::channel(256);
         let faults = Arc::new(faults::Faults::default());
-        let membership =
-            Membership { me: me.clone(), inputs: inputs.clone(), events: events.clone(), faults: faults.clone() };
+        let rumor_backlog = Arc::new(AtomicUsize::new(0));
+        let membership = Membership {
+            me: me.clone(),
+            inputs: inputs.clone(),
+            events: events.clone(),
+            faults: faults.clone(),
+            rumor_backlog: rumor_backlog.clone(),
+        };
 
         let mut config = foca::Config::new_lan(NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN));
         config.probe_period = settings.probe_period;
@@ -160,7 +168,7 @@ impl Membership {
         let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
         tokio::spawn(receive(socket.clone(), inputs.clone(), faults.clone(), shutdown.clone()));
         let timing = Timing { announce_every: settings.probe_period, suspect_to_down: settings.suspect_to_down };
-        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics, fresh };
+        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics, fresh, rumor_backlog };
         tokio::spawn(run(foca, rx, out, seeds, timing, shutdown));
         Ok(membership)
     }
@@ -184,6 +192,12 @@ impl Membership {
     /// (callers must have another way to repair, as KV's anti-entropy).
     pub fn broadcast(&self, rumor: Bytes) -> bool {
         self.inputs.try_send(Input::Broadcast(rumor)).is_ok()
+    }
+
+    /// How many rumors foca is still passing on. Each new rumor costs foca a pass over this
+    /// backlog, so a spreader with many updates should send them another way.
+    pub fn rumor_backlog(&self) -> usize {
+        self.rumor_backlog.load(Ordering::Relaxed)
     }
 
     /// Members currently alive, without this node.
@@ -250,6 +264,8 @@ struct Outputs {
     metrics: Arc<Metrics>,
     /// Rumors that were news since the last flush (counted by the rumor handler).
     fresh: Arc<AtomicUsize>,
+    /// Published after every step (see [`Membership::rumor_backlog`]).
+    rumor_backlog: Arc<AtomicUsize>,
 }
 
 async fn run(
@@ -303,6 +319,7 @@ async fn run(
         }
         drain(&mut runtime, &out).await;
         count_members(&foca, &out.metrics);
+        out.rumor_backlog.store(foca.custom_broadcast_backlog(), Ordering::Relaxed);
     }
 }
 
@@ -362,6 +379,9 @@ async fn handle(
             let _ = reply.send(newest_per_node(views));
             Ok(())
         }
+        // Alone, a rumor has nobody to go to and would only grow foca's backlog; whoever
+        // joins later catches up by anti-entropy.
+        Input::Broadcast(_) if foca.num_members() == 0 => Ok(()),
         Input::Broadcast(rumor) => foca.add_broadcast(&rumor).map(|_| ()),
         Input::Leave(reply) => {
             let result = foca.leave_cluster(&mut *runtime);
