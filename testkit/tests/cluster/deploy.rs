@@ -12,10 +12,15 @@ async fn a_deployed_worker_answers_on_every_node() {
         let (status, body) = cluster.get_worker(i, "hello", "/").await.expect("request");
         assert_eq!((status, body.as_str()), (200, "Hello from Nimbus!\n"), "node {i}");
     }
-    let detail = cluster.api_call(reqwest::Method::GET, "/v1/deployments/hello", None).await.expect("show");
-    let rollout = detail.body["rollout"].as_array().expect("rollout list");
-    assert_eq!(rollout.len(), 3, "{:?}", detail.body);
-    assert!(rollout.iter().all(|r| r["state"] == "current"), "{:?}", detail.body);
+    // A node serves a version a moment before its acknowledgement reaches the control plane.
+    cluster
+        .eventually(ROLLOUT, "every node reports the rollout current", || async {
+            let detail = cluster.api_call(reqwest::Method::GET, "/v1/deployments/hello", None).await?;
+            let rollout = detail.body["rollout"].as_array().cloned().unwrap_or_default();
+            Ok(rollout.len() == 3 && rollout.iter().all(|r| r["state"] == "current"))
+        })
+        .await
+        .expect("rollout reported");
     cluster.stop().await.expect("stop");
 }
 
