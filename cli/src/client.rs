@@ -17,19 +17,24 @@ pub fn connect(api_url: Option<String>, token: Option<String>, cluster_file: &Pa
     let (api_url, token) = match (api_url, token) {
         (Some(url), Some(token)) => (url, token),
         (url, token) => {
-            let text = std::fs::read_to_string(cluster_file).map_err(|_| {
-                anyhow!(
-                    "no cluster to talk to: {} does not exist. Start one with `nimbus dev`, or pass --api-url and --token (NIMBUS_API_URL, NIMBUS_API_TOKEN)",
-                    cluster_file.display()
-                )
-            })?;
-            let file: ClusterFile =
-                serde_json::from_str(&text).with_context(|| format!("reading {}", cluster_file.display()))?;
+            let file = read_cluster_file(cluster_file, "--api-url and --token (NIMBUS_API_URL, NIMBUS_API_TOKEN)")?;
             (url.unwrap_or(file.api_url), token.unwrap_or(file.token))
         }
     };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
     Ok(Client { api_url: api_url.trim_end_matches('/').to_string(), token, http })
+}
+
+/// The dev cluster's `cluster.json`; when it is missing, the error names `flags` as the
+/// other way to say where the cluster is.
+pub fn read_cluster_file(path: &Path, flags: &str) -> Result<ClusterFile> {
+    let text = std::fs::read_to_string(path).map_err(|_| {
+        anyhow!(
+            "no cluster to talk to: {} does not exist. Start one with `nimbus dev`, or pass {flags}",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
 }
 
 impl Client {

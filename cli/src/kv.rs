@@ -4,7 +4,6 @@
 use crate::output::{table, Style};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use nimbus_testkit::ClusterFile;
 use reqwest::Method;
 use serde_json::Value;
 use std::io::Write;
@@ -77,14 +76,7 @@ pub fn node_url(flag: Option<String>, cluster_file: &Path) -> Result<String> {
     if let Some(url) = flag {
         return Ok(url.trim_end_matches('/').to_string());
     }
-    let text = std::fs::read_to_string(cluster_file).map_err(|_| {
-        anyhow!(
-            "no node to talk to: {} does not exist. Start a cluster with `nimbus dev`, or pass --node http://host:port (NIMBUS_NODE_URL)",
-            cluster_file.display()
-        )
-    })?;
-    let file: ClusterFile =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", cluster_file.display()))?;
+    let file = crate::client::read_cluster_file(cluster_file, "--node http://host:port (NIMBUS_NODE_URL)")?;
     let node = file.nodes.first().ok_or_else(|| anyhow!("{} lists no nodes", cluster_file.display()))?;
     Ok(node.http_url.trim_end_matches('/').to_string())
 }

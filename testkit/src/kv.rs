@@ -68,6 +68,12 @@ impl Cluster {
         }
     }
 
+    /// One page of `GET /v1/kv/{namespace}/keys` on node `index` with `query` (prefix, limit, cursor).
+    pub async fn kv_list(&self, index: usize, namespace: &str, query: &[(&str, String)]) -> Result<serde_json::Value> {
+        let url = format!("{}/v1/kv/{namespace}/keys", self.node_url(index)?);
+        Ok(self.http().get(url).query(query).send().await?.json().await?)
+    }
+
     /// Node `index`'s replica size and digest.
     pub async fn kv_summary(&self, index: usize) -> Result<ReplicaSummary> {
         Ok(self.http().get(format!("{}/v1/node/kv", self.node_url(index)?)).send().await?.json().await?)

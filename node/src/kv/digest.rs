@@ -56,10 +56,11 @@ impl Default for Digests {
 }
 
 impl Digests {
-    /// Records that the entry at `storage_key` changed from `old` to `new` (either may be
-    /// absent). Callers serialise changes to the same key.
-    pub fn replace(&self, storage_key: &[u8], old: Option<&Version>, new: Option<&Version>) {
-        let bucket = &self.buckets[usize::from(bucket_of(storage_key))];
+    /// Records that the entry at `storage_key` (in `bucket`, which the caller has from
+    /// [`bucket_of`] or the index key) changed from `old` to `new` (either may be absent).
+    /// Callers serialise changes to the same key.
+    pub fn replace(&self, bucket: u16, storage_key: &[u8], old: Option<&Version>, new: Option<&Version>) {
+        let bucket = &self.buckets[usize::from(bucket) % BUCKETS];
         if let Some(old) = old {
             bucket.fetch_xor(entry_hash(storage_key, old), Ordering::Relaxed);
             self.entries.fetch_sub(1, Ordering::Relaxed);
@@ -101,16 +102,17 @@ mod tests {
     #[test]
     fn digests_ignore_the_order_of_writes() {
         let (a, b) = (Digests::default(), Digests::default());
-        a.replace(b"ns\0x", None, Some(&v(1)));
-        a.replace(b"ns\0y", None, Some(&v(2)));
-        a.replace(b"ns\0x", Some(&v(1)), Some(&v(3)));
-        b.replace(b"ns\0y", None, Some(&v(2)));
-        b.replace(b"ns\0x", None, Some(&v(3)));
+        let (x, y) = (bucket_of(b"ns\0x"), bucket_of(b"ns\0y"));
+        a.replace(x, b"ns\0x", None, Some(&v(1)));
+        a.replace(y, b"ns\0y", None, Some(&v(2)));
+        a.replace(x, b"ns\0x", Some(&v(1)), Some(&v(3)));
+        b.replace(y, b"ns\0y", None, Some(&v(2)));
+        b.replace(x, b"ns\0x", None, Some(&v(3)));
         assert_eq!(a.snapshot(), b.snapshot());
         assert_eq!(a.root(), b.root());
         assert_eq!(a.entries(), 2);
 
-        b.replace(b"ns\0x", Some(&v(3)), None);
+        b.replace(x, b"ns\0x", Some(&v(3)), None);
         let diff = differing(&a.snapshot(), &b.snapshot());
         assert_eq!(diff, vec![u32::from(bucket_of(b"ns\0x"))]);
     }

@@ -143,7 +143,10 @@ impl KvStore {
             for (raw, version) in &rows {
                 let version = Version::from_order_bytes(version)
                     .ok_or_else(|| KvError::Corrupt("index entry without a version".into()))?;
-                digests.replace(raw.get(2..).unwrap_or_default(), None, Some(&version));
+                // An index key is `bucket ‖ storage key`: no need to hash again.
+                let (bucket, storage_key) = raw.split_at(2.min(raw.len()));
+                let bucket = u16::from_be_bytes(bucket.try_into().map_err(|_| KvError::Corrupt("index key".into()))?);
+                digests.replace(bucket, storage_key, None, Some(&version));
             }
         }
         let clock = Hlc::default();
@@ -341,7 +344,7 @@ impl KvStore {
         batch.put(CF_KV, raw_key.to_vec(), entry.encode());
         batch.put(CF_KV_INDEX, index, entry.version.to_order_bytes());
         self.storage.write_unsynced(batch)?;
-        self.digests.replace(raw_key, old.as_ref(), Some(&entry.version));
+        self.digests.replace(bucket, raw_key, old.as_ref(), Some(&entry.version));
         Ok(true)
     }
 
@@ -407,15 +410,16 @@ impl KvStore {
             for (raw_key, raw) in rows {
                 let entry = Entry::decode(&raw)?;
                 let stale_tombstone = entry.is_tombstone() && entry.version.hlc < horizon;
-                if (entry.expired(now) || stale_tombstone) && self.remove(&raw_key, &entry.version)? {
+                if (entry.expired(now) || stale_tombstone) && self.forget(&raw_key, &entry.version)? {
                     purged += 1;
                 }
             }
         }
     }
 
-    /// Deletes the entry at `raw_key` if it still has `version`.
-    fn remove(&self, raw_key: &[u8], version: &Version) -> Result<bool, KvError> {
+    /// Deletes the entry at `raw_key` if it still has `version`: purging, or dropping what a
+    /// replica kept past the tombstone grace (see [`KvStore::check_absence`]).
+    pub fn forget(&self, raw_key: &[u8], version: &Version) -> Result<bool, KvError> {
         let bucket = bucket_of(raw_key);
         let _guard = not_written(self.stripes[usize::from(bucket) % STRIPES].lock())?;
         let index = index_key(bucket, raw_key);
@@ -426,7 +430,7 @@ impl KvStore {
         batch.delete(CF_KV, raw_key.to_vec());
         batch.delete(CF_KV_INDEX, index);
         self.storage.write_unsynced(batch)?;
-        self.digests.replace(raw_key, Some(version), None);
+        self.digests.replace(bucket, raw_key, Some(version), None);
         Ok(true)
     }
 
@@ -461,11 +465,6 @@ impl KvStore {
     /// True while back from a long absence: peers must not copy from this replica yet.
     pub fn is_catching_up(&self) -> bool {
         self.stale_before() != 0
-    }
-
-    /// Drops an entry this replica kept past the tombstone grace (see [`KvStore::check_absence`]).
-    pub fn forget(&self, raw_key: &[u8], version: &Version) -> Result<bool, KvError> {
-        self.remove(raw_key, version)
     }
 
     /// Syncs the writes made since the last call to disk.

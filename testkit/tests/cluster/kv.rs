@@ -31,7 +31,19 @@ async fn kv_cluster(nodes: usize) -> Cluster {
 /// Waits until `namespace/key` reads as `expected` (`None`: absent) on every running node.
 async fn everywhere(cluster: &Cluster, namespace: &str, key: &str, expected: Option<&[u8]>, what: &str) {
     let running: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.nodes[*i].is_running()).collect();
-    for i in running {
+    on_nodes(cluster, &running, namespace, key, expected, what).await;
+}
+
+/// Waits until the nodes `indices` read `namespace/key` as `expected`.
+async fn on_nodes(
+    cluster: &Cluster,
+    indices: &[usize],
+    namespace: &str,
+    key: &str,
+    expected: Option<&[u8]>,
+    what: &str,
+) {
+    for &i in indices {
         cluster
             .eventually(SPREAD, what, || async { Ok(cluster.kv_get(i, namespace, key).await?.as_deref() == expected) })
             .await
@@ -192,16 +204,7 @@ async fn writes_spread_to_all_five_nodes_and_concurrent_writes_agree() {
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
-        let page: serde_json::Value = cluster
-            .http()
-            .get(format!("{}/v1/kv/ns/keys", cluster.nodes[4].url()))
-            .query(&query)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let page = cluster.kv_list(4, "ns", &query).await.expect("list");
         pages += 1;
         names
             .extend(page["keys"].as_array().expect("keys").iter().filter_map(|k| k["name"].as_str().map(String::from)));
@@ -281,7 +284,7 @@ async fn a_partition_with_writes_on_both_sides_heals_with_nothing_lost_or_resurr
     }
     assert_eq!(cluster.kv_put(3, "ns", "contested", "minority").await.expect("put").0, 200);
     assert_eq!(cluster.kv_put(2, "ns", "contested", "majority").await.expect("put").0, 200);
-    everywhere_of(&cluster, &[3, 4], "minority:99", Some(b"b")).await;
+    on_nodes(&cluster, &[3, 4], "ns", "minority:99", Some(b"b"), "spreads within the side").await;
     // during_partition: nothing crosses.
     assert_eq!(cluster.kv_get(0, "ns", "minority:0").await.expect("get"), None);
     assert_eq!(cluster.kv_get(4, "ns", "majority:0").await.expect("get"), None);
@@ -294,31 +297,11 @@ async fn a_partition_with_writes_on_both_sides_heals_with_nothing_lost_or_resurr
     for i in 0..5 {
         assert_eq!(cluster.kv_get(i, "ns", "doomed").await.expect("get"), None, "node-{}: resurrected", i + 1);
         assert_eq!(cluster.kv_get(i, "ns", "contested").await.expect("get").as_deref(), Some(&b"majority"[..]));
-        let page: serde_json::Value = cluster
-            .http()
-            .get(format!("{}/v1/kv/ns/keys", cluster.nodes[i].url()))
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let page = cluster.kv_list(i, "ns", &[]).await.expect("list");
         let keys = page["keys"].as_array().expect("keys");
         assert_eq!(keys.len(), 201, "node-{}: 100 + 100 + contested", i + 1);
     }
     cluster.stop().await.expect("stop");
-}
-
-/// Waits until the nodes `indices` read `key` as `expected`.
-async fn everywhere_of(cluster: &Cluster, indices: &[usize], key: &str, expected: Option<&[u8]>) {
-    for &i in indices {
-        cluster
-            .eventually(SPREAD, "spreads within the side", || async {
-                Ok(cluster.kv_get(i, "ns", key).await?.as_deref() == expected)
-            })
-            .await
-            .expect("spread");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
