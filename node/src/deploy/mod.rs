@@ -160,9 +160,7 @@ impl Watcher {
                 .extend(self.runtime.workers().into_iter().map(|w| w.name).filter(|n| !desired.contains(n.as_str())));
         }
         for deployment in &event.workers {
-            if let Some(spec) = self.upsert(client, deployment).await? {
-                batch.put(CF_DEPLOYMENTS, spec.name.as_bytes().to_vec(), serde_json::to_vec(&spec)?);
-            }
+            self.upsert(client, deployment).await?;
         }
         for name in &removed {
             batch.delete(CF_DEPLOYMENTS, name.as_bytes().to_vec());
@@ -176,13 +174,12 @@ impl Watcher {
         Ok(())
     }
 
-    /// Installs one deployment (unless already serving) and acks it; `Some(spec)` when the
-    /// node now serves it and it must be persisted.
+    /// Installs one deployment (unless already serving), persisting it first, and acks it.
     async fn upsert(
         &self,
         client: &mut DeploymentsClient<Channel>,
         deployment: &WorkerDeployment,
-    ) -> Result<Option<WorkerSpec>, DeployError> {
+    ) -> Result<(), DeployError> {
         let spec = WorkerSpec {
             name: deployment.name.clone(),
             version: deployment.version,
@@ -191,8 +188,7 @@ impl Watcher {
         };
         let current = self.runtime.worker(&spec.name);
         if current.as_ref().is_some_and(|w| w.spec == spec) {
-            self.ack(client, &spec, None).await?;
-            return Ok(Some(spec));
+            return self.ack(client, &spec, None).await;
         }
         if !self.runtime.has_component(&spec.component_hash) {
             let bytes = client
@@ -204,17 +200,20 @@ impl Watcher {
         }
         match self.runtime.prepare(spec.clone()).await {
             Ok(worker) => {
+                // Persisted before it serves: whatever a client has seen this node serve, the
+                // node serves again after a crash, even one before the ack went out.
+                let mut batch = Batch::default();
+                batch.put(CF_DEPLOYMENTS, spec.name.as_bytes().to_vec(), serde_json::to_vec(&spec)?);
+                self.storage.write(batch)?;
                 self.runtime.install(worker);
                 self.metrics.deployments_applied.inc();
                 tracing::info!(worker = %spec.name, version = spec.version, "deployed");
-                self.ack(client, &spec, None).await?;
-                Ok(Some(spec))
+                self.ack(client, &spec, None).await
             }
             Err(e) => {
                 self.metrics.deployments_failed.inc();
                 tracing::error!(worker = %spec.name, version = spec.version, "deployment failed, previous version keeps serving: {e}");
-                self.ack(client, &spec, Some(e.to_string())).await?;
-                Ok(None)
+                self.ack(client, &spec, Some(e.to_string())).await
             }
         }
     }
