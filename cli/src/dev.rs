@@ -39,6 +39,8 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         token,
         bin_dir: nimbus_testkit::bin_dir()?,
         node_env: Vec::new(),
+        // D1's Raft group: three voters (or every node, if fewer); the others are replicas.
+        d1_voters: options.nodes.min(3),
     };
     eprintln!("Starting the control plane and {} nodes …", options.nodes);
     let cluster = Cluster::start(spec).await?;

@@ -130,6 +130,29 @@ pub struct ControlPlaneConfig {
 pub struct D1Config {
     #[serde(default)]
     pub role: D1Role,
+    /// How many voters must be up before the group forms (rqlite's `-bootstrap-expect`):
+    /// the voter with the lowest node id among them then initialises it.
+    #[serde(default = "default_bootstrap_expect")]
+    pub bootstrap_expect: usize,
+    /// The leader's heartbeat, in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A follower that hears nothing for this long (randomised up to twice it) starts an
+    /// election, in milliseconds.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Take a snapshot after this many log entries since the last one.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot, for followers that are only a little behind.
+    #[serde(default = "default_keep_logs")]
+    pub keep_logs: u64,
+    /// How long a write may wait for a leader and a quorum before it fails, in milliseconds.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// How long a `bookmark` or `linearizable` read may wait for this replica, in milliseconds.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +242,27 @@ fn default_purge_ms() -> u64 {
 }
 fn default_wal_sync_ms() -> u64 {
     100
+}
+fn default_bootstrap_expect() -> usize {
+    3
+}
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_election_timeout_ms() -> u64 {
+    1_000
+}
+fn default_snapshot_logs() -> u64 {
+    10_000
+}
+fn default_keep_logs() -> u64 {
+    1_000
+}
+fn default_write_timeout_ms() -> u64 {
+    10_000
+}
+fn default_read_timeout_ms() -> u64 {
+    5_000
 }
 fn default_probe_period_ms() -> u64 {
     500

@@ -8,14 +8,16 @@
 //! - [`storage`]: RocksDB, one column family per subsystem.
 //! - [`membership`]: SWIM gossip (foca): who is in the cluster.
 //! - [`kv`]: Workers KV: a full replica per node, spread by gossip, repaired by anti-entropy.
+//! - [`d1`]: SQLite databases behind one Raft group, with a read replica on every node.
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
-//! - [`rpc`]: the gRPC server peers call (KV replication).
+//! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes).
 //! - [`config`], [`metrics`], [`tasks`]: configuration tree, Prometheus registry, task
 //!   spawning with shutdown.
 
 pub mod config;
+pub mod d1;
 pub mod deploy;
 pub mod http;
 pub mod kv;
@@ -37,6 +39,8 @@ pub enum NodeError {
     Storage(#[from] storage::StorageError),
     #[error("kv: {0}")]
     Kv(#[from] kv::KvError),
+    #[error("d1: {0}")]
+    D1(#[from] d1::D1Error),
     #[error("configuration: {0}")]
     Config(String),
     #[error("runtime: {0}")]
@@ -87,6 +91,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         http_addr,
         rpc_addr,
         gossip_addr: config.gossip.listen,
+        d1_voter: config.d1.role == config::D1Role::Voter,
         bump: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -97,16 +102,30 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), tasks.token())
             .await?;
     let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
+    let d1 = d1::D1::start(
+        &config.d1,
+        &config.data_dir,
+        storage.clone(),
+        d1::group::node_of(membership.me()),
+        peers.clone(),
+        tasks.token(),
+    )
+    .await?;
     {
-        let (kv, peers, metrics) = (kv.clone(), peers.clone(), metrics.clone());
-        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, peers, metrics, shutdown));
+        let (d1, membership) = (d1.clone(), membership.clone());
+        tasks.spawn("d1-group", move |shutdown| d1::group::run(d1, membership, shutdown));
+    }
+    {
+        let (kv, d1, peers, metrics) = (kv.clone(), d1.clone(), peers.clone(), metrics.clone());
+        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, d1, peers, metrics, shutdown));
     }
     let replicator =
         kv::replication::Replicator::new(kv.clone(), membership.clone(), peers, metrics.clone(), replication)?;
     let spreader = replicator.clone();
     tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
     tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
-    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), kv.clone(), &config);
+    runtime.set_d1(d1.clone());
+    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), kv.clone(), d1.clone(), &config);
     tasks.spawn("http", move |shutdown| async move {
         // Without TCP_NODELAY a response whose head and body are written separately waits for
         // the client's delayed ACK (~40 ms) on a keep-alive connection.
@@ -141,6 +160,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     if tokio::time::timeout(std::time::Duration::from_secs(2), membership.leave()).await.is_err() {
         tracing::warn!("leaving the cluster timed out");
     }
+    d1.shutdown().await;
     tasks.shutdown().await;
     Ok(())
 }

@@ -9,8 +9,11 @@
 //! - [`Cluster`], [`ClusterSpec`]: start, stop, kill and restart processes; deploy workers.
 //! - [`examples`]: build the guest examples once and find their `.wasm`.
 //! - `kv`: KV through a node's REST API, and whether the replicas have converged.
+//! - `d1`: D1 through a node's REST API, the Raft group's state, replica checksums.
 
+mod d1;
 pub mod examples;
+pub use d1::D1Status;
 mod kv;
 pub use kv::ReplicaSummary;
 mod process;
@@ -41,6 +44,8 @@ pub struct ClusterSpec {
     pub bin_dir: PathBuf,
     /// Extra `NIMBUS_*` settings for every node.
     pub node_env: Vec<(String, String)>,
+    /// The first this many nodes vote in D1's Raft group (the rest are read replicas).
+    pub d1_voters: usize,
 }
 
 impl ClusterSpec {
@@ -57,6 +62,7 @@ impl ClusterSpec {
             token: "test-token".into(),
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
+            d1_voters: nodes.min(3),
         })
     }
 }
@@ -248,7 +254,12 @@ impl Cluster {
             ("NIMBUS_GOSSIP__LISTEN".to_string(), gossip.to_string()),
             ("NIMBUS_RPC__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
+            ("NIMBUS_D1__BOOTSTRAP_EXPECT".to_string(), self.spec.d1_voters.max(1).to_string()),
         ];
+        let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+        if ordinal <= self.spec.d1_voters {
+            env.push(("NIMBUS_D1__ROLE".to_string(), "voter".to_string()));
+        }
         // Every node joins through the first one (and the first through any other running node).
         let seeds: Vec<String> = self
             .nodes

@@ -5,6 +5,7 @@
 //! back to host-less worker routes (`/static/*`). [`error_response`] is the one place where
 //! a runtime error becomes an HTTP status.
 
+mod d1;
 mod kv;
 
 use crate::config::NodeConfig;
@@ -31,6 +32,7 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     pub membership: Membership,
     pub kv: KvStore,
+    pub d1: crate::d1::D1,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     platform: Router,
@@ -42,6 +44,7 @@ impl Edge {
         metrics: Arc<Metrics>,
         membership: Membership,
         kv: KvStore,
+        d1: crate::d1::D1,
         config: &NodeConfig,
     ) -> Self {
         let mut edge = Edge {
@@ -49,6 +52,7 @@ impl Edge {
             metrics,
             membership,
             kv,
+            d1,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             platform: Router::new(),
@@ -58,7 +62,8 @@ impl Edge {
             .route("/metrics", get(metrics_text))
             .route("/v1/node", get(node_status))
             .route("/v1/cluster", get(cluster_members))
-            .merge(kv::routes());
+            .merge(kv::routes())
+            .merge(d1::routes());
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }

@@ -45,6 +45,8 @@ pub struct Member {
     pub http_addr: SocketAddr,
     pub rpc_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
+    /// Votes in D1's Raft group (`d1.role = "voter"`); other nodes join it as read replicas.
+    pub d1_voter: bool,
     /// Start time in ms, bumped by `renew`: the higher one is the live incarnation of a node.
     pub bump: u64,
 }
@@ -347,6 +349,7 @@ async fn handle(
                     http_addr: *seed,
                     rpc_addr: *seed,
                     gossip_addr: *seed,
+                    d1_voter: false,
                     bump: 0,
                 };
                 result = result.and(foca.announce(probe, &mut *runtime));
@@ -510,6 +513,7 @@ mod tests {
                 http_addr: addr,
                 rpc_addr: addr,
                 gossip_addr: addr,
+                d1_voter: false,
                 bump,
             },
             state,

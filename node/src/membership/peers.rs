@@ -45,21 +45,32 @@ impl PeerChannels {
 
     /// A channel to `peer`'s gRPC server (connected on first use, reconnected as needed).
     pub fn channel(&self, peer: &Member) -> Result<Channel, PeerError> {
-        if self.faults.blocks(peer.gossip_addr) {
-            return Err(PeerError::Partitioned(peer.node_id.clone()));
+        self.channel_to(&peer.node_id, peer.rpc_addr, peer.gossip_addr)
+    }
+
+    /// A channel to the gRPC server at `rpc_addr` of the node whose gossip address (what
+    /// fault injection knows it by) is `gossip_addr`.
+    pub fn channel_to(
+        &self,
+        node_id: &str,
+        rpc_addr: SocketAddr,
+        gossip_addr: SocketAddr,
+    ) -> Result<Channel, PeerError> {
+        if self.faults.blocks(gossip_addr) {
+            return Err(PeerError::Partitioned(node_id.to_owned()));
         }
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(&peer.rpc_addr) {
+        if let Some(channel) = channels.get(&rpc_addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", peer.rpc_addr))
-            .map_err(|e| PeerError::BadAddress { peer: peer.node_id.clone(), reason: e.to_string() })?
+        let endpoint = Endpoint::from_shared(format!("http://{rpc_addr}"))
+            .map_err(|e| PeerError::BadAddress { peer: node_id.to_owned(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
-        channels.insert(peer.rpc_addr, channel.clone());
+        channels.insert(rpc_addr, channel.clone());
         Ok(channel)
     }
 

@@ -3,8 +3,11 @@
 //! Internal only. Every call first passes fault injection ([`PeerChannels::admit`]) so a test
 //! partition cuts it like gossip; KV calls then go to the replica ([`crate::kv`]) — merges
 //! are idempotent, so a call that is retried or arrives twice does no harm. Blocking
-//! RocksDB work runs on the blocking pool.
+//! RocksDB work runs on the blocking pool. D1 calls carry postcard payloads: Raft RPCs go to
+//! this node's Raft member, forwarded writes and read-index requests to [`crate::d1::D1`]
+//! (which answers `ForwardToLeader` if this node no longer leads).
 
+use crate::d1::{Proposal, RemoteError, D1};
 use crate::kv::replication::{apply_remote, bucket_versions, encode_digests, fetch};
 use crate::kv::wire::to_wire;
 use crate::kv::{KvError, KvStore};
@@ -12,8 +15,8 @@ use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
 use crate::metrics::Metrics;
 use nimbus_proto::peer::peer_server::{Peer, PeerServer};
 use nimbus_proto::peer::{
-    FetchKvRequest, KvBucketVersionsReply, KvBucketVersionsRequest, KvDigestsReply, KvDigestsRequest, KvEntry,
-    KvSnapshotRequest, PushKvReply,
+    D1Message, FetchKvRequest, KvBucketVersionsReply, KvBucketVersionsRequest, KvDigestsReply, KvDigestsRequest,
+    KvEntry, KvSnapshotRequest, PushKvReply,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ const SNAPSHOT_PAGE_BYTES: usize = 1024 * 1024;
 
 pub struct PeerService {
     kv: KvStore,
+    d1: D1,
     peers: PeerChannels,
     metrics: Arc<Metrics>,
 }
@@ -52,6 +56,17 @@ impl PeerService {
         }
         Ok(())
     }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(request: Request<D1Message>) -> Result<T, Status> {
+    postcard::from_bytes(&request.into_inner().payload)
+        .map_err(|e| Status::invalid_argument(format!("bad D1 message: {e}")))
+}
+
+fn encode<T: serde::Serialize>(reply: &T) -> Result<Response<D1Message>, Status> {
+    postcard::to_allocvec(reply)
+        .map(|payload| Response::new(D1Message { payload }))
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 type EntryStream = Pin<Box<dyn Stream<Item = Result<KvEntry, Status>> + Send>>;
@@ -130,17 +145,51 @@ impl Peer for PeerService {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
+
+    async fn raft_append(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        let append: openraft::raft::AppendEntriesRequest<crate::d1::types::TypeConfig> = decode(request)?;
+        let reply = self.d1.raft().append_entries(append).await;
+        if reply.as_ref().is_ok_and(|r| r.is_success()) {
+            self.d1.heard_from_leader();
+        }
+        encode(&reply)
+    }
+
+    async fn raft_vote(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        let vote: openraft::raft::VoteRequest<u64> = decode(request)?;
+        encode(&self.d1.raft().vote(vote).await)
+    }
+
+    async fn raft_snapshot(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        let chunk: openraft::raft::InstallSnapshotRequest<crate::d1::types::TypeConfig> = decode(request)?;
+        encode(&self.d1.raft().install_snapshot(chunk).await)
+    }
+
+    async fn d1_propose(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        let proposal: Proposal = decode(request)?;
+        encode(&self.d1.propose_here(proposal).await.map_err(RemoteError::from))
+    }
+
+    async fn d1_read_index(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        encode(&self.d1.read_index_here().await.map_err(RemoteError::from))
+    }
 }
 
 /// Serves the peer service on `listener` until shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     kv: KvStore,
+    d1: D1,
     peers: PeerChannels,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let service = PeerServer::new(PeerService { kv, peers, metrics })
+    let service = PeerServer::new(PeerService { kv, d1, peers, metrics })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

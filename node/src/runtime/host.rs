@@ -36,6 +36,8 @@ pub struct Host {
     worker: Arc<str>,
     /// The node's KV store; `None` where the node runs without one (unit tests).
     kv: Option<KvStore>,
+    /// The node's D1 handle; `None` where the node runs without one (unit tests).
+    pub(super) d1: Option<crate::d1::D1>,
 }
 
 impl Host {
@@ -45,6 +47,7 @@ impl Host {
         outbound: Arc<[String]>,
         memory_limit: usize,
         kv: Option<KvStore>,
+        d1: Option<crate::d1::D1>,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         // Guest output goes to the node's stderr (the node's log stream), never to stdout,
@@ -64,6 +67,7 @@ impl Host {
             bindings,
             worker,
             kv,
+            d1,
         }
     }
 
@@ -79,7 +83,7 @@ impl Host {
         }
     }
 
-    fn binding(&self, name: &str, kind: &'static str) -> Result<&Binding, BindingError> {
+    pub(super) fn binding(&self, name: &str, kind: &'static str) -> Result<&Binding, BindingError> {
         match self.bindings.iter().find(|b| b.name() == name) {
             Some(b) if b.kind() == kind => Ok(b),
             Some(b) => Err(BindingError::UnknownBinding(format!(
@@ -99,7 +103,7 @@ impl Host {
         }
     }
 
-    fn unavailable<T>(&self, name: &str, kind: &'static str) -> Result<T, BindingError> {
+    pub(super) fn unavailable<T>(&self, name: &str, kind: &'static str) -> Result<T, BindingError> {
         self.binding(name, kind)?;
         Err(BindingError::Unavailable(format!(
             "{kind} binding `{name}` is declared, but this node does not run the {kind} service yet"
@@ -243,30 +247,6 @@ impl nimbus::worker::kv::Host for Host {
     }
 }
 
-impl nimbus::worker::d1::Host for Host {
-    async fn query(
-        &mut self,
-        binding: String,
-        _statement: nimbus::worker::d1::Statement,
-        _session: nimbus::worker::d1::Session,
-    ) -> Result<nimbus::worker::d1::QueryResult, BindingError> {
-        self.unavailable(&binding, "d1")
-    }
-
-    async fn batch(
-        &mut self,
-        binding: String,
-        _statements: Vec<nimbus::worker::d1::Statement>,
-        _session: nimbus::worker::d1::Session,
-    ) -> Result<Vec<nimbus::worker::d1::QueryResult>, BindingError> {
-        self.unavailable(&binding, "d1")
-    }
-
-    async fn exec(&mut self, binding: String, _sql: String) -> Result<u32, BindingError> {
-        self.unavailable(&binding, "d1")
-    }
-}
-
 impl nimbus::worker::durable_objects::Host for Host {
     async fn id_from_name(&mut self, binding: String, _name: String) -> Result<String, BindingError> {
         self.unavailable(&binding, "durable_object")
@@ -319,6 +299,7 @@ mod tests {
             vec![Binding::Kv { name: "CACHE".into(), namespace_id: "n".into() }].into(),
             Arc::from(Vec::new()),
             1 << 20,
+            None,
             None,
         );
         match host.binding("NOPE", "kv") {

@@ -17,6 +17,7 @@
 //! - [`routes`]: which worker answers a host and path.
 
 mod cache;
+mod d1_binding;
 mod engine;
 mod error;
 mod host;
@@ -39,7 +40,7 @@ use nimbus_proto::manifest::{Isolation, WorkerManifest};
 use pool::{Instance, Pool};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -66,6 +67,9 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     /// Handed to every instance for the `kv` binding.
     kv: Option<KvStore>,
+    /// Handed to every instance for the `d1` binding; set once D1 has started (after the
+    /// persisted workers were restored, which needs no database).
+    d1: Arc<OnceLock<crate::d1::D1>>,
     /// The installed workers and their routes, replaced whole on every change so a request
     /// reads one consistent snapshot without holding a lock while it runs.
     installed: RwLock<Arc<Installed>>,
@@ -96,6 +100,7 @@ pub struct Worker {
     pool_config: crate::config::PoolConfig,
     metrics: WorkerMetrics,
     kv: Option<KvStore>,
+    d1: Arc<OnceLock<crate::d1::D1>>,
 }
 
 impl Runtime {
@@ -115,6 +120,7 @@ impl Runtime {
             host_suffix: config.http.worker_host_suffix.clone(),
             metrics,
             kv,
+            d1: Arc::default(),
             installed: RwLock::new(Arc::new(Installed {
                 workers: HashMap::new(),
                 routes: RouteTable::build(&config.http.worker_host_suffix, []),
@@ -163,6 +169,7 @@ impl Runtime {
             limits,
             pool_config: d.pool.clone(),
             kv: self.kv.clone(),
+            d1: self.d1.clone(),
         }))
     }
 
@@ -178,9 +185,29 @@ impl Runtime {
                 }
             }
         }
+        if let Some(d1) = self.d1.get() {
+            for binding in &worker.spec.manifest.bindings {
+                if let nimbus_proto::manifest::Binding::D1 { database_name, .. } = binding {
+                    if d1.has_database(database_name) {
+                        continue;
+                    }
+                    let (d1, name, worker) = (d1.clone(), database_name.clone(), worker.spec.name.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = d1.create(&name).await {
+                            tracing::warn!(%worker, database = %name, "creating a D1 database: {e}");
+                        }
+                    });
+                }
+            }
+        }
         self.update(|workers| {
             workers.insert(worker.spec.name.clone(), worker);
         });
+    }
+
+    /// Hands the D1 service to the bindings of every instance created from now on.
+    pub fn set_d1(&self, d1: crate::d1::D1) {
+        let _ = self.d1.set(d1);
     }
 
     pub fn remove(&self, name: &str) {
@@ -252,6 +279,7 @@ impl Worker {
             self.spec.manifest.allowed_outbound_hosts.clone().into(),
             self.limits.memory_bytes,
             self.kv.clone(),
+            self.d1.get().cloned(),
         );
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.memory);

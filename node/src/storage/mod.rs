@@ -9,6 +9,8 @@
 //! - `meta`: small node-wide records such as the last applied watch sequence.
 //! - `kv`: Workers KV entries, `namespace \0 key` → versioned entry (see `kv`).
 //! - `kv_index`: `bucket ‖ namespace \0 key` → version, what anti-entropy compares.
+//! - `raft_log`: D1's Raft log, big-endian index → entry (see `d1::log_store`).
+//! - `raft_state`: D1's vote, committed and purged log ids, and the state machine's applied id.
 
 mod error;
 
@@ -22,7 +24,9 @@ pub const CF_DEPLOYMENTS: &str = "deployments";
 pub const CF_META: &str = "meta";
 pub const CF_KV: &str = "kv";
 pub const CF_KV_INDEX: &str = "kv_index";
-const COLUMN_FAMILIES: [&str; 4] = [CF_DEPLOYMENTS, CF_META, CF_KV, CF_KV_INDEX];
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_STATE: &str = "raft_state";
+const COLUMN_FAMILIES: [&str; 6] = [CF_DEPLOYMENTS, CF_META, CF_KV, CF_KV_INDEX, CF_RAFT_LOG, CF_RAFT_STATE];
 
 #[derive(Clone)]
 pub struct Storage {
@@ -41,6 +45,7 @@ pub struct Batch {
 enum Op {
     Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
     Delete { cf: &'static str, key: Vec<u8> },
+    DeleteRange { cf: &'static str, start: Vec<u8>, end: Vec<u8> },
 }
 
 impl Batch {
@@ -50,6 +55,11 @@ impl Batch {
 
     pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete { cf, key: key.into() });
+    }
+
+    /// Deletes every key with `start <= key < end`.
+    pub fn delete_range(&mut self, cf: &'static str, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        self.ops.push(Op::DeleteRange { cf, start: start.into(), end: end.into() });
     }
 }
 
@@ -103,6 +113,32 @@ impl Storage {
         Ok(out)
     }
 
+    /// Every (key, value) with `start <= key < end`, in key order.
+    pub fn scan_range(&self, cf: &'static str, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
+        let handle = self.cf(cf)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            if &*key >= end {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The entry with the greatest key, if any.
+    pub fn last(&self, cf: &'static str) -> Result<Option<KeyValue>, StorageError> {
+        let handle = self.cf(cf)?;
+        match self.db.iterator_cf(handle, rocksdb::IteratorMode::End).next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((key.to_vec(), value.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Applies `batch` atomically and syncs the WAL before returning.
     pub fn write(&self, batch: Batch) -> Result<(), StorageError> {
         self.write_with(batch, true)
@@ -125,6 +161,7 @@ impl Storage {
             match op {
                 Op::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
                 Op::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
+                Op::DeleteRange { cf, start, end } => wb.delete_range_cf(self.cf(cf)?, start, end),
             }
         }
         let mut options = WriteOptions::default();

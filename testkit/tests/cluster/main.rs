@@ -1,5 +1,6 @@
 //! Cluster tests: real control plane and node processes on loopback, started by the testkit.
 
+mod d1;
 mod deploy;
 mod kv;
 mod membership;

@@ -1,0 +1,633 @@
+//! D1: SQLite databases behind one Raft group (openraft), with a read replica on every node.
+//!
+//! Owns the `raft_log` and `raft_state` column families and the SQLite files under
+//! `<data_dir>/d1`. Guarantees:
+//! - a write is acknowledged only once its log entry is committed by a quorum of voters and
+//!   applied on the leader; its reply carries a bookmark (the entry's index);
+//! - any node accepts writes and forwards them to the leader; a retry after a leader change
+//!   carries the same request id and is answered from the record, never applied twice;
+//! - a write (`query`, `batch`, `exec`) applies all its statements or none, and every replica
+//!   ends with the same rows, also for `random()` or `datetime('now')` (see [`sqlite`]);
+//! - reads run on the local replica at the consistency the caller picks: `local` (as is, with
+//!   its staleness reported), `bookmark` (after this replica applied the bookmark) or
+//!   `linearizable` (after the leader's read index, confirmed by a quorum);
+//! - a replica that is far behind (or new) receives a snapshot made with SQLite's backup API.
+//!
+//! # Layout
+//! - [`types`]: log entries, replies and the Raft type configuration.
+//! - [`log_store`]: the Raft log and vote in RocksDB.
+//! - [`state_machine`]: applies entries to the SQLite files; snapshots.
+//! - [`sqlite`]: one database: deterministic execution, limits, read connections, checksum.
+//! - [`network`]: Raft RPCs and forwarded writes over the peer gRPC service.
+//! - [`batcher`]: the leader's actor that groups concurrent writes into log entries.
+//! - [`group`]: forms the group from the configured voters and adds every other node as a
+//!   learner, following gossip.
+//! - [`D1Error`]: what the caller should do about a failure.
+
+pub mod batcher;
+mod error;
+pub mod group;
+// openraft's `StorageError` (224 bytes) is what its storage traits return; boxing it in our
+// helpers would only move the allocation.
+#[allow(clippy::result_large_err)]
+pub mod log_store;
+pub mod network;
+pub mod sqlite;
+#[allow(clippy::result_large_err)]
+pub mod state_machine;
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests;
+pub mod types;
+
+pub use error::D1Error;
+pub use types::{QueryResult, Statement, Value};
+
+use crate::config::{D1Config, D1Role};
+use crate::membership::peers::PeerChannels;
+use log_store::LogStore;
+use network::{AddressBook, Method, Network};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use state_machine::StateMachine;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use types::{D1Node, Outcome, Raft, WriteKind, WriteReply, WriteRequest};
+
+/// Longest `exec` script.
+pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// The local replica as it is (D1's default).
+    #[default]
+    Local,
+    /// The local replica once it has applied the given bookmark (D1 Sessions).
+    Bookmark,
+    /// The local replica once it has applied the leader's read index (rqlite's `strong`).
+    Linearizable,
+}
+
+/// What a forwarded proposal asks the leader to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposal {
+    Write(WriteRequest),
+    Create(String),
+}
+
+/// The leader's answer to a [`Proposal`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposed {
+    Write { reply: WriteReply, leader: String },
+    Created { created: bool, bookmark: u64 },
+}
+
+/// A D1 error as it crosses the wire to the node that forwarded the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RemoteError {
+    ForwardToLeader(String),
+    Unavailable(String),
+    Failed(String),
+}
+
+impl From<D1Error> for RemoteError {
+    fn from(error: D1Error) -> Self {
+        match error {
+            D1Error::ForwardToLeader { leader } => RemoteError::ForwardToLeader(leader),
+            D1Error::Unavailable(reason) => RemoteError::Unavailable(reason),
+            other => RemoteError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<RemoteError> for D1Error {
+    fn from(error: RemoteError) -> Self {
+        match error {
+            RemoteError::ForwardToLeader(leader) => D1Error::ForwardToLeader { leader },
+            RemoteError::Unavailable(reason) => D1Error::Unavailable(reason),
+            RemoteError::Failed(reason) => D1Error::Internal(reason),
+        }
+    }
+}
+
+/// The answer to a query or batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryReply {
+    pub results: Vec<QueryResult>,
+    /// For a write, its commit index; for a read, what this replica had applied. Either way,
+    /// a later read with it as bookmark sees at least this state.
+    pub bookmark: u64,
+    /// The node whose SQLite answered (the leader, for a write).
+    pub served_by: String,
+    pub wrote: bool,
+    /// For a read: how long since this replica last heard from a leader (ms), if ever.
+    pub staleness_ms: Option<u64>,
+}
+
+/// The node's view of the Raft group, for `nimbus cluster status` and `/v1/node/d1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct D1Status {
+    pub node_id: String,
+    pub raft_id: u64,
+    pub role: String,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Entries committed (as far as this node knows) but not yet applied here.
+    pub lag: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub snapshots_installed: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub databases: usize,
+    pub staleness_ms: Option<u64>,
+}
+
+/// A database as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    pub name: String,
+    pub size_bytes: u64,
+    pub applied_index: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct D1Settings {
+    pub role: D1Role,
+    pub bootstrap_expect: usize,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// The handle every front end (REST, worker bindings, peers) uses.
+#[derive(Clone)]
+pub struct D1 {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: D1Node,
+    id: u64,
+    raft: Raft,
+    sm: StateMachine,
+    log: LogStore,
+    network: Network,
+    settings: D1Settings,
+    /// Writes for the leader's batcher (only drained while this node leads).
+    batcher: mpsc::Sender<batcher::Input>,
+    /// The low half of the next request id (see [`D1::next_request_id`]).
+    request_sequence: std::sync::atomic::AtomicU64,
+    /// When a leader last reached this node (append or heartbeat), for reported staleness.
+    leader_contact: Mutex<Option<Instant>>,
+}
+
+fn raft_config(config: &D1Config) -> Result<openraft::Config, D1Error> {
+    let election = config.election_timeout_ms.max(10);
+    let raft = openraft::Config {
+        cluster_name: "nimbus-d1".into(),
+        heartbeat_interval: config.heartbeat_ms.max(5),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: config.keep_logs,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    raft.validate().map_err(|e| D1Error::Invalid(format!("d1 settings: {e}")))
+}
+
+impl D1 {
+    /// Opens the log and the databases and starts this node's Raft member and batcher.
+    pub async fn start(
+        config: &D1Config,
+        data_dir: &Path,
+        storage: crate::storage::Storage,
+        me: D1Node,
+        peers: PeerChannels,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<D1, D1Error> {
+        let id = types::raft_id(&me.name);
+        let log = LogStore::open(storage.clone()).map_err(D1Error::internal)?;
+        let sm = StateMachine::open(&data_dir.join("d1"), storage).map_err(D1Error::internal)?;
+        let network = Network { peers, book: AddressBook::default() };
+        let raft = Raft::new(id, Arc::new(raft_config(config)?), network.clone(), log.clone(), sm.clone())
+            .await
+            .map_err(D1Error::internal)?;
+        let (batcher, inputs) = mpsc::channel(16_384);
+        tokio::spawn(batcher::run(raft.clone(), inputs, shutdown));
+        let settings = D1Settings {
+            role: config.role,
+            bootstrap_expect: config.bootstrap_expect.max(1),
+            write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
+            read_timeout: Duration::from_millis(config.read_timeout_ms.max(1)),
+        };
+        Ok(D1 {
+            inner: Arc::new(Inner {
+                me,
+                id,
+                raft,
+                sm,
+                log,
+                network,
+                settings,
+                batcher,
+                request_sequence: std::sync::atomic::AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0),
+                ),
+                leader_contact: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn address_book(&self) -> &AddressBook {
+        &self.inner.network.book
+    }
+
+    pub fn settings(&self) -> &D1Settings {
+        &self.inner.settings
+    }
+
+    pub fn me(&self) -> &D1Node {
+        &self.inner.me
+    }
+
+    /// Stops the Raft member (on node shutdown).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+
+    /// Notes that a leader just reached this node.
+    pub fn heard_from_leader(&self) {
+        *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn staleness_ms(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader {
+            return metrics.millis_since_quorum_ack;
+        }
+        let contact = *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner());
+        contact.map(|at| at.elapsed().as_millis() as u64)
+    }
+
+    fn leader(&self) -> Option<(u64, Option<D1Node>)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader).cloned();
+        Some((leader, node))
+    }
+
+    pub fn database_names(&self) -> Vec<String> {
+        self.inner.sm.databases().iter().map(|d| d.name.clone()).collect()
+    }
+
+    pub fn has_database(&self, name: &str) -> bool {
+        self.inner.sm.database(name).is_some()
+    }
+
+    pub fn list(&self) -> Vec<DatabaseInfo> {
+        self.inner
+            .sm
+            .databases()
+            .iter()
+            .map(|d| DatabaseInfo {
+                name: d.name.clone(),
+                size_bytes: d.size(),
+                applied_index: d.applied_index().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Creates a database (through the leader); `Ok(false)` if it already existed.
+    pub async fn create(&self, name: &str) -> Result<(bool, u64), D1Error> {
+        validate_name(name)?;
+        if self.has_database(name) {
+            return Ok((false, *self.inner.sm.applied_index().borrow()));
+        }
+        match self.propose(Proposal::Create(name.to_owned())).await? {
+            Proposed::Created { created, bookmark } => Ok((created, bookmark)),
+            other => Err(D1Error::Internal(format!("creation answered with {other:?}"))),
+        }
+    }
+
+    /// Runs statements: reads on this replica at `consistency`, writes through the leader.
+    pub async fn query(
+        &self,
+        database: &str,
+        statements: Vec<Statement>,
+        consistency: Consistency,
+        bookmark: Option<u64>,
+    ) -> Result<QueryReply, D1Error> {
+        validate_name(database)?;
+        if statements.is_empty() {
+            return Err(D1Error::Invalid("no statements given".into()));
+        }
+        if statements.len() > sqlite::MAX_BATCH_STATEMENTS {
+            return Err(D1Error::Invalid(format!(
+                "{} statements in one batch, over the limit of {}",
+                statements.len(),
+                sqlite::MAX_BATCH_STATEMENTS
+            )));
+        }
+        for (index, statement) in statements.iter().enumerate() {
+            sqlite::check_limits(statement, index).map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        }
+        self.wait_for(consistency, bookmark).await?;
+        let db = self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?;
+        let probe = (db.clone(), statements.clone());
+        let read_only = blocking(move || probe.0.is_read_only(&probe.1))
+            .await?
+            .map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        if !read_only {
+            let (reply, leader) = self.write(database, WriteKind::Statements(statements)).await?;
+            return match reply.outcome {
+                Outcome::Statements(results) => Ok(QueryReply {
+                    results,
+                    bookmark: reply.bookmark,
+                    served_by: leader,
+                    wrote: true,
+                    staleness_ms: None,
+                }),
+                Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
+                Outcome::Script(_) => Err(D1Error::Internal("statements answered as a script".into())),
+            };
+        }
+        let applied = *self.inner.sm.applied_index().borrow();
+        let results = blocking(move || db.read(&statements))
+            .await?
+            .map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        Ok(QueryReply {
+            results,
+            bookmark: applied,
+            served_by: self.inner.me.name.clone(),
+            wrote: false,
+            staleness_ms: self.staleness_ms(),
+        })
+    }
+
+    /// Runs a `;`-separated script without parameters as one write (D1's `exec`).
+    pub async fn exec(&self, database: &str, script: &str) -> Result<(u32, u64), D1Error> {
+        validate_name(database)?;
+        if script.len() > MAX_SCRIPT_BYTES {
+            return Err(D1Error::TooLarge { what: "the script", size: script.len(), limit: MAX_SCRIPT_BYTES });
+        }
+        if !self.has_database(database) {
+            return Err(D1Error::UnknownDatabase(database.to_owned()));
+        }
+        let (reply, _) = self.write(database, WriteKind::Script(script.to_owned())).await?;
+        match reply.outcome {
+            Outcome::Script(count) => Ok((count, reply.bookmark)),
+            Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
+            Outcome::Statements(_) => Err(D1Error::Internal("a script answered as statements".into())),
+        }
+    }
+
+    async fn write(&self, database: &str, kind: WriteKind) -> Result<(WriteReply, String), D1Error> {
+        let request = WriteRequest { id: self.next_request_id(), database: database.to_owned(), time_ms: 0, kind };
+        match self.propose(Proposal::Write(request)).await? {
+            Proposed::Write { reply, leader } => Ok((reply, leader)),
+            other => Err(D1Error::Internal(format!("a write answered with {other:?}"))),
+        }
+    }
+
+    /// A request id no other request in the cluster has: this node's Raft id, then a counter
+    /// that starts at the node's start time in nanoseconds (so a restart never reuses one).
+    fn next_request_id(&self) -> u128 {
+        let sequence = self.inner.request_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (u128::from(self.inner.id) << 64) | u128::from(sequence)
+    }
+
+    /// Sends a proposal to the leader, following leader changes until the write timeout. The
+    /// proposal keeps its request id across attempts, so a retry is never applied twice.
+    async fn propose(&self, proposal: Proposal) -> Result<Proposed, D1Error> {
+        let deadline = Instant::now() + self.inner.settings.write_timeout;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.inner.id => {
+                    tokio::time::timeout(remaining, self.propose_here(proposal.clone()))
+                        .await
+                        .unwrap_or_else(|_| Err(D1Error::Unavailable(no_quorum(self.inner.settings.write_timeout))))
+                }
+                Some((_, Some(node))) => self.forward(&node, &proposal, remaining).await,
+                _ => Err(D1Error::Unavailable(
+                    "no leader is known (an election is under way or this node is cut off)".into(),
+                )),
+            };
+            match attempt {
+                Err(e @ (D1Error::ForwardToLeader { .. } | D1Error::Unavailable(_))) => {
+                    if Instant::now() >= deadline {
+                        return Err(match e {
+                            D1Error::Unavailable(reason) if reason.starts_with("no quorum") => {
+                                D1Error::Unavailable(reason)
+                            }
+                            other => D1Error::Unavailable(format!(
+                                "{other}; gave up after {} ms",
+                                self.inner.settings.write_timeout.as_millis()
+                            )),
+                        });
+                    }
+                    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
+                    let _ = tokio::time::timeout(pause, metrics.changed()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes on this node, which must lead (else `ForwardToLeader`).
+    pub async fn propose_here(&self, proposal: Proposal) -> Result<Proposed, D1Error> {
+        match proposal {
+            Proposal::Write(request) => {
+                let (reply, answer) = oneshot::channel();
+                self.inner
+                    .batcher
+                    .send(batcher::Input::Write { request, reply })
+                    .await
+                    .map_err(|_| D1Error::Unavailable("the node is shutting down".into()))?;
+                let reply = answer.await.map_err(|_| D1Error::Unavailable("the node is shutting down".into()))??;
+                Ok(Proposed::Write { reply, leader: self.inner.me.name.clone() })
+            }
+            Proposal::Create(name) => {
+                let response = self
+                    .inner
+                    .raft
+                    .client_write(types::Command::CreateDatabase { name })
+                    .await
+                    .map_err(batcher::write_error)?;
+                match response.data {
+                    types::Applied::Database { created } => {
+                        Ok(Proposed::Created { created, bookmark: response.log_id.index })
+                    }
+                    other => Err(D1Error::Internal(format!("creation applied as {other:?}"))),
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: &D1Node, proposal: &Proposal, timeout: Duration) -> Result<Proposed, D1Error> {
+        let network = &self.inner.network;
+        let reply: Result<Proposed, RemoteError> =
+            network::call(&network.peers, &network.book, leader, Method::Propose, proposal, Some(timeout))
+                .await
+                .map_err(|e| D1Error::Unavailable(format!("leader {}: {e}", leader.name)))?;
+        reply.map_err(D1Error::from)
+    }
+
+    /// Waits until this replica may serve a read at `consistency`.
+    async fn wait_for(&self, consistency: Consistency, bookmark: Option<u64>) -> Result<(), D1Error> {
+        match consistency {
+            Consistency::Local => Ok(()),
+            Consistency::Bookmark => match bookmark {
+                Some(index) => self.wait_applied(index).await,
+                None => Ok(()),
+            },
+            Consistency::Linearizable => {
+                let index = self.read_index().await?;
+                self.wait_applied(index).await
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), D1Error> {
+        let mut applied = self.inner.sm.applied_index();
+        let timeout = self.inner.settings.read_timeout;
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await.map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(D1Error::Unavailable("the node is shutting down".into())),
+            Err(_) => Err(D1Error::BookmarkTimeout {
+                applied: *self.inner.sm.applied_index().borrow(),
+                wanted: index,
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The leader's read index: every write acknowledged before this call is at or below it.
+    pub async fn read_index(&self) -> Result<u64, D1Error> {
+        let deadline = Instant::now() + self.inner.settings.read_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.inner.id => tokio::time::timeout(remaining, self.read_index_here())
+                    .await
+                    .unwrap_or_else(|_| Err(D1Error::Unavailable("no quorum confirmed the leader in time".into()))),
+                Some((_, Some(node))) => {
+                    let network = &self.inner.network;
+                    let reply: Result<Result<u64, RemoteError>, _> =
+                        network::call(&network.peers, &network.book, &node, Method::ReadIndex, &(), Some(remaining))
+                            .await;
+                    match reply {
+                        Ok(result) => result.map_err(D1Error::from),
+                        Err(e) => Err(D1Error::Unavailable(format!("leader {}: {e}", node.name))),
+                    }
+                }
+                _ => Err(D1Error::Unavailable("no leader is known".into())),
+            };
+            match attempt {
+                Err(D1Error::ForwardToLeader { .. } | D1Error::Unavailable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50).min(remaining)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The read index on the leader (confirms leadership with a quorum first).
+    pub async fn read_index_here(&self) -> Result<u64, D1Error> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(read) => Ok(read.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => match forward.leader_node {
+                Some(node) => Err(D1Error::ForwardToLeader { leader: node.name }),
+                None => Err(D1Error::Unavailable("no leader is known".into())),
+            },
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(D1Error::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(D1Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// SHA-256 of a database's schema and rows on this replica.
+    pub async fn checksum(&self, database: &str) -> Result<String, D1Error> {
+        let db = self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?;
+        blocking(move || db.checksum()).await?.map_err(D1Error::internal)
+    }
+
+    pub fn status(&self) -> D1Status {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let name_of = |id: &u64| membership.get_node(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("#{id}"));
+        let voters: Vec<String> = membership.voter_ids().map(|id| name_of(&id)).collect();
+        let learners: Vec<String> = membership.learner_ids().map(|id| name_of(&id)).collect();
+        let applied_index = metrics.last_applied.map_or(0, |id| id.index);
+        let commit_index = self.inner.log.committed_index().max(applied_index);
+        D1Status {
+            node_id: self.inner.me.name.clone(),
+            raft_id: self.inner.id,
+            role: match self.inner.settings.role {
+                D1Role::Voter => "voter".into(),
+                D1Role::Replica => "replica".into(),
+            },
+            state: format!("{:?}", metrics.state),
+            term: metrics.current_term,
+            leader: metrics.current_leader.map(|id| name_of(&id)),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index,
+            applied_index,
+            lag: commit_index.saturating_sub(applied_index),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
+            snapshots_installed: self.inner.sm.snapshots_installed(),
+            voters,
+            learners,
+            databases: self.inner.sm.databases().len(),
+            staleness_ms: self.staleness_ms(),
+        }
+    }
+}
+
+fn no_quorum(timeout: Duration) -> String {
+    format!(
+        "no quorum: the write was not committed within {} ms (the leader cannot reach a majority of voters); it may or may not apply later",
+        timeout.as_millis()
+    )
+}
+
+/// Database names as D1 allows them.
+pub fn validate_name(name: &str) -> Result<(), D1Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(D1Error::InvalidName(name.to_owned()))
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, D1Error> {
+    tokio::task::spawn_blocking(work).await.map_err(D1Error::internal)
+}

@@ -1,0 +1,234 @@
+//! The D1 REST API on every node:
+//! - `GET /v1/d1/databases`, `PUT /v1/d1/databases/{name}` (create, idempotent);
+//! - `POST /v1/d1/{db}/query` with `{sql, params, consistency, bookmark}` or
+//!   `{batch: [{sql, params}…], consistency, bookmark}`: rows, meta and a bookmark;
+//! - `POST /v1/d1/{db}/exec` with `{sql}`: a `;`-separated script as one write;
+//! - `GET /v1/d1/{db}/checksum`: this replica's checksum of the data, to compare replicas;
+//! - `GET /v1/node/d1`: this node's view of the Raft group.
+//!
+//! Values travel as JSON: null, numbers (integers stay integers), strings, and blobs as
+//! `{"blob": "<base64>"}`; booleans bind as 1 / 0. [`d1_response`] maps D1 errors to HTTP,
+//! the one place for this API.
+
+use super::Edge;
+use crate::d1::{Consistency, D1Error, QueryReply, Statement, Value};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value as JsonValue};
+
+pub fn routes() -> Router<Edge> {
+    Router::new()
+        .route("/v1/d1/databases", get(list_databases))
+        .route("/v1/d1/databases/{name}", put(create_database))
+        .route("/v1/d1/{database}/query", post(query))
+        .route("/v1/d1/{database}/exec", post(exec))
+        .route("/v1/d1/{database}/checksum", get(checksum))
+        .route("/v1/node/d1", get(status))
+        // Room for a full batch of statements at D1's limits; a larger body is a 413.
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+}
+
+fn d1_response(error: D1Error) -> Response {
+    let (status, kind) = match &error {
+        D1Error::UnknownDatabase(_) => (StatusCode::NOT_FOUND, "unknown-database"),
+        D1Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+        D1Error::Sql { .. } => (StatusCode::BAD_REQUEST, "sql"),
+        D1Error::InvalidName(_) | D1Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        D1Error::BookmarkTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "bookmark-timeout"),
+        D1Error::Unavailable(_) | D1Error::ForwardToLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        D1Error::Internal(_) | D1Error::Storage(_) => {
+            tracing::error!("d1: {error}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    };
+    let mut body = json!({ "error": error.to_string(), "kind": kind });
+    if let D1Error::Sql { index, .. } = &error {
+        body["statement"] = json!(index);
+    }
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    d1_response(D1Error::Invalid(message.into()))
+}
+
+async fn list_databases(State(edge): State<Edge>) -> Response {
+    let d1 = edge.d1.clone();
+    match tokio::task::spawn_blocking(move || d1.list()).await {
+        Ok(list) => Json(json!({ "databases": list })).into_response(),
+        Err(e) => d1_response(D1Error::internal(e)),
+    }
+}
+
+async fn create_database(State(edge): State<Edge>, Path(name): Path<String>) -> Response {
+    match edge.d1.create(&name).await {
+        Ok((created, bookmark)) => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            (status, Json(json!({ "name": name, "created": created, "bookmark": bookmark.to_string() })))
+                .into_response()
+        }
+        Err(e) => d1_response(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementBody {
+    sql: String,
+    #[serde(default)]
+    params: Vec<JsonValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    sql: Option<String>,
+    #[serde(default)]
+    params: Vec<JsonValue>,
+    batch: Option<Vec<StatementBody>>,
+    #[serde(default)]
+    consistency: Consistency,
+    bookmark: Option<JsonValue>,
+}
+
+fn to_value(json: &JsonValue) -> Result<Value, String> {
+    Ok(match json {
+        JsonValue::Null => Value::Null,
+        JsonValue::Bool(b) => Value::Integer(i64::from(*b)),
+        JsonValue::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().ok_or_else(|| format!("{n} is not a number SQLite can hold"))?),
+        },
+        JsonValue::String(s) => Value::Text(s.clone()),
+        JsonValue::Object(o) => match o.get("blob").and_then(JsonValue::as_str) {
+            Some(b64) if o.len() == 1 => Value::Blob(
+                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("bad base64 blob: {e}"))?,
+            ),
+            _ => return Err("an object parameter must be {\"blob\": \"<base64>\"}".into()),
+        },
+        JsonValue::Array(_) => return Err("a parameter cannot be an array".into()),
+    })
+}
+
+fn to_json(value: Value) -> JsonValue {
+    match value {
+        Value::Null => JsonValue::Null,
+        Value::Integer(i) => json!(i),
+        Value::Real(r) => json!(r),
+        Value::Text(t) => JsonValue::String(t),
+        Value::Blob(b) => json!({ "blob": base64::engine::general_purpose::STANDARD.encode(b) }),
+    }
+}
+
+fn statement(sql: String, params: &[JsonValue]) -> Result<Statement, String> {
+    Ok(Statement { sql, params: params.iter().map(to_value).collect::<Result<_, _>>()? })
+}
+
+fn parse_bookmark(json: &Option<JsonValue>) -> Result<Option<u64>, String> {
+    match json {
+        None | Some(JsonValue::Null) => Ok(None),
+        Some(JsonValue::Number(n)) => n.as_u64().map(Some).ok_or_else(|| format!("`{n}` is not a bookmark")),
+        Some(JsonValue::String(s)) => s.parse().map(Some).map_err(|_| format!("`{s}` is not a bookmark")),
+        Some(other) => Err(format!("`{other}` is not a bookmark")),
+    }
+}
+
+pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
+    let served_by = reply.served_by.clone();
+    let results: Vec<JsonValue> = reply
+        .results
+        .into_iter()
+        .map(|r| {
+            json!({
+                "columns": r.columns,
+                "rows": r.rows.into_iter().map(|row| row.into_iter().map(to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "meta": {
+                    "changes": r.changes,
+                    "last_row_id": r.last_row_id,
+                    "duration_ms": r.duration_us as f64 / 1000.0,
+                    "served_by": served_by,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "results": results,
+        "bookmark": reply.bookmark.to_string(),
+        "served_by": reply.served_by,
+        "wrote": reply.wrote,
+        "consistency": consistency,
+        "staleness_ms": reply.staleness_ms,
+    })
+}
+
+async fn query(
+    State(edge): State<Edge>,
+    Path(database): Path<String>,
+    body: Result<Json<QueryBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("bad request body: {}", e.body_text())),
+    };
+    let statements = match (body.sql, body.batch) {
+        (Some(sql), None) => statement(sql, &body.params).map(|s| vec![s]),
+        (None, Some(batch)) => batch.into_iter().map(|s| statement(s.sql, &s.params)).collect(),
+        _ => Err("give either `sql` (with `params`) or `batch`".into()),
+    };
+    let statements = match statements {
+        Ok(statements) => statements,
+        Err(e) => return bad_request(e),
+    };
+    let bookmark = match parse_bookmark(&body.bookmark) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    let consistency = match (body.consistency, bookmark) {
+        (Consistency::Local, Some(_)) => Consistency::Bookmark,
+        (c, _) => c,
+    };
+    match edge.d1.query(&database, statements, consistency, bookmark).await {
+        Ok(reply) => Json(reply_json(reply, consistency)).into_response(),
+        Err(e) => d1_response(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    sql: String,
+}
+
+async fn exec(
+    State(edge): State<Edge>,
+    Path(database): Path<String>,
+    body: Result<Json<ExecBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("bad request body: {}", e.body_text())),
+    };
+    match edge.d1.exec(&database, &body.sql).await {
+        Ok((count, bookmark)) => Json(json!({ "count": count, "bookmark": bookmark.to_string() })).into_response(),
+        Err(e) => d1_response(e),
+    }
+}
+
+async fn checksum(State(edge): State<Edge>, Path(database): Path<String>) -> Response {
+    let applied = edge.d1.status().applied_index;
+    match edge.d1.checksum(&database).await {
+        Ok(checksum) => {
+            Json(json!({ "database": database, "checksum": checksum, "applied_index": applied })).into_response()
+        }
+        Err(e) => d1_response(e),
+    }
+}
+
+async fn status(State(edge): State<Edge>) -> Response {
+    Json(edge.d1.status()).into_response()
+}

@@ -1,0 +1,375 @@
+//! D1: writes through any node, bookmarks and linearizable reads on other replicas, equal
+//! replicas after non-deterministic SQL, a leader killed mid-stream, a minority partition, a
+//! replica restored from a snapshot, and bad input.
+
+use nimbus_testkit::{Cluster, ClusterSpec};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+async fn d1_cluster(nodes: usize, voters: usize, env: &[(&str, &str)]) -> Cluster {
+    let mut spec = ClusterSpec::local(nodes).expect("cluster spec");
+    spec.d1_voters = voters;
+    for (k, v) in env {
+        spec.node_env.push((k.to_string(), v.to_string()));
+    }
+    let cluster = Cluster::start(spec).await.expect("cluster starts");
+    let all: Vec<usize> = (0..nodes).collect();
+    cluster.d1_wait_formed(&all, voters, nodes - voters).await.expect("group forms");
+    cluster
+}
+
+fn bookmark(reply: &Value) -> String {
+    reply["bookmark"].as_str().expect("bookmark").to_string()
+}
+
+fn rows(reply: &Value) -> Vec<Value> {
+    reply["results"][0]["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until every running node holds the same checksum of `database`.
+async fn replicas_agree(cluster: &Cluster, database: &str) -> String {
+    let running: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.nodes[*i].is_running()).collect();
+    let mut agreed = String::new();
+    cluster
+        .eventually(CONVERGE, "every replica has the same checksum", || {
+            let running = running.clone();
+            let agreed = &mut agreed;
+            async move {
+                let mut sums = BTreeSet::new();
+                for i in &running {
+                    sums.insert(cluster.d1_checksum(*i, database).await?.0);
+                }
+                if sums.len() == 1 {
+                    *agreed = sums.into_iter().next().unwrap_or_default();
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+        })
+        .await
+        .expect("replicas converge");
+    agreed
+}
+
+/// 3 voters + 2 replicas: writes through every node, read back elsewhere with the bookmark;
+/// a linearizable read right after a write on another node; equal checksums after SQL that
+/// would differ per replica if it were re-run; every kind of bad input refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_are_read_back_with_bookmarks_and_linearizably() {
+    let cluster = d1_cluster(5, 3, &[]).await;
+    let status = cluster.d1_status(4).await.expect("status");
+    assert_eq!(status.voters.len(), 3, "{status:?}");
+    assert!(status.learners.contains(&"node-5".to_string()), "{status:?}");
+
+    // Created and migrated through replicas.
+    cluster.d1_create(3, "notes").await.expect("create through a replica");
+    cluster
+        .d1_exec(
+            4,
+            "notes",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE, at TEXT, r INTEGER, b BLOB)",
+        )
+        .await
+        .expect("migration through a replica");
+
+    for writer in 0..5 {
+        let reader = (writer + 1) % 5;
+        let body = format!("from node-{}", writer + 1);
+        let written = cluster
+            .d1_ok(writer, "notes", "INSERT INTO notes (body) VALUES (?1)", json!([body]))
+            .await
+            .expect("insert");
+        assert_eq!(written["results"][0]["meta"]["changes"], 1, "{written}");
+        let (status, read) = cluster
+            .d1_query(
+                reader,
+                "notes",
+                json!({ "sql": "SELECT body FROM notes WHERE body = ?1", "params": [body], "consistency": "bookmark", "bookmark": bookmark(&written) }),
+            )
+            .await
+            .expect("read");
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(
+            rows(&read),
+            vec![json!([body])],
+            "node-{} reads node-{}'s write with its bookmark",
+            reader + 1,
+            writer + 1
+        );
+        assert_eq!(read["served_by"], format!("node-{}", reader + 1));
+    }
+
+    // Linearizable: a write through one replica, read at once through another.
+    cluster.d1_ok(3, "notes", "INSERT INTO notes (body) VALUES ('linear')", json!([])).await.expect("insert");
+    let (status, read) = cluster
+        .d1_query(
+            4,
+            "notes",
+            json!({ "sql": "SELECT count(*) FROM notes WHERE body = 'linear'", "consistency": "linearizable" }),
+        )
+        .await
+        .expect("linearizable read");
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(rows(&read), vec![json!([1])]);
+
+    // Non-deterministic SQL, applied on every replica, leaves them equal.
+    for i in 0..5 {
+        cluster
+            .d1_ok(
+                i,
+                "notes",
+                "INSERT INTO notes (body, at, r, b) VALUES ('noise ' || random(), datetime('now', 'subsec'), random(), randomblob(8))",
+                json!([]),
+            )
+            .await
+            .expect("noisy insert");
+    }
+    cluster
+        .d1_query(
+            2,
+            "notes",
+            json!({ "batch": [
+                { "sql": "INSERT INTO notes (body, r) VALUES ('rowid', last_insert_rowid())" },
+                { "sql": "UPDATE notes SET r = changes() + (SELECT max(id) FROM notes) WHERE body = 'rowid'" },
+            ]}),
+        )
+        .await
+        .expect("batch");
+    let checksum = replicas_agree(&cluster, "notes").await;
+    assert_eq!(checksum.len(), 64);
+
+    // Bad input: refused with a clear error, nothing applied.
+    let count = |reply: &Value| rows(reply)[0][0].as_i64().expect("count");
+    let before = count(&cluster.d1_ok(0, "notes", "SELECT count(*) FROM notes", json!([])).await.expect("count"));
+    let (status, reply) =
+        cluster.d1_query(1, "notes", json!({ "sql": "INSERT INTO notes VALUES (" })).await.expect("call");
+    assert_eq!(status, 400, "syntax error: {reply}");
+    assert!(reply["error"].as_str().unwrap_or("").contains("syntax"), "{reply}");
+    let (status, reply) = cluster
+        .d1_query(
+            1,
+            "notes",
+            json!({ "batch": [
+                { "sql": "INSERT INTO notes (body) VALUES ('batch-1')" },
+                { "sql": "INSERT INTO notes (body) VALUES ('from node-1')" },
+                { "sql": "INSERT INTO notes (body) VALUES ('batch-3')" },
+            ]}),
+        )
+        .await
+        .expect("call");
+    assert_eq!(status, 400, "constraint violation mid-batch: {reply}");
+    assert_eq!(reply["statement"], 1, "{reply}");
+    assert!(reply["error"].as_str().unwrap_or("").contains("UNIQUE"), "{reply}");
+    let (status, reply) = cluster.d1_query(1, "nope", json!({ "sql": "SELECT 1" })).await.expect("call");
+    assert_eq!(status, 404, "unknown database: {reply}");
+    let params: Vec<i64> = (0..101).collect();
+    let placeholders = vec!["?"; 101].join(", ");
+    let (status, reply) = cluster
+        .d1_query(1, "notes", json!({ "sql": format!("SELECT {placeholders}"), "params": params }))
+        .await
+        .expect("call");
+    assert_eq!(status, 400, "too many parameters: {reply}");
+    let huge = format!("INSERT INTO notes (body) VALUES ('{}')", "x".repeat(100_001));
+    let (status, reply) = cluster.d1_query(1, "notes", json!({ "sql": huge })).await.expect("call");
+    assert_eq!(status, 400, "statement too large: {reply}");
+    assert!(reply["error"].as_str().unwrap_or("").contains("over the limit"), "{reply}");
+    let (status, _) = cluster.d1_query(1, "notes", json!({ "sql": "BEGIN TRANSACTION" })).await.expect("call");
+    assert_eq!(status, 400, "transactions are batches in D1");
+    let after = count(
+        &cluster
+            .d1_query(0, "notes", json!({ "sql": "SELECT count(*) FROM notes", "consistency": "linearizable" }))
+            .await
+            .expect("count")
+            .1,
+    );
+    assert_eq!(before, after, "no bad input applied anything");
+}
+
+/// The leader is SIGKILLed in the middle of a stream of writes: a new leader takes over, the
+/// stream goes on, and afterwards every acknowledged write is on every replica, while every
+/// unacknowledged one is there whole (both rows) or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_loses_no_acknowledged_write() {
+    let mut cluster = d1_cluster(3, 3, &[("NIMBUS_D1__WRITE_TIMEOUT_MS", "8000")]).await;
+    cluster.d1_create(0, "ledger").await.expect("create");
+    cluster
+        .d1_exec(0, "ledger", "CREATE TABLE entries (n INTEGER, side TEXT, PRIMARY KEY (n, side))")
+        .await
+        .expect("schema");
+    let leader = cluster.d1_leader().await.expect("a leader");
+
+    let mut acknowledged = Vec::new();
+    let mut unacknowledged = Vec::new();
+    let mut killed = false;
+    let mut last_bookmark = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for n in 0..240i64 {
+        if n == 80 {
+            cluster.kill_node(leader).await.expect("kill the leader");
+            killed = true;
+        }
+        let through = (n as usize) % 3;
+        if killed && through == leader {
+            continue;
+        }
+        let batch = json!({ "batch": [
+            { "sql": "INSERT INTO entries (n, side) VALUES (?1, 'debit')", "params": [n] },
+            { "sql": "INSERT INTO entries (n, side) VALUES (?1, 'credit')", "params": [n] },
+        ]});
+        match cluster.d1_query(through, "ledger", batch).await {
+            Ok((200, reply)) => {
+                acknowledged.push(n);
+                last_bookmark = last_bookmark.max(bookmark(&reply).parse().unwrap_or(0));
+            }
+            _ => unacknowledged.push(n),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the write stream is bounded in time");
+    }
+    let after_kill = acknowledged.iter().filter(|n| **n > 80).count();
+    assert!(after_kill >= 100, "writes resumed under a new leader: {after_kill} acknowledged after the kill");
+    let new_leader = cluster.d1_leader().await.expect("a new leader");
+    assert_ne!(new_leader, leader);
+
+    cluster.restart_node(leader).await.expect("restart the old leader");
+    for i in 0..3 {
+        let (status, reply) = cluster
+            .d1_query(i, "ledger", json!({ "sql": "SELECT n, count(*) FROM entries GROUP BY n", "consistency": "bookmark", "bookmark": last_bookmark }))
+            .await
+            .expect("read");
+        assert_eq!(status, 200, "node-{} catches up: {reply}", i + 1);
+        let counts: std::collections::BTreeMap<i64, i64> =
+            rows(&reply).iter().map(|row| (row[0].as_i64().expect("n"), row[1].as_i64().expect("count"))).collect();
+        for n in &acknowledged {
+            assert_eq!(counts.get(n), Some(&2), "acknowledged write {n} is whole on node-{}", i + 1);
+        }
+        for n in &unacknowledged {
+            assert!(matches!(counts.get(n), None | Some(2)), "unacknowledged write {n} is whole or absent");
+        }
+    }
+    replicas_agree(&cluster, "ledger").await;
+}
+
+/// The leader and a replica are cut off from the rest: the old leader cannot commit (a clear
+/// 503, no split brain), the majority elects a leader and goes on, the cut-off replica still
+/// serves `local` reads and reports growing staleness; after the heal it catches up, and the
+/// write the minority refused is nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_partition_cannot_commit_and_catches_up_after_the_heal() {
+    let cluster = d1_cluster(5, 3, &[("NIMBUS_D1__WRITE_TIMEOUT_MS", "3000")]).await;
+    cluster.d1_create(0, "split").await.expect("create");
+    cluster.d1_exec(0, "split", "CREATE TABLE t (k TEXT PRIMARY KEY)").await.expect("schema");
+    let before = cluster.d1_ok(0, "split", "INSERT INTO t VALUES ('before')", json!([])).await.expect("insert");
+    let leader = cluster.d1_leader().await.expect("leader");
+    let replica = 4; // node-5, a learner
+    let minority = [leader, replica];
+    let majority: Vec<usize> = (0..5).filter(|i| !minority.contains(i)).collect();
+    // The replica has the first write before the cut.
+    let (status, _) = cluster
+        .d1_query(
+            replica,
+            "split",
+            json!({ "sql": "SELECT 1", "consistency": "bookmark", "bookmark": bookmark(&before) }),
+        )
+        .await
+        .expect("catch up");
+    assert_eq!(status, 200);
+    for i in minority {
+        cluster.partition(i, &majority).await.expect("cut");
+    }
+    for i in &majority {
+        cluster.partition(*i, &minority).await.expect("cut");
+    }
+
+    let (status, reply) =
+        cluster.d1_query(leader, "split", json!({ "sql": "INSERT INTO t VALUES ('minority')" })).await.expect("call");
+    assert_eq!(status, 503, "the minority cannot commit: {reply}");
+    assert!(reply["error"].as_str().unwrap_or("").contains("quorum") || reply["kind"] == "unavailable", "{reply}");
+
+    let mut after = Value::Null;
+    cluster
+        .eventually(CONVERGE, "the majority elects a leader and commits", || {
+            let after = &mut after;
+            let through = majority[0];
+            let cluster = &cluster;
+            async move {
+                let (status, reply) = cluster
+                    .d1_query(through, "split", json!({ "sql": "INSERT OR IGNORE INTO t VALUES ('majority')" }))
+                    .await?;
+                *after = reply;
+                Ok(status == 200)
+            }
+        })
+        .await
+        .expect("majority writes");
+    cluster
+        .eventually(CONVERGE, "the cut-off replica reports its staleness", || async {
+            let (status, reply) =
+                cluster.d1_query(replica, "split", json!({ "sql": "SELECT k FROM t ORDER BY k" })).await?;
+            Ok(status == 200
+                && rows(&reply) == vec![json!(["before"])]
+                && reply["staleness_ms"].as_u64().is_some_and(|ms| ms >= 2_000))
+        })
+        .await
+        .expect("local reads on the minority");
+
+    for i in 0..5 {
+        cluster.partition(i, &[]).await.expect("heal");
+    }
+    for i in 0..5 {
+        let (status, reply) = cluster
+            .d1_query(
+                i,
+                "split",
+                json!({ "sql": "SELECT k FROM t ORDER BY k", "consistency": "bookmark", "bookmark": bookmark(&after) }),
+            )
+            .await
+            .expect("read");
+        assert_eq!(status, 200, "node-{} catches up: {reply}", i + 1);
+        assert_eq!(rows(&reply), vec![json!(["before"]), json!(["majority"])], "no split brain on node-{}", i + 1);
+    }
+    replicas_agree(&cluster, "split").await;
+}
+
+/// A replica that was down while the log moved far past it (and was compacted) gets a
+/// snapshot on its return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_far_behind_installs_a_snapshot() {
+    let mut cluster = d1_cluster(4, 3, &[("NIMBUS_D1__SNAPSHOT_LOGS", "20"), ("NIMBUS_D1__KEEP_LOGS", "0")]).await;
+    cluster.d1_create(0, "big").await.expect("create");
+    cluster.d1_exec(0, "big", "CREATE TABLE t (n INTEGER PRIMARY KEY, pad TEXT)").await.expect("schema");
+    let replica = 3;
+    cluster.kill_node(replica).await.expect("kill the replica");
+    let mut last = Value::Null;
+    for n in 0..120 {
+        last = cluster
+            .d1_ok(n % 3, "big", "INSERT INTO t VALUES (?1, hex(randomblob(64)))", json!([n]))
+            .await
+            .expect("insert");
+    }
+    let leader = cluster.d1_leader().await.expect("leader");
+    cluster
+        .eventually(CONVERGE, "the leader compacts its log", || async {
+            let status = cluster.d1_status(leader).await?;
+            Ok(status.purged_index.is_some_and(|p| p > 60))
+        })
+        .await
+        .expect("compaction");
+
+    cluster.restart_node(replica).await.expect("restart");
+    let (status, reply) = cluster
+        .d1_query(
+            replica,
+            "big",
+            json!({ "sql": "SELECT count(*) FROM t", "consistency": "bookmark", "bookmark": bookmark(&last) }),
+        )
+        .await
+        .expect("read");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(rows(&reply), vec![json!([120])]);
+    let status = cluster.d1_status(replica).await.expect("status");
+    assert!(status.snapshots_installed >= 1, "the replica was restored from a snapshot: {status:?}");
+    replicas_agree(&cluster, "big").await;
+}
