@@ -218,10 +218,11 @@ impl D1 {
         let id = types::raft_id(&me.name);
         let log = LogStore::open(storage.clone()).map_err(D1Error::internal)?;
         let sm = StateMachine::open(&data_dir.join("d1"), storage).map_err(D1Error::internal)?;
-        let network = Network { peers, book: AddressBook::default() };
+        let network = Network { peers, book: AddressBook::default(), metrics: Arc::default(), acks: Arc::default() };
         let raft = Raft::new(id, Arc::new(raft_config(config)?), network.clone(), log.clone(), sm.clone())
             .await
             .map_err(D1Error::internal)?;
+        let _ = network.metrics.set(raft.metrics());
         let (batcher, inputs) = mpsc::channel(16_384);
         tokio::spawn(batcher::run(raft.clone(), inputs, shutdown));
         let settings = D1Settings {
@@ -274,15 +275,22 @@ impl D1 {
         }
     }
 
-    /// Notes that a leader just reached this node.
-    pub fn heard_from_leader(&self) {
-        *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    /// Notes that a leader just reached this node; a quorum last backed that leader
+    /// `quorum_age_ms` ago, which is how fresh this replica now is.
+    pub fn heard_from_leader(&self, quorum_age_ms: u64) {
+        let fresh_at = Instant::now().checked_sub(Duration::from_millis(quorum_age_ms));
+        let mut contact = self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = fresh_at {
+            if contact.is_none_or(|previous| at > previous) {
+                *contact = Some(at);
+            }
+        }
     }
 
     fn staleness_ms(&self) -> Option<u64> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         if metrics.state == ServerState::Leader {
-            return metrics.millis_since_quorum_ack;
+            return self.inner.network.quorum_age_ms();
         }
         let contact = *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner());
         contact.map(|at| at.elapsed().as_millis() as u64)
@@ -352,7 +360,15 @@ impl D1 {
             sqlite::check_limits(statement, index).map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
         }
         self.wait_for(consistency, bookmark).await?;
-        let db = self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?;
+        let db = match self.inner.sm.database(database) {
+            Some(db) => db,
+            None => {
+                // Perhaps just created and not yet applied here: catch up with the leader once.
+                let index = self.read_index().await?;
+                self.wait_applied(index).await?;
+                self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?
+            }
+        };
         let probe = (db.clone(), statements.clone());
         let read_only = blocking(move || probe.0.is_read_only(&probe.1))
             .await?
@@ -368,6 +384,7 @@ impl D1 {
                     staleness_ms: None,
                 }),
                 Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
+                Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
                 Outcome::Script(_) => Err(D1Error::Internal("statements answered as a script".into())),
             };
         }
@@ -390,12 +407,10 @@ impl D1 {
         if script.len() > MAX_SCRIPT_BYTES {
             return Err(D1Error::TooLarge { what: "the script", size: script.len(), limit: MAX_SCRIPT_BYTES });
         }
-        if !self.has_database(database) {
-            return Err(D1Error::UnknownDatabase(database.to_owned()));
-        }
         let (reply, _) = self.write(database, WriteKind::Script(script.to_owned())).await?;
         match reply.outcome {
             Outcome::Script(count) => Ok((count, reply.bookmark)),
+            Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
             Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
             Outcome::Statements(_) => Err(D1Error::Internal("a script answered as statements".into())),
         }

@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
 
 /// Current addresses of every node gossip knows: node id → (gRPC, gossip).
 #[derive(Clone, Default)]
@@ -41,6 +42,11 @@ impl AddressBook {
     }
 }
 
+/// Metadata on an append: how long ago (ms) a quorum last acknowledged the sending leader.
+/// The follower dates its freshness from that instant, so the replicas of a leader that is
+/// cut off from the majority report growing staleness even while it still reaches them.
+pub const QUORUM_AGE_HEADER: &str = "x-nimbus-quorum-age-ms";
+
 /// Calls one peer's `Peer` service with a postcard payload and decodes the postcard reply.
 pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
     peers: &PeerChannels,
@@ -49,6 +55,18 @@ pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
     method: Method,
     request: &Req,
     timeout: Option<std::time::Duration>,
+) -> Result<Reply, CallError> {
+    call_with(peers, book, node, method, request, timeout, None).await
+}
+
+async fn call_with<Req: Serialize, Reply: DeserializeOwned>(
+    peers: &PeerChannels,
+    book: &AddressBook,
+    node: &D1Node,
+    method: Method,
+    request: &Req,
+    timeout: Option<std::time::Duration>,
+    quorum_age_ms: Option<u64>,
 ) -> Result<Reply, CallError> {
     let (rpc, gossip) = book.resolve(node).ok_or_else(|| CallError::Unreachable(format!("no address for {node}")))?;
     let channel = peers.channel_to(&node.name, rpc, gossip).map_err(|e| CallError::Unreachable(e.to_string()))?;
@@ -59,6 +77,9 @@ pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
     let mut request = peers.request(D1Message { payload });
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
+    }
+    if let Some(age) = quorum_age_ms {
+        request.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
     }
     let reply = match method {
         Method::Append => client.raft_append(request).await,
@@ -102,6 +123,30 @@ impl<E: std::error::Error> From<CallError> for RPCError<u64, D1Node, RaftError<u
 pub struct Network {
     pub peers: PeerChannels,
     pub book: AddressBook,
+    /// This node's Raft metrics, once Raft has started (the network is built before it).
+    pub metrics: Arc<OnceLock<tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, D1Node>>>>,
+    /// When each peer last accepted an append from this node (as leader).
+    pub acks: Arc<Mutex<HashMap<u64, Instant>>>,
+}
+
+impl Network {
+    /// While this node leads: how long ago a quorum of voters last accepted its appends
+    /// (openraft's own figure is only refreshed when its metrics change).
+    pub fn quorum_age_ms(&self) -> Option<u64> {
+        let metrics = self.metrics.get()?.borrow().clone();
+        let now = Instant::now();
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut times: Vec<Option<Instant>> = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| if id == metrics.id { Some(now) } else { acks.get(&id).copied() })
+            .collect();
+        let quorum = times.len() / 2 + 1;
+        times.sort_by(|a, b| b.cmp(a));
+        let at = times.get(quorum.checked_sub(1)?).copied().flatten()?;
+        Some(now.saturating_duration_since(at).as_millis() as u64)
+    }
 }
 
 pub struct Connection {
@@ -125,8 +170,14 @@ impl Connection {
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, D1Node, RaftError<u64, E>>> {
+        let quorum_age = match method {
+            Method::Append => Some(self.network.quorum_age_ms().unwrap_or(u64::MAX)),
+            _ => None,
+        };
+        let network = &self.network;
+        let timeout = Some(option.hard_ttl());
         let reply: Result<Resp, RaftError<u64, E>> =
-            call(&self.network.peers, &self.network.book, &self.node, method, request, Some(option.hard_ttl())).await?;
+            call_with(&network.peers, &network.book, &self.node, method, request, timeout, quorum_age).await?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
@@ -137,7 +188,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, D1Node, RaftError<u64>>> {
-        self.send(Method::Append, &rpc, &option).await
+        let sent = Instant::now();
+        let reply: AppendEntriesResponse<u64> = self.send(Method::Append, &rpc, &option).await?;
+        if reply.is_success() {
+            self.network.acks.lock().unwrap_or_else(|p| p.into_inner()).insert(self.target, sent);
+        }
+        Ok(reply)
     }
 
     async fn install_snapshot(

@@ -181,10 +181,7 @@ impl StateMachine {
                 for (name, group) in by_database {
                     let Some(database) = self.database(name) else {
                         for (ordinal, _) in group {
-                            outcomes[ordinal] = Some(Outcome::Failed(super::types::StatementFailure {
-                                index: 0,
-                                message: format!("database `{name}` does not exist"),
-                            }));
+                            outcomes[ordinal] = Some(Outcome::UnknownDatabase);
                         }
                         continue;
                     };

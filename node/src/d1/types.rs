@@ -131,6 +131,8 @@ pub enum Outcome {
     /// A script ran this many statements.
     Script(u32),
     Failed(StatementFailure),
+    /// The database does not exist (it was never created, or not before this write).
+    UnknownDatabase,
 }
 
 /// What applying one log entry produced.

@@ -148,10 +148,16 @@ impl Peer for PeerService {
 
     async fn raft_append(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
         self.peers.admit(&request)?;
+        let quorum_age_ms = request
+            .metadata()
+            .get(crate::d1::network::QUORUM_AGE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let append: openraft::raft::AppendEntriesRequest<crate::d1::types::TypeConfig> = decode(request)?;
         let reply = self.d1.raft().append_entries(append).await;
         if reply.as_ref().is_ok_and(|r| r.is_success()) {
-            self.d1.heard_from_leader();
+            self.d1.heard_from_leader(quorum_age_ms);
         }
         encode(&reply)
     }

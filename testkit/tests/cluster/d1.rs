@@ -32,26 +32,20 @@ fn rows(reply: &Value) -> Vec<Value> {
 /// Waits until every running node holds the same checksum of `database`.
 async fn replicas_agree(cluster: &Cluster, database: &str) -> String {
     let running: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.nodes[*i].is_running()).collect();
-    let mut agreed = String::new();
     cluster
         .eventually(CONVERGE, "every replica has the same checksum", || {
             let running = running.clone();
-            let agreed = &mut agreed;
             async move {
                 let mut sums = BTreeSet::new();
                 for i in &running {
                     sums.insert(cluster.d1_checksum(*i, database).await?.0);
                 }
-                if sums.len() == 1 {
-                    *agreed = sums.into_iter().next().unwrap_or_default();
-                    return Ok(true);
-                }
-                Ok(false)
+                Ok(sums.len() == 1)
             }
         })
         .await
         .expect("replicas converge");
-    agreed
+    cluster.d1_checksum(running[0], database).await.expect("checksum").0
 }
 
 /// 3 voters + 2 replicas: writes through every node, read back elsewhere with the bookmark;
@@ -145,8 +139,9 @@ async fn writes_through_any_node_are_read_back_with_bookmarks_and_linearizably()
     let count = |reply: &Value| rows(reply)[0][0].as_i64().expect("count");
     let before = count(&cluster.d1_ok(0, "notes", "SELECT count(*) FROM notes", json!([])).await.expect("count"));
     let (status, reply) =
-        cluster.d1_query(1, "notes", json!({ "sql": "INSERT INTO notes VALUES (" })).await.expect("call");
+        cluster.d1_query(1, "notes", json!({ "sql": "INSERT INTO notes VALUE ('x')" })).await.expect("call");
     assert_eq!(status, 400, "syntax error: {reply}");
+    assert_eq!(reply["kind"], "sql", "{reply}");
     assert!(reply["error"].as_str().unwrap_or("").contains("syntax"), "{reply}");
     let (status, reply) = cluster
         .d1_query(
@@ -288,22 +283,16 @@ async fn a_minority_partition_cannot_commit_and_catches_up_after_the_heal() {
     assert_eq!(status, 503, "the minority cannot commit: {reply}");
     assert!(reply["error"].as_str().unwrap_or("").contains("quorum") || reply["kind"] == "unavailable", "{reply}");
 
-    let mut after = Value::Null;
+    let through = majority[0];
+    let majority_write = json!({ "sql": "INSERT OR IGNORE INTO t VALUES ('majority')" });
     cluster
-        .eventually(CONVERGE, "the majority elects a leader and commits", || {
-            let after = &mut after;
-            let through = majority[0];
-            let cluster = &cluster;
-            async move {
-                let (status, reply) = cluster
-                    .d1_query(through, "split", json!({ "sql": "INSERT OR IGNORE INTO t VALUES ('majority')" }))
-                    .await?;
-                *after = reply;
-                Ok(status == 200)
-            }
+        .eventually(CONVERGE, "the majority elects a leader and commits", || async {
+            Ok(cluster.d1_query(through, "split", majority_write.clone()).await?.0 == 200)
         })
         .await
         .expect("majority writes");
+    let (status, after) = cluster.d1_query(through, "split", majority_write.clone()).await.expect("write");
+    assert_eq!(status, 200, "{after}");
     cluster
         .eventually(CONVERGE, "the cut-off replica reports its staleness", || async {
             let (status, reply) =
