@@ -5,6 +5,7 @@
 //! `NIMBUS_API_TOKEN`), else from `.nimbus/dev/cluster.json` written by `nimbus dev`.
 
 mod client;
+mod d1;
 mod dev;
 mod kv;
 mod manifest;
@@ -84,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// D1: SQLite databases, through any node.
+    D1 {
+        #[command(subcommand)]
+        command: d1::D1Command,
+    },
     /// Inspect the cluster.
     Cluster {
         #[command(subcommand)]
@@ -134,6 +140,9 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
         Command::Deployments { ref command } => deployments(&connect()?, command, cli.json, style).await,
         Command::Kv { command } => {
             kv::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
+        }
+        Command::D1 { command } => {
+            d1::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&connect()?, cli.json, style).await,
         Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port } => {
@@ -384,6 +393,47 @@ async fn deployments(
     Ok(())
 }
 
+/// One row per node of its view of D1's Raft group.
+fn raft_rows(report: &[Value], style: &Style) -> Vec<Vec<String>> {
+    report
+        .iter()
+        .map(|r| {
+            let id = r["node"]["node_id"].as_str().unwrap_or("").to_string();
+            let d1 = &r["d1"];
+            if d1.is_null() {
+                return vec![
+                    id,
+                    String::new(),
+                    style.bad("unreachable"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ];
+            }
+            let state = match d1["state"].as_str().unwrap_or("") {
+                "Leader" => style.ok("leader"),
+                "Follower" => "follower".to_string(),
+                "Learner" => "learner".to_string(),
+                "Candidate" => style.warn("candidate"),
+                other => style.dim(&other.to_lowercase()),
+            };
+            let lag = d1["lag"].as_u64().unwrap_or(0);
+            vec![
+                id,
+                d1["role"].as_str().unwrap_or("").to_string(),
+                state,
+                d1["term"].to_string(),
+                d1["leader"].as_str().map_or_else(|| style.warn("none"), str::to_string),
+                d1["commit_index"].to_string(),
+                d1["applied_index"].to_string(),
+                if lag > 0 { style.warn(&lag.to_string()) } else { lag.to_string() },
+            ]
+        })
+        .collect()
+}
+
 async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) -> Result<()> {
     let nodes = client.call(reqwest::Method::GET, "/v1/cluster", None).await?;
     let mut report = Vec::new();
@@ -396,13 +446,17 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
             Ok(resp) => resp.json().await.ok(),
             Err(_) => None,
         };
+        let raft: Option<Value> = match get("/v1/node/d1").await {
+            Ok(resp) => resp.json().await.ok(),
+            Err(_) => None,
+        };
         if gossip.is_none() && status.is_some() {
             gossip = match get("/v1/cluster").await {
                 Ok(resp) => resp.json().await.ok(),
                 Err(_) => None,
             };
         }
-        report.push(json!({ "node": node, "status": status }));
+        report.push(json!({ "node": node, "status": status, "d1": raft }));
     }
     if json_out {
         println!("{}", serde_json::to_string_pretty(&json!({ "nodes": report, "gossip": gossip }))?);
@@ -458,6 +512,12 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
         if let Some(seen_by) = gossip.as_ref().and_then(|g| g["node_id"].as_str()) {
             println!("{}", style.dim(&format!("gossip states as {seen_by} sees them")));
         }
+        println!();
+        table(
+            style,
+            &["NODE", "D1 ROLE", "RAFT STATE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"],
+            &raft_rows(&report, style),
+        );
     }
     Ok(())
 }

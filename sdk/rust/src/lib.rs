@@ -21,6 +21,8 @@
 //!   `fetch` runs; the node bounds them by the worker's `max_request_body`).
 //! - [`kv`], [`d1`], [`durable_objects`]: the platform bindings, generated from `wit/`.
 //!   A binding the deployment did not declare returns `BindingError::UnknownBinding`.
+//! - [`D1Database`]: D1 as Cloudflare's API shapes it (prepare / bind / first / all / run /
+//!   raw, batch, exec, sessions with bookmarks).
 //! - [`export!`]: turns a [`Handler`] into the component's `wasi:http/incoming-handler`.
 
 use std::io::{Read, Write};
@@ -37,6 +39,9 @@ mod generated {
 }
 
 pub use generated::nimbus::worker::{d1, durable_objects, kv, types::BindingError};
+
+mod database;
+pub use database::{D1Database, PreparedStatement, Row};
 
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,

@@ -362,3 +362,128 @@ async fn a_replica_far_behind_installs_a_snapshot() {
     assert!(status.snapshots_installed >= 1, "the replica was restored from a snapshot: {status:?}");
     replicas_agree(&cluster, "big").await;
 }
+
+/// The `d1-notes` worker: the `d1` binding creates its database on first use, writes go
+/// through the leader from any node, the session bookmark a reply carries makes a read on
+/// another node see the write, and a batch with a bad row adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_uses_d1_through_its_binding_with_sessions() {
+    let cluster = d1_cluster(3, 3, &[]).await;
+    let manifest = json!({"bindings": [{"type": "d1", "name": "DB", "database_name": "notes"}]});
+    super::deploy_example(&cluster, "notes", "d1_notes", manifest).await;
+    let http = cluster.http();
+    let post = |i: usize, path: &str, body: &str| {
+        http.post(format!("{}{path}", cluster.nodes[i].url()))
+            .header("host", "notes.workers.localhost")
+            .body(body.to_string())
+            .send()
+    };
+    let resp = post(1, "/notes", "first note").await.expect("post");
+    assert_eq!(resp.status(), 201);
+    let bookmark = resp.headers()["x-d1-bookmark"].to_str().expect("bookmark").to_string();
+    let created: Value = resp.json().await.expect("json");
+    assert_eq!(created["id"], 1, "{created}");
+
+    let resp = http
+        .get(format!("{}/notes/1", cluster.nodes[2].url()))
+        .header("host", "notes.workers.localhost")
+        .header("x-d1-bookmark", &bookmark)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    let note: Value = resp.json().await.expect("json");
+    assert_eq!(note["body"], "first note");
+    assert!(note["created_at"].as_str().is_some_and(|t| t.len() == 19), "{note}");
+
+    let resp = post(0, "/batch", "a\n\nc").await.expect("batch");
+    assert_eq!(resp.status(), 400, "an empty line fails the CHECK");
+    let resp = http
+        .get(format!("{}/notes?consistency=linearizable", cluster.nodes[2].url()))
+        .header("host", "notes.workers.localhost")
+        .send()
+        .await
+        .expect("list");
+    let notes: Value = resp.json().await.expect("json");
+    assert_eq!(notes.as_array().map(Vec::len), Some(1), "the failed batch added nothing: {notes}");
+    let (status, reply) = cluster
+        .d1_query(0, "notes", json!({ "sql": "SELECT body FROM notes", "consistency": "linearizable" }))
+        .await
+        .expect("rest");
+    assert_eq!((status, rows(&reply)), (200, vec![json!(["first note"])]), "REST sees the worker's rows");
+}
+
+/// Runs `nimbus --node <url> <args>` with `stdin`; returns (success, stdout, stderr).
+async fn nimbus_cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let binary = nimbus_testkit::bin_dir().expect("bin dir").join("nimbus");
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--node")
+        .arg(url)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).await.expect("stdin");
+    }
+    let out = child.wait_with_output().await.expect("cli exits");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_migrates_queries_and_runs_a_shell() {
+    let cluster = d1_cluster(3, 3, &[]).await;
+    let (one, three) = (cluster.nodes[0].url(), cluster.nodes[2].url());
+    let (ok, out, err) = nimbus_cli(&one, &["d1", "create", "shop"], "").await;
+    assert!(ok && out.contains("created database shop"), "{out}{err}");
+    let schema = cluster.dir().join("schema.sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);\nINSERT INTO items (name) VALUES ('apple');",
+    )
+    .expect("schema file");
+    let (ok, out, err) =
+        nimbus_cli(&three, &["d1", "execute", "shop", "--file", &schema.display().to_string()], "").await;
+    assert!(ok && out.contains("ran 2 statement(s)"), "{out}{err}");
+    let (ok, out, err) = nimbus_cli(
+        &three,
+        &["d1", "execute", "shop", "-c", "INSERT INTO items (name) VALUES (?1)", "--param", "pear"],
+        "",
+    )
+    .await;
+    assert!(ok && out.contains("1 change(s)"), "{out}{err}");
+    let (ok, out, err) = nimbus_cli(
+        &one,
+        &[
+            "--json",
+            "d1",
+            "execute",
+            "shop",
+            "-c",
+            "SELECT name FROM items ORDER BY id",
+            "--consistency",
+            "linearizable",
+        ],
+        "",
+    )
+    .await;
+    let reply: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    assert!(ok && rows(&reply) == vec![json!(["apple"]), json!(["pear"])], "{out}{err}");
+    let (ok, out, _) = nimbus_cli(&one, &["--json", "d1", "list"], "").await;
+    assert!(ok && out.contains("\"shop\""), "{out}");
+
+    let (ok, out, err) = nimbus_cli(
+        &three,
+        &["d1", "shell", "shop"],
+        "INSERT INTO items (name)\n VALUES ('plum');\nSELECT count(*) AS n FROM items;\nSELECT nope;\n.quit\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("3"), "the shell reads its own write: {out}");
+    assert!(err.contains("no such column"), "an error in the shell is reported and the shell goes on: {err}");
+    let (ok, _, err) = nimbus_cli(&one, &["d1", "execute", "nope", "-c", "SELECT 1"], "").await;
+    assert!(!ok && err.contains("HTTP 404"), "{err}");
+}

@@ -1,0 +1,249 @@
+//! `nimbus d1`: create and list databases, run SQL, and an interactive shell, through any
+//! node's REST API (reads are served by that node's replica, writes go to the leader).
+
+use crate::output::{bytes, table, Style};
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum D1Command {
+    /// Create a database (no-op when it exists).
+    Create { name: String },
+    /// List databases with their size on the node asked.
+    List,
+    /// Run one SQL statement (`--command`) or a `;`-separated script (`--file`).
+    Execute {
+        database: String,
+        #[arg(long, short = 'c', conflicts_with = "file", required_unless_present = "file")]
+        command: Option<String>,
+        #[arg(long, conflicts_with = "command")]
+        file: Option<PathBuf>,
+        /// Positional parameters for `?1`, `?2` … (JSON values; anything else binds as text).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Consistency::Local)]
+        consistency: Consistency,
+        /// Read at least the state this bookmark names (implies `--consistency bookmark`).
+        #[arg(long)]
+        bookmark: Option<String>,
+    },
+    /// An interactive SQL shell with a session: each read sees at least the shell's last write.
+    Shell {
+        database: String,
+        #[arg(long, value_enum, default_value_t = Consistency::Bookmark)]
+        consistency: Consistency,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Consistency {
+    Local,
+    Bookmark,
+    Linearizable,
+}
+
+impl Consistency {
+    fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Local => "local",
+            Consistency::Bookmark => "bookmark",
+            Consistency::Linearizable => "linearizable",
+        }
+    }
+}
+
+struct Node {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.with_context(|| format!("cannot reach the node at {}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        if !status.is_success() {
+            let message = value["error"].as_str().map(str::to_string).unwrap_or(text);
+            bail!("{} (HTTP {})", message.trim_end(), status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn param(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.contains_key("blob") => format!("x'{}'", o["blob"].as_str().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
+/// Prints each statement's rows as a table, then one line of meta.
+fn print_reply(reply: &Value, style: &Style) {
+    for result in reply["results"].as_array().into_iter().flatten() {
+        let columns: Vec<&str> = result["columns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let rows: Vec<Vec<String>> = result["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| row.as_array().into_iter().flatten().map(cell).collect())
+            .collect();
+        if !columns.is_empty() {
+            table(style, &columns, &rows);
+        }
+        let meta = &result["meta"];
+        println!(
+            "{}",
+            style.dim(&format!(
+                "{} row(s), {} change(s), last row id {}, {:.3} ms on {}",
+                rows.len(),
+                meta["changes"],
+                meta["last_row_id"],
+                meta["duration_ms"].as_f64().unwrap_or(0.0),
+                meta["served_by"].as_str().unwrap_or("?")
+            ))
+        );
+    }
+    let mut tail = format!("bookmark {}", reply["bookmark"].as_str().unwrap_or("?"));
+    if let Some(ms) = reply["staleness_ms"].as_u64() {
+        tail.push_str(&format!(", replica last confirmed fresh {ms} ms ago"));
+    }
+    println!("{}", style.dim(&tail));
+}
+
+pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style) -> Result<()> {
+    let node = Node { url, http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()? };
+    match command {
+        D1Command::Create { name } => {
+            let reply = node.call(reqwest::Method::PUT, &format!("/v1/d1/databases/{name}"), None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else if reply["created"].as_bool() == Some(true) {
+                println!("{} created database {name}", style.ok("✓"));
+            } else {
+                println!("database {name} already exists");
+            }
+        }
+        D1Command::List => {
+            let reply = node.call(reqwest::Method::GET, "/v1/d1/databases", None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = reply["databases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    vec![
+                        d["name"].as_str().unwrap_or("").to_string(),
+                        bytes(d["size_bytes"].as_u64().unwrap_or(0)),
+                        d["applied_index"].to_string(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("No databases yet: create one with `nimbus d1 create <name>`.");
+            } else {
+                table(style, &["NAME", "SIZE", "LAST WRITE INDEX"], &rows);
+            }
+        }
+        D1Command::Execute { database, command, file, params, consistency, bookmark } => {
+            let reply = match (command, file) {
+                (Some(sql), _) => {
+                    let consistency = if bookmark.is_some() { Consistency::Bookmark } else { consistency };
+                    let body = json!({
+                        "sql": sql,
+                        "params": params.iter().map(|p| param(p)).collect::<Vec<_>>(),
+                        "consistency": consistency.as_str(),
+                        "bookmark": bookmark,
+                    });
+                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(body)).await?
+                }
+                (None, Some(path)) => {
+                    let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/exec"), Some(json!({ "sql": sql })))
+                        .await?
+                }
+                (None, None) => bail!("give --command or --file"),
+            };
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else if let Some(count) = reply["count"].as_u64() {
+                println!(
+                    "{} ran {count} statement(s); bookmark {}",
+                    style.ok("✓"),
+                    reply["bookmark"].as_str().unwrap_or("?")
+                );
+            } else {
+                print_reply(&reply, style);
+            }
+        }
+        D1Command::Shell { database, consistency } => shell(&node, &database, consistency, json_out, style).await?,
+    }
+    Ok(())
+}
+
+/// Reads statements ending in `;` and runs each; the session's bookmark follows every reply,
+/// so with `bookmark` consistency the shell always reads its own writes on any node.
+async fn shell(node: &Node, database: &str, consistency: Consistency, json_out: bool, style: &Style) -> Result<()> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        println!("nimbus d1 shell on {database} ({}); end statements with `;`, `.quit` to leave", consistency.as_str());
+    }
+    let mut bookmark: Option<String> = None;
+    let mut pending = String::new();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            print!("{}", if pending.is_empty() { "d1> " } else { "..> " });
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let trimmed = line.trim();
+        if pending.is_empty() && (trimmed == ".quit" || trimmed == ".exit") {
+            break;
+        }
+        if pending.is_empty() && trimmed == ".tables" {
+            pending = "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name;".into();
+        } else {
+            pending.push_str(&line);
+            pending.push('\n');
+        }
+        if !pending.trim_end().ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut pending);
+        let body = json!({ "sql": sql.trim(), "consistency": consistency.as_str(), "bookmark": bookmark });
+        match node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(body)).await {
+            Ok(reply) => {
+                if let Some(b) = reply["bookmark"].as_str() {
+                    bookmark = Some(b.to_string());
+                }
+                if json_out {
+                    println!("{}", serde_json::to_string(&reply)?);
+                } else {
+                    print_reply(&reply, style);
+                }
+            }
+            Err(e) => eprintln!("{} {e:#}", style.bad("error:")),
+        }
+    }
+    Ok(())
+}
