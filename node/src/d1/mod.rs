@@ -369,11 +369,11 @@ impl D1 {
                 self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?
             }
         };
-        let probe = (db.clone(), statements.clone());
-        let read_only = blocking(move || probe.0.is_read_only(&probe.1))
-            .await?
-            .map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
-        if !read_only {
+        let applied = *self.inner.sm.applied_index().borrow();
+        // The statements come back from the blocking pool, for the write path if they write.
+        let (read, statements) = blocking(move || (db.read(&statements), statements)).await?;
+        let read = read.map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        let Some(results) = read else {
             let (reply, leader) = self.write(database, WriteKind::Statements(statements)).await?;
             return match reply.outcome {
                 Outcome::Statements(results) => Ok(QueryReply {
@@ -387,11 +387,7 @@ impl D1 {
                 Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
                 Outcome::Script(_) => Err(D1Error::Internal("statements answered as a script".into())),
             };
-        }
-        let applied = *self.inner.sm.applied_index().borrow();
-        let results = blocking(move || db.read(&statements))
-            .await?
-            .map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        };
         Ok(QueryReply {
             results,
             bookmark: applied,

@@ -242,62 +242,20 @@ impl Database {
         Ok(outcomes)
     }
 
-    /// Runs read-only statements on a read connection. `Err` names the failing statement.
-    pub fn read(&self, statements: &[Statement]) -> Result<Vec<QueryResult>, StatementFailure> {
+    /// Runs the statements on a read connection if every one of them only reads (SQLite
+    /// decides, at prepare); `Ok(None)` when one writes (or does not compile here — the leader
+    /// then reports the error), so the caller sends them through Raft.
+    pub fn read(&self, statements: &[Statement]) -> Result<Option<Vec<QueryResult>>, StatementFailure> {
         let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             Some(conn) => conn,
             None => self.open_reader().map_err(|e| failure(0, e))?,
         };
-        let mut results = Vec::with_capacity(statements.len());
-        let mut failed = None;
-        for (index, statement) in statements.iter().enumerate() {
-            match run_statement(&conn, statement, index) {
-                Ok(result) => results.push(result),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let result = read_on(&conn, statements);
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if readers.len() < MAX_IDLE_READERS {
             readers.push(conn);
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(results),
-        }
-    }
-
-    /// True when every statement only reads (checked by SQLite on a read connection); a
-    /// statement that does not compile is reported with its index.
-    pub fn is_read_only(&self, statements: &[Statement]) -> Result<bool, StatementFailure> {
-        let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(conn) => conn,
-            None => self.open_reader().map_err(|e| failure(0, e))?,
-        };
-        let mut verdict = Ok(true);
-        for (index, statement) in statements.iter().enumerate() {
-            if let Err(e) = check_limits(statement, index) {
-                verdict = Err(e);
-                break;
-            }
-            match conn.prepare_cached(&statement.sql) {
-                Ok(stmt) if stmt.readonly() => {}
-                Ok(_) => {
-                    verdict = Ok(false);
-                    break;
-                }
-                // A write to a table this replica lacks, or a statement a read connection
-                // refuses: let the leader decide (it reports the error if there is one).
-                Err(_) => {
-                    verdict = Ok(false);
-                    break;
-                }
-            }
-        }
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        verdict
+        result
     }
 
     fn open_reader(&self) -> rusqlite::Result<Connection> {
@@ -357,6 +315,21 @@ impl Database {
     pub fn size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
+}
+
+fn read_on(conn: &Connection, statements: &[Statement]) -> Result<Option<Vec<QueryResult>>, StatementFailure> {
+    for (index, statement) in statements.iter().enumerate() {
+        check_limits(statement, index)?;
+        match conn.prepare_cached(&statement.sql) {
+            Ok(stmt) if stmt.readonly() => {}
+            _ => return Ok(None),
+        }
+    }
+    let mut results = Vec::with_capacity(statements.len());
+    for (index, statement) in statements.iter().enumerate() {
+        results.push(run_statement(conn, statement, index)?);
+    }
+    Ok(Some(results))
 }
 
 fn hash_value(hash: &mut Sha256, value: ValueRef<'_>) {
