@@ -74,6 +74,18 @@ pub struct Metrics {
     pub workers: Gauge,
     pub deployments_applied: Counter,
     pub deployments_failed: Counter,
+    /// D1's Raft group as this node sees it, refreshed on every scrape.
+    pub d1: D1Gauges,
+}
+
+/// D1 figures read from the Raft member when `/metrics` is scraped.
+#[derive(Default)]
+pub struct D1Gauges {
+    pub term: Gauge,
+    pub is_leader: Gauge,
+    pub commit_index: Gauge,
+    pub applied_index: Gauge,
+    pub snapshots_installed: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -102,6 +114,16 @@ impl Metrics {
         let kv_sync_rounds = Counter::default();
         let kv_outbox_dropped = Counter::default();
         let kv_replication_lag = latency_histogram();
+        let d1 = D1Gauges::default();
+        registry.register("d1_raft_term", "The D1 Raft term this node is in", d1.term.clone());
+        registry.register("d1_raft_is_leader", "1 while this node leads the D1 group", d1.is_leader.clone());
+        registry.register("d1_raft_commit_index", "Highest D1 log index known committed", d1.commit_index.clone());
+        registry.register("d1_raft_applied_index", "Highest D1 log index applied here", d1.applied_index.clone());
+        registry.register(
+            "d1_snapshots_installed",
+            "D1 snapshots installed since start",
+            d1.snapshots_installed.clone(),
+        );
         registry.register("gossip_sent_bytes", "Bytes of gossip datagrams sent", gossip_sent_bytes.clone());
         registry.register("kv_local_writes", "KV puts and deletes made on this node", kv_local_writes.clone());
         registry.register(
@@ -158,6 +180,7 @@ impl Metrics {
             workers,
             deployments_applied,
             deployments_failed,
+            d1,
         }
     }
 

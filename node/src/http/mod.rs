@@ -149,6 +149,13 @@ pub fn error_response(error: &RuntimeError) -> Response {
 }
 
 async fn metrics_text(State(edge): State<Edge>) -> Response {
+    let d1 = edge.d1.status();
+    let gauges = &edge.metrics.d1;
+    gauges.term.set(d1.term as i64);
+    gauges.is_leader.set(i64::from(d1.state == "Leader"));
+    gauges.commit_index.set(d1.commit_index as i64);
+    gauges.applied_index.set(d1.applied_index as i64);
+    gauges.snapshots_installed.set(d1.snapshots_installed as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode())
         .into_response()
 }

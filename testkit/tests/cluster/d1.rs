@@ -360,6 +360,20 @@ async fn a_replica_far_behind_installs_a_snapshot() {
     assert_eq!(rows(&reply), vec![json!([120])]);
     let status = cluster.d1_status(replica).await.expect("status");
     assert!(status.snapshots_installed >= 1, "the replica was restored from a snapshot: {status:?}");
+    let metrics = cluster
+        .http()
+        .get(format!("{}/metrics", cluster.nodes[replica].url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let installed = metrics
+        .lines()
+        .find(|l| l.starts_with("nimbus_d1_snapshots_installed "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(installed.is_some_and(|n| n >= 1), "/metrics reports the install: {metrics}");
     replicas_agree(&cluster, "big").await;
 }
 
