@@ -500,4 +500,22 @@ async fn the_cli_creates_migrates_queries_and_runs_a_shell() {
     assert!(err.contains("no such column"), "an error in the shell is reported and the shell goes on: {err}");
     let (ok, _, err) = nimbus_cli(&one, &["d1", "execute", "nope", "-c", "SELECT 1"], "").await;
     assert!(!ok && err.contains("HTTP 404"), "{err}");
+
+    // `cluster status` shows each node's part in the Raft group.
+    let api = cluster.api_url();
+    let (ok, out, err) =
+        nimbus_cli(&one, &["--api-url", &api, "--token", cluster.token(), "--json", "cluster", "status"], "").await;
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("json");
+    let states: Vec<&str> =
+        status["nodes"].as_array().into_iter().flatten().filter_map(|n| n["d1"]["state"].as_str()).collect();
+    assert_eq!(states.iter().filter(|s| **s == "Leader").count(), 1, "{out}");
+    assert_eq!(states.len(), 3, "{out}");
+    assert!(
+        status["nodes"].as_array().into_iter().flatten().all(|n| n["d1"]["commit_index"].as_u64() > Some(0)),
+        "{out}"
+    );
+    let (ok, out, _) =
+        nimbus_cli(&one, &["--api-url", &api, "--token", cluster.token(), "cluster", "status"], "").await;
+    assert!(ok && out.contains("RAFT STATE") && out.contains("leader") && out.contains("LAG"), "{out}");
 }
