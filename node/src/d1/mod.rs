@@ -19,6 +19,8 @@
 //! - [`state_machine`]: applies entries to the SQLite files; snapshots.
 //! - [`sqlite`]: one database: deterministic execution, limits, read connections, checksum.
 //! - [`network`]: Raft RPCs and forwarded writes over the peer gRPC service.
+//! - [`forward`]: writes forwarded to the leader, as they cross the wire.
+//! - [`status`]: this node's view of the group.
 //! - [`batcher`]: the leader's actor that groups concurrent writes into log entries.
 //! - [`group`]: forms the group from the configured voters and adds every other node as a
 //!   learner, following gossip.
@@ -26,6 +28,7 @@
 
 pub mod batcher;
 mod error;
+mod forward;
 pub mod group;
 // openraft's `StorageError` (224 bytes) is what its storage traits return; boxing it in our
 // helpers would only move the allocation.
@@ -35,12 +38,15 @@ pub mod network;
 pub mod sqlite;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
+mod status;
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
 mod tests;
 pub mod types;
 
 pub use error::D1Error;
+pub use forward::{Proposal, Proposed, RemoteError};
+pub use status::D1Status;
 pub use types::{QueryResult, Statement, Value};
 
 use crate::config::{D1Config, D1Role};
@@ -73,48 +79,6 @@ pub enum Consistency {
     Linearizable,
 }
 
-/// What a forwarded proposal asks the leader to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Proposal {
-    Write(WriteRequest),
-    Create(String),
-}
-
-/// The leader's answer to a [`Proposal`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Proposed {
-    Write { reply: WriteReply, leader: String },
-    Created { created: bool, bookmark: u64 },
-}
-
-/// A D1 error as it crosses the wire to the node that forwarded the request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum RemoteError {
-    ForwardToLeader(String),
-    Unavailable(String),
-    Failed(String),
-}
-
-impl From<D1Error> for RemoteError {
-    fn from(error: D1Error) -> Self {
-        match error {
-            D1Error::ForwardToLeader { leader } => RemoteError::ForwardToLeader(leader),
-            D1Error::Unavailable(reason) => RemoteError::Unavailable(reason),
-            other => RemoteError::Failed(other.to_string()),
-        }
-    }
-}
-
-impl From<RemoteError> for D1Error {
-    fn from(error: RemoteError) -> Self {
-        match error {
-            RemoteError::ForwardToLeader(leader) => D1Error::ForwardToLeader { leader },
-            RemoteError::Unavailable(reason) => D1Error::Unavailable(reason),
-            RemoteError::Failed(reason) => D1Error::Internal(reason),
-        }
-    }
-}
-
 /// The answer to a query or batch.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryReply {
@@ -126,29 +90,6 @@ pub struct QueryReply {
     pub served_by: String,
     pub wrote: bool,
     /// For a read: how long since this replica last heard from a leader (ms), if ever.
-    pub staleness_ms: Option<u64>,
-}
-
-/// The node's view of the Raft group, for `nimbus cluster status` and `/v1/node/d1`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct D1Status {
-    pub node_id: String,
-    pub raft_id: u64,
-    pub role: String,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<String>,
-    pub last_log_index: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    /// Entries committed (as far as this node knows) but not yet applied here.
-    pub lag: u64,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub snapshots_installed: u64,
-    pub voters: Vec<String>,
-    pub learners: Vec<String>,
-    pub databases: usize,
     pub staleness_ms: Option<u64>,
 }
 
@@ -584,38 +525,6 @@ impl D1 {
     pub async fn checksum(&self, database: &str) -> Result<String, D1Error> {
         let db = self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?;
         blocking(move || db.checksum()).await?.map_err(D1Error::internal)
-    }
-
-    pub fn status(&self) -> D1Status {
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let name_of = |id: &u64| membership.get_node(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("#{id}"));
-        let voters: Vec<String> = membership.voter_ids().map(|id| name_of(&id)).collect();
-        let learners: Vec<String> = membership.learner_ids().map(|id| name_of(&id)).collect();
-        let applied_index = metrics.last_applied.map_or(0, |id| id.index);
-        let commit_index = self.inner.log.committed_index().max(applied_index);
-        D1Status {
-            node_id: self.inner.me.name.clone(),
-            raft_id: self.inner.id,
-            role: match self.inner.settings.role {
-                D1Role::Voter => "voter".into(),
-                D1Role::Replica => "replica".into(),
-            },
-            state: format!("{:?}", metrics.state),
-            term: metrics.current_term,
-            leader: metrics.current_leader.map(|id| name_of(&id)),
-            last_log_index: metrics.last_log_index.unwrap_or(0),
-            commit_index,
-            applied_index,
-            lag: commit_index.saturating_sub(applied_index),
-            snapshot_index: metrics.snapshot.map(|id| id.index),
-            purged_index: metrics.purged.map(|id| id.index),
-            snapshots_installed: self.inner.sm.snapshots_installed(),
-            voters,
-            learners,
-            databases: self.inner.sm.databases().len(),
-            staleness_ms: self.staleness_ms(),
-        }
     }
 }
 
