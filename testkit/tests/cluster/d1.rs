@@ -53,7 +53,7 @@ async fn replicas_agree(cluster: &Cluster, database: &str) -> String {
 /// would differ per replica if it were re-run; every kind of bad input refused whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_node_are_read_back_with_bookmarks_and_linearizably() {
-    let cluster = d1_cluster(5, 3, &[]).await;
+    let cluster = d1_cluster(5, 3, &[("NIMBUS_D1__READ_TIMEOUT_MS", "1000")]).await;
     let status = cluster.d1_status(4).await.expect("status");
     assert_eq!(status.voters.len(), 3, "{status:?}");
     assert!(status.learners.contains(&"node-5".to_string()), "{status:?}");
@@ -171,6 +171,15 @@ async fn writes_through_any_node_are_read_back_with_bookmarks_and_linearizably()
     let (status, reply) = cluster.d1_query(1, "notes", json!({ "sql": huge })).await.expect("call");
     assert_eq!(status, 400, "statement too large: {reply}");
     assert!(reply["error"].as_str().unwrap_or("").contains("over the limit"), "{reply}");
+    let (status, reply) = cluster
+        .d1_query(4, "notes", json!({ "sql": "SELECT 1", "consistency": "bookmark", "bookmark": "999999999" }))
+        .await
+        .expect("call");
+    assert_eq!(
+        (status, reply["kind"].as_str()),
+        (503, Some("bookmark-timeout")),
+        "a bookmark from the future: {reply}"
+    );
     let (status, _) = cluster.d1_query(1, "notes", json!({ "sql": "BEGIN TRANSACTION" })).await.expect("call");
     assert_eq!(status, 400, "transactions are batches in D1");
     let after = count(
