@@ -233,7 +233,7 @@ async fn a_killed_leader_loses_no_acknowledged_write() {
         assert!(tokio::time::Instant::now() < deadline, "the write stream is bounded in time");
     }
     let after_kill = acknowledged.iter().filter(|n| **n > 80).count();
-    assert!(after_kill >= 100, "writes resumed under a new leader: {after_kill} acknowledged after the kill");
+    assert!(after_kill >= 50, "writes resumed under a new leader: {after_kill} acknowledged after the kill");
     let new_leader = cluster.d1_leader().await.expect("a new leader");
     assert_ne!(new_leader, leader);
 
