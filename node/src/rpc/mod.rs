@@ -198,7 +198,17 @@ pub async fn serve(
     let service = PeerServer::new(PeerService { kv, d1, peers, metrics })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's `tcp_nodelay` only covers listeners tonic binds itself. Without it, a
+    // reply's trailers wait behind Nagle for the caller's delayed ACK (~40 ms): Raft acks and
+    // forwarded writes would stall.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |tcp| {
+        if let Ok(stream) = &tcp {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on a peer connection: {e}");
+            }
+        }
+        tcp
+    });
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)
