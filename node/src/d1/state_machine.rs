@@ -313,7 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let sm = self.clone();
-        blocking(move || sm.apply_entries(entries)).await
+        super::short_blocking(move || sm.apply_entries(entries)).await.map_err(|e| sm_error(ErrorVerb::Write, e))?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
