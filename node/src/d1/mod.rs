@@ -282,7 +282,7 @@ impl D1 {
     pub async fn query(
         &self,
         database: &str,
-        statements: Vec<Statement>,
+        mut statements: Vec<Statement>,
         consistency: Consistency,
         bookmark: Option<u64>,
     ) -> Result<QueryReply, D1Error> {
@@ -311,9 +311,16 @@ impl D1 {
             }
         };
         let applied = *self.inner.sm.applied_index().borrow();
-        // The statements come back from the blocking pool, for the write path if they write.
-        let (read, statements) = short_blocking(move || (db.read(&statements), statements)).await?;
-        let read = read.map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        // Deciding costs a cached prepare, so it runs here; only an actual read leaves the
+        // async thread (and a write goes straight to the leader).
+        let read_only = db.reads_only(&statements).map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+        let read = if read_only {
+            let (read, returned) = short_blocking(move || (db.read(&statements), statements)).await?;
+            statements = returned;
+            read.map_err(|f| D1Error::Sql { index: f.index, message: f.message })?
+        } else {
+            None
+        };
         let Some(results) = read else {
             let (reply, leader) = self.write(database, WriteKind::Statements(statements)).await?;
             return match reply.outcome {

@@ -258,6 +258,29 @@ impl Database {
         result
     }
 
+    /// True when every statement only reads (SQLite decides, at prepare; a statement that
+    /// does not compile here counts as a write and the leader reports its error). Cheap: the
+    /// statements are prepared from the read connection's cache, nothing runs.
+    pub fn reads_only(&self, statements: &[Statement]) -> Result<bool, StatementFailure> {
+        let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(conn) => conn,
+            None => self.open_reader().map_err(|e| failure(0, e))?,
+        };
+        let mut verdict = Ok(true);
+        for (index, statement) in statements.iter().enumerate() {
+            if let Err(e) = check_limits(statement, index) {
+                verdict = Err(e);
+                break;
+            }
+            if !conn.prepare_cached(&statement.sql).is_ok_and(|stmt| stmt.readonly()) {
+                verdict = Ok(false);
+                break;
+            }
+        }
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        verdict
+    }
+
     fn open_reader(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
