@@ -9,6 +9,7 @@
 //! - [`membership`]: SWIM gossip (foca): who is in the cluster.
 //! - [`kv`]: Workers KV: a full replica per node, spread by gossip, repaired by anti-entropy.
 //! - [`d1`]: SQLite databases behind one Raft group, with a read replica on every node.
+//! - [`durable`]: Durable Objects — ids and placement so far.
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod d1;
 pub mod deploy;
+pub mod durable;
 pub mod http;
 pub mod kv;
 pub mod membership;

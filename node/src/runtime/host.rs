@@ -247,17 +247,28 @@ impl nimbus::worker::kv::Host for Host {
     }
 }
 
+impl Host {
+    /// The namespace behind a Durable Object binding: the class of this worker it names.
+    fn durable_namespace(&self, name: &str) -> Result<crate::durable::Namespace, BindingError> {
+        match self.binding(name, "durable_object")? {
+            Binding::DurableObject { class_name, .. } => Ok(crate::durable::Namespace::new(&self.worker, class_name)),
+            _ => Err(BindingError::UnknownBinding(format!("binding `{name}` is not a Durable Object binding"))),
+        }
+    }
+}
+
 impl nimbus::worker::durable_objects::Host for Host {
-    async fn id_from_name(&mut self, binding: String, _name: String) -> Result<String, BindingError> {
-        self.unavailable(&binding, "durable_object")
+    async fn id_from_name(&mut self, binding: String, name: String) -> Result<String, BindingError> {
+        Ok(self.durable_namespace(&binding)?.id_from_name(&name).to_string())
     }
 
     async fn new_unique_id(&mut self, binding: String) -> Result<String, BindingError> {
-        self.unavailable(&binding, "durable_object")
+        Ok(self.durable_namespace(&binding)?.new_unique_id().to_string())
     }
 
-    async fn id_from_string(&mut self, binding: String, _id: String) -> Result<String, BindingError> {
-        self.unavailable(&binding, "durable_object")
+    async fn id_from_string(&mut self, binding: String, id: String) -> Result<String, BindingError> {
+        let namespace = self.durable_namespace(&binding)?;
+        namespace.id_from_string(&id).map(|id| id.to_string()).map_err(|e| BindingError::InvalidInput(e.to_string()))
     }
 
     async fn fetch(
@@ -290,6 +301,27 @@ mod tests {
         assert!(!p.allows("evil.com"));
         assert!(!policy(&[]).allows("api.example.com"));
         assert!(policy(&["*"]).allows("anything:1"));
+    }
+
+    #[tokio::test]
+    async fn durable_object_ids_come_from_the_bound_class() {
+        use nimbus::worker::durable_objects::Host as _;
+        let mut host = Host::new(
+            "app".into(),
+            vec![Binding::DurableObject { name: "COUNTER".into(), class_name: "Counter".into() }].into(),
+            Arc::from(Vec::new()),
+            1 << 20,
+            None,
+            None,
+        );
+        let id = host.id_from_name("COUNTER".into(), "room".into()).await.expect("id");
+        assert_eq!(id, crate::durable::Namespace::new("app", "Counter").id_from_name("room").to_string());
+        assert_eq!(host.id_from_string("COUNTER".into(), id.clone()).await.expect("valid"), id);
+        assert!(matches!(
+            host.id_from_string("COUNTER".into(), "nope".into()).await,
+            Err(BindingError::InvalidInput(_))
+        ));
+        assert!(matches!(host.id_from_name("NOPE".into(), "x".into()).await, Err(BindingError::UnknownBinding(_))));
     }
 
     #[test]
