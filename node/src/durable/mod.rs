@@ -12,9 +12,12 @@
 //! # Layout
 //! - [`ObjectId`], [`Namespace`]: ids and the namespace they belong to.
 //! - [`placement`]: owner and successors of an id.
+//! - [`storage`]: an object's keys, values and alarm on one node (RocksDB), within Cloudflare's
+//!   limits, each write atomic.
 //! - [`DurableError`]: what the caller did wrong.
 
 pub mod placement;
+pub mod storage;
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -26,6 +29,10 @@ pub enum DurableError {
     MalformedId(String),
     #[error("id `{id}` does not belong to namespace `{namespace}`")]
     ForeignId { id: String, namespace: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// A Durable Object namespace: one class of one worker (`<worker>:<class>`), as Cloudflare

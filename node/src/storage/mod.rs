@@ -11,6 +11,7 @@
 //! - `kv_index`: `bucket ‖ namespace \0 key` → version, what anti-entropy compares.
 //! - `raft_log`: D1's Raft log, big-endian index → entry (see `d1::log_store`).
 //! - `raft_state`: D1's vote, committed and purged log ids, and the state machine's applied id.
+//! - `durable`: Durable Object storage, `object id ‖ 0 ‖ key` → value, `object id ‖ 1` → alarm.
 
 mod error;
 
@@ -26,7 +27,9 @@ pub const CF_KV: &str = "kv";
 pub const CF_KV_INDEX: &str = "kv_index";
 pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_STATE: &str = "raft_state";
-const COLUMN_FAMILIES: [&str; 6] = [CF_DEPLOYMENTS, CF_META, CF_KV, CF_KV_INDEX, CF_RAFT_LOG, CF_RAFT_STATE];
+pub const CF_DURABLE: &str = "durable";
+const COLUMN_FAMILIES: [&str; 7] =
+    [CF_DEPLOYMENTS, CF_META, CF_KV, CF_KV_INDEX, CF_RAFT_LOG, CF_RAFT_STATE, CF_DURABLE];
 
 #[derive(Clone)]
 pub struct Storage {
@@ -120,6 +123,29 @@ impl Storage {
         for item in self.db.iterator_cf(handle, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward)) {
             let (key, value) = item?;
             if &*key >= end {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries with `start <= key < end`, greatest key first.
+    pub fn scan_range_rev(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let handle = self.cf(cf)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, rocksdb::IteratorMode::From(end, rocksdb::Direction::Reverse)) {
+            let (key, value) = item?;
+            if &*key >= end {
+                continue;
+            }
+            if &*key < start || out.len() >= limit {
                 break;
             }
             out.push((key.to_vec(), value.to_vec()));
