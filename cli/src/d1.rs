@@ -1,6 +1,7 @@
 //! `nimbus d1`: create and list databases, run SQL, and an interactive shell, through any
 //! node's REST API (reads are served by that node's replica, writes go to the leader).
 
+use crate::node::Node;
 use crate::output::{bytes, table, Style};
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
@@ -56,29 +57,6 @@ impl Consistency {
     }
 }
 
-struct Node {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Node {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let resp = request.send().await.with_context(|| format!("cannot reach the node at {}", self.url))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if !status.is_success() {
-            let message = value["error"].as_str().map(str::to_string).unwrap_or(text);
-            bail!("{} (HTTP {})", message.trim_end(), status.as_u16());
-        }
-        Ok(value)
-    }
-}
-
 fn param(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
@@ -126,7 +104,7 @@ fn print_reply(reply: &Value, style: &Style) {
 }
 
 pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style) -> Result<()> {
-    let node = Node { url, http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()? };
+    let node = Node::new(url, Duration::from_secs(120))?;
     match command {
         D1Command::Create { name } => {
             let reply = node.call(reqwest::Method::PUT, &format!("/v1/d1/databases/{name}"), None).await?;
@@ -172,11 +150,11 @@ pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style)
                         "consistency": consistency.as_str(),
                         "bookmark": bookmark,
                     });
-                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(body)).await?
+                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await?
                 }
                 (None, Some(path)) => {
                     let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/exec"), Some(json!({ "sql": sql })))
+                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/exec"), Some(&json!({ "sql": sql })))
                         .await?
                 }
                 (None, None) => bail!("give --command or --file"),
@@ -231,7 +209,7 @@ async fn shell(node: &Node, database: &str, consistency: Consistency, json_out: 
         }
         let sql = std::mem::take(&mut pending);
         let body = json!({ "sql": sql.trim(), "consistency": consistency.as_str(), "bookmark": bookmark });
-        match node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(body)).await {
+        match node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await {
             Ok(reply) => {
                 if let Some(b) = reply["bookmark"].as_str() {
                     bookmark = Some(b.to_string());

@@ -1,6 +1,7 @@
 //! `nimbus kv`: namespaces, and get / put / delete / list of keys, through any node's REST
 //! API (every node holds a full replica; a write spreads from the node it reached).
 
+use crate::node::Node;
 use crate::output::{table, Style};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
@@ -81,44 +82,6 @@ pub fn node_url(flag: Option<String>, cluster_file: &Path) -> Result<String> {
     Ok(node.http_url.trim_end_matches('/').to_string())
 }
 
-struct Node {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Node {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Vec<u8>,
-    ) -> Result<reqwest::Response> {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .query(query)
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the node at {}", self.url))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("{} (HTTP {status})", message.trim_end());
-    }
-
-    async fn json(&self, method: Method, path: &str, query: &[(&str, String)], body: Vec<u8>) -> Result<Value> {
-        Ok(self.send(method, path, query, body).await?.json().await?)
-    }
-}
-
 /// Percent-encodes a key for the URL path (a key may hold `/`, `?`, spaces …).
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -133,7 +96,7 @@ fn encode_key(key: &str) -> String {
 }
 
 pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style) -> Result<()> {
-    let node = Node { url, http: reqwest::Client::builder().timeout(Duration::from_secs(300)).build()? };
+    let node = Node::new(url, Duration::from_secs(300))?;
     match command {
         KvCommand::Namespace { command: NamespaceCommand::Create { id, title } } => {
             let body = serde_json::to_vec(&serde_json::json!({ "title": title }))?;

@@ -9,6 +9,7 @@ mod d1;
 mod dev;
 mod kv;
 mod manifest;
+mod node;
 mod output;
 
 use anyhow::{bail, Context, Result};

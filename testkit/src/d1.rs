@@ -23,7 +23,7 @@ pub struct D1Status {
 
 impl Cluster {
     fn d1_url(&self, index: usize, path: &str) -> Result<String> {
-        Ok(format!("{}{path}", self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?.url()))
+        Ok(format!("{}{path}", self.node_url(index)?))
     }
 
     /// Creates database `name` through node `index`.

@@ -11,7 +11,7 @@ pub struct ReplicaSummary {
 }
 
 impl Cluster {
-    fn node_url(&self, index: usize) -> Result<String> {
+    pub(crate) fn node_url(&self, index: usize) -> Result<String> {
         Ok(self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?.url())
     }
 

@@ -104,13 +104,10 @@ fn deliver(result: WriteResult, replies: Vec<oneshot::Sender<Result<WriteReply, 
             }
         }
         Err(error) => {
-            let error = write_error(error);
+            // `D1Error` cannot be cloned (it may hold a storage error); its wire form can.
+            let error = super::RemoteError::from(write_error(error));
             for reply in replies {
-                let _ = reply.send(Err(match &error {
-                    D1Error::ForwardToLeader { leader } => D1Error::ForwardToLeader { leader: leader.clone() },
-                    D1Error::Unavailable(m) => D1Error::Unavailable(m.clone()),
-                    other => D1Error::Internal(other.to_string()),
-                }));
+                let _ = reply.send(Err(error.clone().into()));
             }
         }
     }

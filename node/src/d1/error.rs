@@ -32,6 +32,12 @@ pub enum D1Error {
     Storage(#[from] StorageError),
 }
 
+impl From<super::types::StatementFailure> for D1Error {
+    fn from(failure: super::types::StatementFailure) -> Self {
+        D1Error::Sql { index: failure.index, message: failure.message }
+    }
+}
+
 impl D1Error {
     /// True when the same request may succeed if retried (after a leader change, say).
     pub fn is_retryable(&self) -> bool {

@@ -229,8 +229,8 @@ impl D1 {
     }
 
     fn staleness_ms(&self) -> Option<u64> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        if metrics.state == ServerState::Leader {
+        let leads = self.inner.raft.metrics().borrow().state == ServerState::Leader;
+        if leads {
             return self.inner.network.quorum_age_ms();
         }
         let contact = *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner());
@@ -270,7 +270,7 @@ impl D1 {
     pub async fn create(&self, name: &str) -> Result<(bool, u64), D1Error> {
         validate_name(name)?;
         if self.has_database(name) {
-            return Ok((false, *self.inner.sm.applied_index().borrow()));
+            return Ok((false, self.inner.sm.applied_now()));
         }
         match self.propose(Proposal::Create(name.to_owned())).await? {
             Proposed::Created { created, bookmark } => Ok((created, bookmark)),
@@ -282,7 +282,7 @@ impl D1 {
     pub async fn query(
         &self,
         database: &str,
-        mut statements: Vec<Statement>,
+        statements: Vec<Statement>,
         consistency: Consistency,
         bookmark: Option<u64>,
     ) -> Result<QueryReply, D1Error> {
@@ -298,7 +298,7 @@ impl D1 {
             )));
         }
         for (index, statement) in statements.iter().enumerate() {
-            sqlite::check_limits(statement, index).map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
+            sqlite::check_limits(statement, index).map_err(D1Error::from)?;
         }
         self.wait_for(consistency, bookmark).await?;
         let db = match self.inner.sm.database(database) {
@@ -310,18 +310,10 @@ impl D1 {
                 self.inner.sm.database(database).ok_or_else(|| D1Error::UnknownDatabase(database.to_owned()))?
             }
         };
-        let applied = *self.inner.sm.applied_index().borrow();
         // Deciding costs a cached prepare, so it runs here; only an actual read leaves the
         // async thread (and a write goes straight to the leader).
-        let read_only = db.reads_only(&statements).map_err(|f| D1Error::Sql { index: f.index, message: f.message })?;
-        let read = if read_only {
-            let (read, returned) = short_blocking(move || (db.read(&statements), statements)).await?;
-            statements = returned;
-            read.map_err(|f| D1Error::Sql { index: f.index, message: f.message })?
-        } else {
-            None
-        };
-        let Some(results) = read else {
+        let read_only = db.reads_only(&statements).map_err(D1Error::from)?;
+        if !read_only {
             let (reply, leader) = self.write(database, WriteKind::Statements(statements)).await?;
             return match reply.outcome {
                 Outcome::Statements(results) => Ok(QueryReply {
@@ -331,11 +323,13 @@ impl D1 {
                     wrote: true,
                     staleness_ms: None,
                 }),
-                Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
+                Outcome::Failed(f) => Err(f.into()),
                 Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
                 Outcome::Script(_) => Err(D1Error::Internal("statements answered as a script".into())),
             };
-        };
+        }
+        let applied = self.inner.sm.applied_now();
+        let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
         Ok(QueryReply {
             results,
             bookmark: applied,
@@ -355,7 +349,7 @@ impl D1 {
         match reply.outcome {
             Outcome::Script(count) => Ok((count, reply.bookmark)),
             Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
-            Outcome::Failed(f) => Err(D1Error::Sql { index: f.index, message: f.message }),
+            Outcome::Failed(f) => Err(f.into()),
             Outcome::Statements(_) => Err(D1Error::Internal("a script answered as statements".into())),
         }
     }
@@ -445,11 +439,12 @@ impl D1 {
     }
 
     async fn forward(&self, leader: &D1Node, proposal: &Proposal, timeout: Duration) -> Result<Proposed, D1Error> {
-        let network = &self.inner.network;
-        let reply: Result<Proposed, RemoteError> =
-            network::call(&network.peers, &network.book, leader, Method::Propose, proposal, Some(timeout))
-                .await
-                .map_err(|e| D1Error::Unavailable(format!("leader {}: {e}", leader.name)))?;
+        let reply: Result<Proposed, RemoteError> = self
+            .inner
+            .network
+            .call(leader, Method::Propose, proposal, Some(timeout))
+            .await
+            .map_err(|e| D1Error::Unavailable(format!("leader {}: {e}", leader.name)))?;
         reply.map_err(D1Error::from)
     }
 
@@ -476,7 +471,7 @@ impl D1 {
             Ok(true) => Ok(()),
             Ok(false) => Err(D1Error::Unavailable("the node is shutting down".into())),
             Err(_) => Err(D1Error::BookmarkTimeout {
-                applied: *self.inner.sm.applied_index().borrow(),
+                applied: self.inner.sm.applied_now(),
                 wanted: index,
                 waited_ms: timeout.as_millis() as u64,
             }),
@@ -493,10 +488,8 @@ impl D1 {
                     .await
                     .unwrap_or_else(|_| Err(D1Error::Unavailable("no quorum confirmed the leader in time".into()))),
                 Some((_, Some(node))) => {
-                    let network = &self.inner.network;
                     let reply: Result<Result<u64, RemoteError>, _> =
-                        network::call(&network.peers, &network.book, &node, Method::ReadIndex, &(), Some(remaining))
-                            .await;
+                        self.inner.network.call(&node, Method::ReadIndex, &(), Some(remaining)).await;
                     match reply {
                         Ok(result) => result.map_err(D1Error::from),
                         Err(e) => Err(D1Error::Unavailable(format!("leader {}: {e}", node.name))),

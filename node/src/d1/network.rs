@@ -47,51 +47,6 @@ impl AddressBook {
 /// cut off from the majority report growing staleness even while it still reaches them.
 pub const QUORUM_AGE_HEADER: &str = "x-nimbus-quorum-age-ms";
 
-/// Calls one peer's `Peer` service with a postcard payload and decodes the postcard reply.
-pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
-    peers: &PeerChannels,
-    book: &AddressBook,
-    node: &D1Node,
-    method: Method,
-    request: &Req,
-    timeout: Option<std::time::Duration>,
-) -> Result<Reply, CallError> {
-    call_with(peers, book, node, method, request, timeout, None).await
-}
-
-async fn call_with<Req: Serialize, Reply: DeserializeOwned>(
-    peers: &PeerChannels,
-    book: &AddressBook,
-    node: &D1Node,
-    method: Method,
-    request: &Req,
-    timeout: Option<std::time::Duration>,
-    quorum_age_ms: Option<u64>,
-) -> Result<Reply, CallError> {
-    let (rpc, gossip) = book.resolve(node).ok_or_else(|| CallError::Unreachable(format!("no address for {node}")))?;
-    let channel = peers.channel_to(&node.name, rpc, gossip).map_err(|e| CallError::Unreachable(e.to_string()))?;
-    let mut client = PeerClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let payload = postcard::to_allocvec(request).map_err(|e| CallError::Encoding(e.to_string()))?;
-    let mut request = peers.request(D1Message { payload });
-    if let Some(timeout) = timeout {
-        request.set_timeout(timeout);
-    }
-    if let Some(age) = quorum_age_ms {
-        request.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
-    }
-    let reply = match method {
-        Method::Append => client.raft_append(request).await,
-        Method::Vote => client.raft_vote(request).await,
-        Method::Snapshot => client.raft_snapshot(request).await,
-        Method::Propose => client.d1_propose(request).await,
-        Method::ReadIndex => client.d1_read_index(request).await,
-    }
-    .map_err(|status| CallError::Unreachable(format!("{node}: {}", status.message())))?;
-    postcard::from_bytes(&reply.into_inner().payload).map_err(|e| CallError::Encoding(e.to_string()))
-}
-
 #[derive(Debug, Clone, Copy)]
 pub enum Method {
     Append,
@@ -130,18 +85,56 @@ pub struct Network {
 }
 
 impl Network {
+    /// Calls `node`'s `Peer` service with a postcard payload and decodes the postcard reply.
+    /// An append carries this node's quorum age (see [`QUORUM_AGE_HEADER`]).
+    pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
+        &self,
+        node: &D1Node,
+        method: Method,
+        request: &Req,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Reply, CallError> {
+        let (rpc, gossip) =
+            self.book.resolve(node).ok_or_else(|| CallError::Unreachable(format!("no address for {node}")))?;
+        let channel =
+            self.peers.channel_to(&node.name, rpc, gossip).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let payload = postcard::to_allocvec(request).map_err(|e| CallError::Encoding(e.to_string()))?;
+        let mut request = self.peers.request(D1Message { payload });
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        if matches!(method, Method::Append) {
+            let age = self.quorum_age_ms().unwrap_or(u64::MAX);
+            request.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
+        }
+        let reply = match method {
+            Method::Append => client.raft_append(request).await,
+            Method::Vote => client.raft_vote(request).await,
+            Method::Snapshot => client.raft_snapshot(request).await,
+            Method::Propose => client.d1_propose(request).await,
+            Method::ReadIndex => client.d1_read_index(request).await,
+        }
+        .map_err(|status| CallError::Unreachable(format!("{node}: {}", status.message())))?;
+        postcard::from_bytes(&reply.into_inner().payload).map_err(|e| CallError::Encoding(e.to_string()))
+    }
+
     /// While this node leads: how long ago a quorum of voters last accepted its appends
     /// (openraft's own figure is only refreshed when its metrics change).
     pub fn quorum_age_ms(&self) -> Option<u64> {
-        let metrics = self.metrics.get()?.borrow().clone();
         let now = Instant::now();
-        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut times: Vec<Option<Instant>> = metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| if id == metrics.id { Some(now) } else { acks.get(&id).copied() })
-            .collect();
+        let mut times: Vec<Option<Instant>> = {
+            let metrics = self.metrics.get()?.borrow();
+            let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+            metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|id| if id == metrics.id { Some(now) } else { acks.get(&id).copied() })
+                .collect()
+        };
         let quorum = times.len() / 2 + 1;
         times.sort_by(|a, b| b.cmp(a));
         let at = times.get(quorum.checked_sub(1)?).copied().flatten()?;
@@ -170,14 +163,8 @@ impl Connection {
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, D1Node, RaftError<u64, E>>> {
-        let quorum_age = match method {
-            Method::Append => Some(self.network.quorum_age_ms().unwrap_or(u64::MAX)),
-            _ => None,
-        };
-        let network = &self.network;
-        let timeout = Some(option.hard_ttl());
         let reply: Result<Resp, RaftError<u64, E>> =
-            call_with(&network.peers, &network.book, &self.node, method, request, timeout, quorum_age).await?;
+            self.network.call(&self.node, method, request, Some(option.hard_ttl())).await?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }

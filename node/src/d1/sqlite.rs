@@ -242,43 +242,38 @@ impl Database {
         Ok(outcomes)
     }
 
-    /// Runs the statements on a read connection if every one of them only reads (SQLite
-    /// decides, at prepare); `Ok(None)` when one writes (or does not compile here — the leader
-    /// then reports the error), so the caller sends them through Raft.
-    pub fn read(&self, statements: &[Statement]) -> Result<Option<Vec<QueryResult>>, StatementFailure> {
-        let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(conn) => conn,
-            None => self.open_reader().map_err(|e| failure(0, e))?,
-        };
-        let result = read_on(&conn, statements);
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
-        }
-        result
+    /// Runs read-only statements (see [`Database::reads_only`]) on a read connection; the
+    /// connection is read-only, so a statement that writes fails instead.
+    pub fn read(&self, statements: &[Statement]) -> Result<Vec<QueryResult>, StatementFailure> {
+        self.with_reader(|conn| {
+            statements.iter().enumerate().map(|(index, statement)| run_statement(conn, statement, index)).collect()
+        })
     }
 
     /// True when every statement only reads (SQLite decides, at prepare; a statement that
     /// does not compile here counts as a write and the leader reports its error). Cheap: the
     /// statements are prepared from the read connection's cache, nothing runs.
     pub fn reads_only(&self, statements: &[Statement]) -> Result<bool, StatementFailure> {
+        self.with_reader(|conn| {
+            Ok(statements.iter().all(|statement| conn.prepare_cached(&statement.sql).is_ok_and(|stmt| stmt.readonly())))
+        })
+    }
+
+    /// Lends `work` a read connection from the pool (opening one if none is idle).
+    fn with_reader<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StatementFailure>,
+    ) -> Result<T, StatementFailure> {
         let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             Some(conn) => conn,
             None => self.open_reader().map_err(|e| failure(0, e))?,
         };
-        let mut verdict = Ok(true);
-        for (index, statement) in statements.iter().enumerate() {
-            if let Err(e) = check_limits(statement, index) {
-                verdict = Err(e);
-                break;
-            }
-            if !conn.prepare_cached(&statement.sql).is_ok_and(|stmt| stmt.readonly()) {
-                verdict = Ok(false);
-                break;
-            }
+        let result = work(&conn);
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
         }
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        verdict
+        result
     }
 
     fn open_reader(&self) -> rusqlite::Result<Connection> {
@@ -338,21 +333,6 @@ impl Database {
     pub fn size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
-}
-
-fn read_on(conn: &Connection, statements: &[Statement]) -> Result<Option<Vec<QueryResult>>, StatementFailure> {
-    for (index, statement) in statements.iter().enumerate() {
-        check_limits(statement, index)?;
-        match conn.prepare_cached(&statement.sql) {
-            Ok(stmt) if stmt.readonly() => {}
-            _ => return Ok(None),
-        }
-    }
-    let mut results = Vec::with_capacity(statements.len());
-    for (index, statement) in statements.iter().enumerate() {
-        results.push(run_statement(conn, statement, index)?);
-    }
-    Ok(Some(results))
 }
 
 fn hash_value(hash: &mut Sha256, value: ValueRef<'_>) {

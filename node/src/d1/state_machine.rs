@@ -125,6 +125,11 @@ impl StateMachine {
         self.inner.databases.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// The last applied index.
+    pub fn applied_now(&self) -> u64 {
+        *self.inner.applied_index.borrow()
+    }
+
     /// Follows the applied index.
     pub fn applied_index(&self) -> watch::Receiver<u64> {
         self.inner.applied_index.subscribe()
@@ -150,14 +155,22 @@ impl StateMachine {
             applying.last_applied = Some(log_id);
             replies.push(reply);
         }
-        let state = (applying.last_applied, applying.membership.clone());
-        let mut batch = Batch::default();
-        batch.put(CF_RAFT_STATE, APPLIED, postcard::to_allocvec(&state).map_err(|e| sm_error(ErrorVerb::Write, e))?);
-        self.inner.storage.write_unsynced(batch).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        self.persist_applied(&applying, false)?;
         if let Some(id) = applying.last_applied {
             self.inner.applied_index.send_replace(id.index);
         }
         Ok(replies)
+    }
+
+    /// Records the applied log id and membership, read back by [`StateMachine::open`]. After
+    /// applies it need not be synced: each database file records its own applied index, so a
+    /// replay after a crash skips what a file already holds.
+    fn persist_applied(&self, applying: &Applying, sync: bool) -> Result<(), StorageError> {
+        let state = (applying.last_applied, applying.membership.clone());
+        let mut batch = Batch::default();
+        batch.put(CF_RAFT_STATE, APPLIED, postcard::to_allocvec(&state).map_err(|e| sm_error(ErrorVerb::Write, e))?);
+        let written = if sync { self.inner.storage.write(batch) } else { self.inner.storage.write_unsynced(batch) };
+        written.map_err(|e| sm_error(ErrorVerb::Write, e))
     }
 
     fn apply_command(&self, index: u64, command: Command) -> Result<Applied, StorageError> {
@@ -272,10 +285,7 @@ impl StateMachine {
         }
         applying.last_applied = meta.last_log_id;
         applying.membership = meta.last_membership.clone();
-        let state = (applying.last_applied, applying.membership.clone());
-        let mut batch = Batch::default();
-        batch.put(CF_RAFT_STATE, APPLIED, postcard::to_allocvec(&state).map_err(|e| sm_error(ErrorVerb::Write, e))?);
-        self.inner.storage.write(batch).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        self.persist_applied(&applying, true)?;
         drop(applying);
         self.store_snapshot(meta, &data)?;
         self.inner.applied_index.send_replace(meta.last_log_id.map_or(0, |id| id.index));

@@ -98,9 +98,8 @@ fn replicas_agree_on_non_deterministic_sql() {
     for outcome in &outcomes_a {
         assert!(matches!(outcome, Outcome::Statements(_)), "{outcome:?}");
     }
-    let table = |db: &Database| {
-        db.read(&[statement("SELECT * FROM t ORDER BY id", vec![])]).expect("read").expect("reads only")[0].rows.clone()
-    };
+    let table =
+        |db: &Database| db.read(&[statement("SELECT * FROM t ORDER BY id", vec![])]).expect("read")[0].rows.clone();
     assert_eq!(table(&a), table(&b));
     let rows = table(&a);
     assert_eq!(rows[0][3], Value::Text("2023-11-14 22:15:23".into()), "'now' is the leader's time");
@@ -132,10 +131,8 @@ fn a_failed_batch_applies_nothing_and_retries_are_not_applied_twice() {
     let Outcome::Failed(failure) = &outcome[0] else { panic!("expected a failure, got {outcome:?}") };
     assert_eq!(failure.index, 1);
     assert!(failure.message.contains("UNIQUE"), "{}", failure.message);
-    let count = |db: &Database| {
-        db.read(&[statement("SELECT count(*) FROM t", vec![])]).expect("count").expect("reads only")[0].rows[0][0]
-            .clone()
-    };
+    let count =
+        |db: &Database| db.read(&[statement("SELECT count(*) FROM t", vec![])]).expect("count")[0].rows[0][0].clone();
     assert_eq!(count(&db), Value::Integer(0));
 
     let insert = write(3, 0, vec![statement("INSERT INTO t (v) VALUES ('b')", vec![])]);

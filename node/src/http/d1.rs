@@ -57,6 +57,13 @@ fn bad_request(message: impl Into<String>) -> Response {
     d1_response(D1Error::Invalid(message.into()))
 }
 
+/// A JSON request body, or why it could not be read (answered as a 400 like any bad input).
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn bad_body(rejection: axum::extract::rejection::JsonRejection) -> Response {
+    bad_request(format!("bad request body: {}", rejection.body_text()))
+}
+
 async fn list_databases(State(edge): State<Edge>) -> Response {
     let d1 = edge.d1.clone();
     match tokio::task::spawn_blocking(move || d1.list()).await {
@@ -166,14 +173,10 @@ pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
     })
 }
 
-async fn query(
-    State(edge): State<Edge>,
-    Path(database): Path<String>,
-    body: Result<Json<QueryBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("bad request body: {}", e.body_text())),
+async fn query(State(edge): State<Edge>, Path(database): Path<String>, body: JsonBody<QueryBody>) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return bad_body(e),
     };
     let statements = match (body.sql, body.batch) {
         (Some(sql), None) => statement(sql, &body.params).map(|s| vec![s]),
@@ -204,14 +207,10 @@ struct ExecBody {
     sql: String,
 }
 
-async fn exec(
-    State(edge): State<Edge>,
-    Path(database): Path<String>,
-    body: Result<Json<ExecBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("bad request body: {}", e.body_text())),
+async fn exec(State(edge): State<Edge>, Path(database): Path<String>, body: JsonBody<ExecBody>) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return bad_body(e),
     };
     match edge.d1.exec(&database, &body.sql).await {
         Ok((count, bookmark)) => Json(json!({ "count": count, "bookmark": bookmark.to_string() })).into_response(),

@@ -1,0 +1,57 @@
+//! A node's REST API as `nimbus kv` and `nimbus d1` call it: one client, and a failed call
+//! turned into one readable line (the node's `error` message and the HTTP status).
+
+use anyhow::{bail, Context, Result};
+use reqwest::Method;
+use serde_json::Value;
+use std::time::Duration;
+
+pub struct Node {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    pub fn new(url: String, timeout: Duration) -> Result<Self> {
+        Ok(Node { url, http: reqwest::Client::builder().timeout(timeout).build()? })
+    }
+
+    /// Sends raw bytes; the response when the node answers 2xx.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response> {
+        self.checked(self.http.request(method, format!("{}{path}", self.url)).query(query).body(body)).await
+    }
+
+    /// Sends raw bytes and reads a JSON reply.
+    pub async fn json(&self, method: Method, path: &str, query: &[(&str, String)], body: Vec<u8>) -> Result<Value> {
+        Ok(self.send(method, path, query, body).await?.json().await?)
+    }
+
+    /// Sends a JSON body (if any) and reads a JSON reply.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Ok(self.checked(request).await?.json().await?)
+    }
+
+    async fn checked(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = request.send().await.with_context(|| format!("cannot reach the node at {}", self.url))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("{} (HTTP {status})", message.trim_end());
+    }
+}
