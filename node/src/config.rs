@@ -39,6 +39,55 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     #[serde(default)]
     pub kv: KvConfig,
+    #[serde(default)]
+    pub durable: DurableConfig,
+}
+
+/// Durable Objects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurableConfig {
+    /// An object with no event for this long is evicted (hibernates); the next event
+    /// re-creates it. Cloudflare evicts after 70–140 s.
+    #[serde(default = "default_idle_evict_ms")]
+    pub idle_evict_ms: u64,
+    /// How long a request may wait for the object's owner (moves, failover) and for its
+    /// writes to reach the replicas before it fails with 503.
+    #[serde(default = "default_durable_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// First retry delay of a failed alarm; each retry doubles it (Cloudflare: 2 s, 6 retries).
+    #[serde(default = "default_alarm_retry_ms")]
+    pub alarm_retry_ms: u64,
+    /// How often the node looks for due alarms.
+    #[serde(default = "default_alarm_poll_ms")]
+    pub alarm_poll_ms: u64,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig {
+            idle_evict_ms: default_idle_evict_ms(),
+            request_timeout_ms: default_durable_timeout_ms(),
+            alarm_retry_ms: default_alarm_retry_ms(),
+            alarm_poll_ms: default_alarm_poll_ms(),
+        }
+    }
+}
+
+fn default_idle_evict_ms() -> u64 {
+    70_000
+}
+
+fn default_durable_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_alarm_retry_ms() -> u64 {
+    2_000
+}
+
+fn default_alarm_poll_ms() -> u64 {
+    100
 }
 
 /// Workers KV.

@@ -9,11 +9,13 @@
 //! - [`membership`]: SWIM gossip (foca): who is in the cluster.
 //! - [`kv`]: Workers KV: a full replica per node, spread by gossip, repaired by anti-entropy.
 //! - [`d1`]: SQLite databases behind one Raft group, with a read replica on every node.
-//! - [`durable`]: Durable Objects — ids and placement so far.
+//! - [`durable`]: Durable Objects: placement, one live instance per id, replicated storage,
+//!   ownership epochs, alarms.
 //! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
-//! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes).
+//! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes,
+//!   Durable Object events and replication).
 //! - [`config`], [`metrics`], [`tasks`]: configuration tree, Prometheus registry, task
 //!   spawning with shutdown.
 
@@ -117,9 +119,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let (d1, membership) = (d1.clone(), membership.clone());
         tasks.spawn("d1-group", move |shutdown| d1::group::run(d1, membership, shutdown));
     }
+    let (view, view_rx) = tokio::sync::watch::channel(durable::view::View::alone(membership.me().clone()));
     {
-        let (kv, d1, peers, metrics) = (kv.clone(), d1.clone(), peers.clone(), metrics.clone());
-        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, d1, peers, metrics, shutdown));
+        let membership = membership.clone();
+        tasks.spawn("durable-view", move |shutdown| durable::view::follow(membership, view, shutdown));
+    }
+    let durable = durable::Durable::new(membership.me(), storage.clone(), view_rx, peers.clone(), &config.durable);
+    runtime.set_durable(durable.clone());
+    {
+        let durable = durable.clone();
+        tasks.spawn("durable-alarms", move |shutdown| durable::alarms::run(durable, shutdown));
+    }
+    {
+        let (kv, d1, durable, peers, metrics) =
+            (kv.clone(), d1.clone(), durable.clone(), peers.clone(), metrics.clone());
+        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, d1, durable, peers, metrics, shutdown));
     }
     let replicator =
         kv::replication::Replicator::new(kv.clone(), membership.clone(), peers, metrics.clone(), replication)?;
@@ -127,7 +141,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
     tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
     runtime.set_d1(d1.clone());
-    let edge = http::Edge::new(runtime.clone(), metrics.clone(), membership.clone(), kv.clone(), d1.clone(), &config);
+    let edge = http::Edge::new(
+        runtime.clone(),
+        metrics.clone(),
+        membership.clone(),
+        kv.clone(),
+        d1.clone(),
+        durable.clone(),
+        &config,
+    );
     tasks.spawn("http", move |shutdown| async move {
         // Without TCP_NODELAY a response whose head and body are written separately waits for
         // the client's delayed ACK (~40 ms) on a keep-alive connection.

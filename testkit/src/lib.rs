@@ -10,10 +10,13 @@
 //! - [`examples`]: build the guest examples once and find their `.wasm`.
 //! - `kv`: KV through a node's REST API, and whether the replicas have converged.
 //! - `d1`: D1 through a node's REST API, the Raft group's state, replica checksums.
+//! - `durable`: which Durable Objects each node runs.
 
 mod d1;
+mod durable;
 pub mod examples;
 pub use d1::D1Status;
+pub use durable::{DurableStatus, LiveObject};
 mod kv;
 pub use kv::ReplicaSummary;
 mod process;
@@ -276,6 +279,28 @@ impl Cluster {
         let (proc, line) = Proc::start(Role::Node, &self.spec.bin_dir, env, &log).await?;
         let ready: NodeReady = serde_json::from_str(&line).with_context(|| format!("{id} ready line: {line}"))?;
         Ok(Node { id: id.to_string(), region, http: ready.http, gossip: ready.gossip, proc: Some(proc), data_dir })
+    }
+
+    /// Starts one more node (`node-<n+1>`), joining through the running ones.
+    pub async fn add_node(&mut self) -> Result<usize> {
+        let id = format!("node-{}", self.nodes.len() + 1);
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let node = self.launch_node(&id, any, any).await?;
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Waits until every running node sees every running node alive (and no other member).
+    pub async fn wait_membership(&self, timeout: Duration) -> Result<()> {
+        let mut expected: Vec<(String, String)> =
+            self.nodes.iter().filter(|n| n.is_running()).map(|n| (n.id.clone(), "alive".to_string())).collect();
+        expected.sort();
+        for i in (0..self.nodes.len()).filter(|i| self.nodes[*i].is_running()) {
+            let what = format!("{} sees every node alive", self.nodes[i].id);
+            let expected = &expected;
+            self.eventually(timeout, &what, || async move { Ok(self.members_seen_by(i).await? == *expected) }).await?;
+        }
+        Ok(())
     }
 
     /// SIGKILLs the control plane.

@@ -6,7 +6,7 @@
 //! appends share an fsync (group commit). The vote is synced before `save_vote` returns.
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
-use crate::storage::{Batch, Storage, CF_RAFT_LOG, CF_RAFT_STATE};
+use crate::storage::{Batch, Storage, WeakStorage, CF_RAFT_LOG, CF_RAFT_STATE};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError};
 use std::fmt::Debug;
@@ -42,7 +42,7 @@ fn index_key(index: u64) -> [u8; 8] {
 impl LogStore {
     pub fn open(storage: Storage) -> Result<Self, StorageError> {
         let (flushes, pending) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let syncing = storage.clone();
+        let syncing = storage.downgrade();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(syncing, pending))
@@ -72,12 +72,16 @@ impl LogStore {
 }
 
 /// Answers appends once the WAL holding them is synced, batching every append that queued
-/// up during the previous sync into the next one.
-fn sync_loop(storage: Storage, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+/// up during the previous sync into the next one. It holds the database only while syncing,
+/// and lets go before answering, so the store closes with the last `LogStore`, not here.
+fn sync_loop(storage: WeakStorage, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let mut waiting = vec![first];
         waiting.extend(pending.try_iter());
-        let synced = storage.sync_wal().map_err(std::io::Error::other);
+        let synced = match storage.upgrade() {
+            Some(storage) => storage.sync_wal().map_err(std::io::Error::other),
+            None => Err(std::io::Error::other("the log store is closed")),
+        };
         for callback in waiting {
             callback.log_io_completed(match &synced {
                 Ok(()) => Ok(()),

@@ -1,29 +1,63 @@
-//! Durable Objects: addressing and placement (the first part; execution, storage and
-//! forwarding come next).
+//! Durable Objects: one live instance per id, placed by rendezvous hashing, with storage
+//! replicated to two successors before a response is released.
 //!
-//! Guarantees so far:
+//! Guarantees:
 //! - an [`ObjectId`] is 256 bits: 24 bytes that name the object (a hash of the namespace and
 //!   name for `idFromName`, random for `newUniqueId`) and 8 bytes that bind it to its
 //!   namespace, so `idFromString` refuses a malformed id and an id from another namespace;
-//! - [`placement`] maps an id to an owner and two successors by rendezvous hashing over the
-//!   live members: every node with the same view computes the same answer, and a member
-//!   joining or leaving moves only the objects it gains or held.
+//! - an event reaches the object's owner from any node ([`Durable::call`]); the owner runs
+//!   one instance of the class per object and delivers its events one at a time (the input
+//!   gate), evicting it after `durable.idle_evict_ms` without events;
+//! - the owner holds its ownership under an epoch that a majority of the object's holders
+//!   promised, and releases no response (not even a read's) until every live successor has
+//!   accepted the event's writes under that epoch (the output gate). A holder refuses an
+//!   older epoch, so once a new owner has activated, the old one can release nothing: at
+//!   most one instance answers for an object, across moves, failover and partitions;
+//! - a node that sees only a minority of the members it knows owns nothing;
+//! - alarms are stored and replicated with the object's data and fire on the current owner,
+//!   at least once, retried with exponential backoff up to six times;
+//! - a WebSocket accepted by an object stays connected while the object hibernates; the
+//!   client's frames reach the object as events, the object's frames reach the client after
+//!   the event that sent them has been confirmed.
 //!
 //! # Layout
 //! - [`ObjectId`], [`Namespace`]: ids and the namespace they belong to.
-//! - [`placement`]: owner and successors of an id.
-//! - [`storage`]: an object's keys, values and alarm on one node (RocksDB), within Cloudflare's
-//!   limits, each write atomic.
-//! - [`DurableError`]: what the caller did wrong.
+//! - [`placement`]: owner and successors of an id; [`view`]: the live members it runs on.
+//! - [`storage`]: an object's keys, values, alarm and holder state on one node (RocksDB).
+//! - [`wire`]: what nodes say to each other; [`replica`]: a holder's side of it.
+//! - [`object`]: the owner's actor for one live object, and its replicator.
+//! - [`alarms`]: the scheduler that wakes objects whose alarm is due.
+//! - [`sockets`]: WebSockets accepted by objects (they outlive evicted instances).
 
+pub mod alarms;
+pub mod object;
 pub mod placement;
+pub mod replica;
+pub mod sockets;
 pub mod storage;
+pub mod view;
+pub mod wire;
 
+use crate::config::DurableConfig;
+use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::membership::Member;
+use nimbus_proto::peer::peer_client::PeerClient;
+use nimbus_proto::peer::DurableMessage;
+use object::Delivery;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use storage::ObjectStorage;
+use tokio::sync::{mpsc, oneshot, watch};
+use view::View;
+use wire::{Epoch, Event, EventOutcome, Reply, Request};
 
 /// Why a Durable Object call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DurableError {
     #[error("`{0}` is not a Durable Object id: expected 64 hex characters")]
     MalformedId(String),
@@ -31,8 +65,411 @@ pub enum DurableError {
     ForeignId { id: String, namespace: String },
     #[error("{0}")]
     Invalid(String),
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    #[error("no worker deploys Durable Object class `{0}`")]
+    UnknownClass(String),
+    /// The owner has not received the deployment that defines the class yet (it joined or
+    /// restarted moments ago); the event did not run.
+    #[error("the owner does not run class `{0}` yet")]
+    NotDeployed(String),
+    /// This node does not own the object; the event did not run (safe to send elsewhere).
+    #[error("this node does not own the object")]
+    NotOwner,
+    /// A newer owner has taken the object over; nothing more is released under `epoch`.
+    #[error("ownership epoch {0} was superseded")]
+    Fenced(Epoch),
+    #[error("object unavailable: {0}")]
+    Unavailable(String),
+    /// The object's handler trapped, hit a limit or returned an error.
+    #[error("{0}")]
+    Handler(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::storage::StorageError> for DurableError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        DurableError::Internal(error.to_string())
+    }
+}
+
+impl DurableError {
+    /// The caller's mistake (a 4xx), rather than the platform's or the object's.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            DurableError::MalformedId(_)
+                | DurableError::ForeignId { .. }
+                | DurableError::Invalid(_)
+                | DurableError::UnknownClass(_)
+        )
+    }
+
+    /// The event did not run, so it may be sent again (to the owner as now seen).
+    fn is_retryable(&self) -> bool {
+        matches!(self, DurableError::NotOwner | DurableError::Fenced(_) | DurableError::NotDeployed(_))
+    }
+}
+
+/// Runs Durable Object classes: the runtime, seen from here.
+#[tonic::async_trait]
+pub trait ClassHost: Send + Sync {
+    /// True if the class of `namespace` is deployed on this node.
+    fn has_class(&self, namespace: &Namespace) -> bool;
+    /// A new instance of the class, running for the object `context` describes.
+    async fn instantiate(&self, context: ObjectContext) -> Result<Box<dyn ObjectInstance>, DurableError>;
+}
+
+/// One live instance of a class, bound to one object.
+#[tonic::async_trait]
+pub trait ObjectInstance: Send {
+    /// Runs the handler for `event`. An error retires the instance.
+    async fn run(&mut self, event: &Event) -> Result<EventOutcome, DurableError>;
+}
+
+pub use object::ObjectContext;
+
+/// The node's Durable Objects service (cheap to clone).
+#[derive(Clone)]
+pub struct Durable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: String,
+    storage: ObjectStorage,
+    sockets: sockets::Sockets,
+    /// Serialise the writes of one object on this node (the owner's and a holder's).
+    locks: Vec<Mutex<()>>,
+    view: watch::Receiver<View>,
+    peers: PeerChannels,
+    classes: OnceLock<Arc<dyn ClassHost>>,
+    live: Mutex<HashMap<ObjectId, Live>>,
+    settings: Settings,
+    generations: AtomicU64,
+    activations: AtomicU64,
+    evictions: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    idle_evict: Duration,
+    request_timeout: Duration,
+    alarm_retry: Duration,
+    alarm_poll: Duration,
+}
+
+/// A live object on this node.
+struct Live {
+    namespace: Namespace,
+    /// Tells this actor from a later one for the same object.
+    generation: u64,
+    events: mpsc::Sender<Delivery>,
+    epoch: Arc<Mutex<Option<Epoch>>>,
+    since: Instant,
+}
+
+/// A live object, as `/v1/node/durable` reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LiveObject {
+    pub namespace: String,
+    pub id: String,
+    /// `term@node` once activated.
+    pub epoch: Option<String>,
+    pub live_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DurableStatus {
+    pub node_id: String,
+    pub live: Vec<LiveObject>,
+    pub activations: u64,
+    pub evictions: u64,
+    pub members_live: usize,
+    pub members_known: usize,
+    pub has_majority: bool,
+    pub websockets: usize,
+}
+
+const LOCK_STRIPES: usize = 64;
+
+impl Durable {
+    pub fn new(
+        me: &Member,
+        storage: crate::storage::Storage,
+        view: watch::Receiver<View>,
+        peers: PeerChannels,
+        config: &DurableConfig,
+    ) -> Self {
+        let ms = Duration::from_millis;
+        Durable {
+            inner: Arc::new(Inner {
+                me: me.node_id.clone(),
+                storage: ObjectStorage::new(storage),
+                sockets: sockets::Sockets::default(),
+                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                view,
+                peers,
+                classes: OnceLock::new(),
+                live: Mutex::default(),
+                settings: Settings {
+                    idle_evict: ms(config.idle_evict_ms.max(10)),
+                    request_timeout: ms(config.request_timeout_ms.max(100)),
+                    alarm_retry: ms(config.alarm_retry_ms.max(1)),
+                    alarm_poll: ms(config.alarm_poll_ms.max(5)),
+                },
+                generations: AtomicU64::new(0),
+                activations: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Hands over the runtime that runs classes (it is built after this service).
+    pub fn set_classes(&self, classes: Arc<dyn ClassHost>) {
+        let _ = self.inner.classes.set(classes);
+    }
+
+    fn lock(&self, id: &ObjectId) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = usize::from(id.0[0]) % LOCK_STRIPES;
+        self.inner.locks[stripe].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view(&self) -> View {
+        self.inner.view.borrow().clone()
+    }
+
+    /// Runs `event` on the object, wherever it lives: on this node if it owns it, else on
+    /// the owner. Follows moves and failover until `durable.request_timeout_ms`; an event
+    /// is only ever resent when it did not run.
+    pub async fn call(&self, namespace: &Namespace, id: ObjectId, event: Event) -> Result<EventOutcome, DurableError> {
+        let deadline = Instant::now() + self.inner.settings.request_timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let view = self.view();
+            let outcome = match view.owner(&id) {
+                None => Err(DurableError::NotOwner),
+                Some(owner) if owner.node_id == self.inner.me => self.deliver(namespace, id, event.clone()).await,
+                Some(owner) => {
+                    let request = Request::Event { namespace: namespace.0.clone(), id: id.0, event: event.clone() };
+                    match self.peer_call(owner, &request, deadline.saturating_duration_since(Instant::now())).await {
+                        Ok(Reply::Event(outcome)) => Ok(outcome),
+                        Ok(reply) => Err(reply_error(reply)),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match outcome {
+                Err(e) if e.is_retryable() => {
+                    if Instant::now() + backoff >= deadline {
+                        return Err(DurableError::Unavailable(format!(
+                            "no owner answered within {} ms (this node sees {} of {} members; last: {e})",
+                            self.inner.settings.request_timeout.as_millis(),
+                            view.live.len(),
+                            view.known
+                        )));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `event` on the live object on this node, activating it if needed.
+    async fn deliver(&self, namespace: &Namespace, id: ObjectId, event: Event) -> Result<EventOutcome, DurableError> {
+        for _ in 0..3 {
+            let events = self.live_or_activate(namespace, id)?;
+            let (reply, outcome) = oneshot::channel();
+            if events.send(Delivery { event: event.clone(), reply }).await.is_err() {
+                continue; // evicted in between; activate again
+            }
+            // An actor that stops drops the events it had not started: they did not run.
+            return outcome.await.unwrap_or(Err(DurableError::NotOwner));
+        }
+        Err(DurableError::NotOwner)
+    }
+
+    fn live_or_activate(&self, namespace: &Namespace, id: ObjectId) -> Result<mpsc::Sender<Delivery>, DurableError> {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(object) = live.get(&id) {
+            if !object.events.is_closed() {
+                if object.namespace != *namespace {
+                    return Err(DurableError::Invalid(format!("object {id} belongs to {}", object.namespace)));
+                }
+                return Ok(object.events.clone());
+            }
+        }
+        if !self.view().owns(&id) {
+            return Err(DurableError::NotOwner);
+        }
+        let classes = self.inner.classes.get().ok_or(DurableError::NotOwner)?.clone();
+        if !classes.has_class(namespace) {
+            // The caller's worker binds the class, so it is deployed; this node lags behind.
+            return Err(DurableError::NotDeployed(namespace.0.clone()));
+        }
+        let (events, inbox) = mpsc::channel(4096);
+        let epoch = Arc::new(Mutex::new(None));
+        let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+        live.insert(
+            id,
+            Live {
+                namespace: namespace.clone(),
+                generation,
+                events: events.clone(),
+                epoch: epoch.clone(),
+                since: Instant::now(),
+            },
+        );
+        let actor = object::Actor::new(self.clone(), classes, namespace.clone(), id, generation, epoch);
+        tokio::spawn(async move {
+            actor.run(inbox).await;
+        });
+        Ok(events)
+    }
+
+    /// Called by an actor as it stops: forgets it unless a newer one has taken its place.
+    fn retire(&self, id: &ObjectId, generation: u64) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(id).is_some_and(|object| object.generation == generation) {
+            live.remove(id);
+        }
+    }
+
+    /// Calls `member`'s peer service with a Durable Object request.
+    async fn peer_call(&self, member: &Member, request: &Request, timeout: Duration) -> Result<Reply, DurableError> {
+        let channel = self.inner.peers.channel(member).map_err(|_| DurableError::NotOwner)?;
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let payload = postcard::to_allocvec(request).map_err(|e| DurableError::Internal(e.to_string()))?;
+        let mut message = self.inner.peers.request(DurableMessage { payload });
+        message.set_timeout(timeout.max(Duration::from_millis(1)));
+        match client.durable(message).await {
+            Ok(reply) => postcard::from_bytes(&reply.into_inner().payload)
+                .map_err(|e| DurableError::Internal(format!("bad reply from {}: {e}", member.node_id))),
+            // Refused before it ran: cut off, or no connection could be made.
+            Err(status) if is_not_delivered(&status) => Err(DurableError::NotOwner),
+            Err(status) => Err(DurableError::Unavailable(format!("{}: {}", member.node_id, status.message()))),
+        }
+    }
+
+    /// Answers a peer's request (the `Durable` RPC).
+    pub async fn serve_peer(&self, request: Request) -> Reply {
+        match request {
+            Request::Event { namespace, id, event } => {
+                let id = ObjectId(id);
+                let namespace = Namespace(namespace);
+                match self.deliver(&namespace, id, event).await {
+                    Ok(outcome) => Reply::Event(outcome),
+                    Err(e) => error_reply(e),
+                }
+            }
+            other => {
+                let durable = self.clone();
+                match tokio::task::spawn_blocking(move || replica::serve(&durable, other)).await {
+                    Ok(reply) => reply,
+                    Err(e) => error_reply(DurableError::Internal(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The frames object `id` sends on `socket`, for the node holding the client: from this
+    /// node's registry if it owns the object, else streamed from the owner.
+    pub async fn attach(
+        &self,
+        id: ObjectId,
+        socket: u64,
+    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = sockets::Frame> + Send>>, DurableError> {
+        let view = self.view();
+        let owner = view.owner(&id).ok_or(DurableError::NotOwner)?;
+        if owner.node_id == self.inner.me {
+            let frames = self.inner.sockets.attach(id, socket).map_err(|e| DurableError::Invalid(e.to_string()))?;
+            return Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(frames)));
+        }
+        let channel = self.inner.peers.channel(owner).map_err(|_| DurableError::NotOwner)?;
+        let mut client = PeerClient::new(channel);
+        let payload = postcard::to_allocvec(&Request::Attach { id: id.0, socket })
+            .map_err(|e| DurableError::Internal(e.to_string()))?;
+        let stream = client
+            .durable_attach(self.inner.peers.request(DurableMessage { payload }))
+            .await
+            .map_err(|status| DurableError::Unavailable(format!("{}: {}", owner.node_id, status.message())))?
+            .into_inner();
+        Ok(Box::pin(futures::StreamExt::filter_map(stream, |message| async move {
+            postcard::from_bytes::<sockets::Frame>(&message.ok()?.payload).ok()
+        })))
+    }
+
+    /// Serves a peer's `DurableAttach`: the frames of a socket of an object this node runs.
+    pub fn serve_attach(
+        &self,
+        request: Request,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<sockets::Frame>, DurableError> {
+        match request {
+            Request::Attach { id, socket } => {
+                self.inner.sockets.attach(ObjectId(id), socket).map_err(|e| DurableError::Invalid(e.to_string()))
+            }
+            _ => Err(DurableError::Invalid("not an attach request".into())),
+        }
+    }
+
+    pub fn status(&self) -> DurableStatus {
+        let view = self.view();
+        let mut live: Vec<LiveObject> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, object)| !object.events.is_closed())
+            .map(|(id, object)| LiveObject {
+                namespace: object.namespace.0.clone(),
+                id: id.to_string(),
+                epoch: object.epoch.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(ToString::to_string),
+                live_ms: object.since.elapsed().as_millis() as u64,
+            })
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        DurableStatus {
+            node_id: self.inner.me.clone(),
+            live,
+            activations: self.inner.activations.load(Ordering::Relaxed),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+            members_live: view.live.len(),
+            members_known: view.known,
+            has_majority: view.has_majority(),
+            websockets: self.inner.sockets.count(),
+        }
+    }
+}
+
+/// True when a gRPC failure means the request never reached the peer's handler.
+fn is_not_delivered(status: &tonic::Status) -> bool {
+    let message = status.message().to_ascii_lowercase();
+    status.code() == tonic::Code::Unavailable
+        && ["fault injection", "tcp connect error", "connection refused", "dns error"]
+            .iter()
+            .any(|sign| message.contains(sign))
+}
+
+fn error_reply(error: DurableError) -> Reply {
+    match error {
+        DurableError::NotOwner | DurableError::NotDeployed(_) => Reply::NotOwner,
+        DurableError::Fenced(promised) => Reply::Fenced { promised },
+        other => Reply::Failed { client_error: other.is_client_error(), message: other.to_string() },
+    }
+}
+
+fn reply_error(reply: Reply) -> DurableError {
+    match reply {
+        Reply::NotOwner => DurableError::NotOwner,
+        Reply::Fenced { promised } => DurableError::Fenced(promised),
+        Reply::Failed { message, client_error: true } => DurableError::Invalid(message),
+        Reply::Failed { message, client_error: false } => DurableError::Handler(message),
+        other => DurableError::Internal(format!("unexpected reply {other:?}")),
+    }
 }
 
 /// A Durable Object namespace: one class of one worker (`<worker>:<class>`), as Cloudflare
@@ -40,9 +477,31 @@ pub enum DurableError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Namespace(String);
 
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Namespace {
     pub fn new(worker: &str, class_name: &str) -> Self {
         Namespace(format!("{worker}:{class_name}"))
+    }
+
+    /// The namespace named `<worker>:<class>`.
+    pub fn parse(text: &str) -> Result<Self, DurableError> {
+        match text.split_once(':') {
+            Some((worker, class)) if !worker.is_empty() && !class.is_empty() => Ok(Namespace::new(worker, class)),
+            _ => Err(DurableError::Invalid(format!("`{text}` is not a namespace (`<worker>:<class>`)"))),
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        self.0.split_once(':').map_or(self.0.as_str(), |(worker, _)| worker)
+    }
+
+    pub fn class_name(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, class)| class)
     }
 
     pub fn as_str(&self) -> &str {
@@ -106,6 +565,11 @@ pub struct ObjectId([u8; 32]);
 impl ObjectId {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// An id read back from storage or a peer (already checked when it was made).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ObjectId(bytes)
     }
 }
 

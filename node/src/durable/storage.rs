@@ -1,13 +1,21 @@
 //! A Durable Object's storage on one node, in the `durable` column family.
 //!
 //! Keys are `object id ‖ 0 ‖ user key`, so one object's keys sort together and in key
-//! order; its alarm is `object id ‖ 1`. Every call is checked against Cloudflare's limits
-//! before anything is written (key ≤ 2 KiB, value ≤ 128 KiB, ≤ 128 keys per call), and every
-//! write — a put of many keys, a transaction, `deleteAll` — is one atomic RocksDB batch.
-//! (Replication to the successors and ownership epochs are the next part.)
+//! order; its alarm is `object id ‖ 1` and this node's [`HolderState`] for it (the highest
+//! ownership epoch it has promised and the version of its copy) is `object id ‖ 2`. Due
+//! alarms are indexed in `meta` under `do-alarm/ ‖ time ‖ id`, so the scheduler reads only
+//! what is due. Every call is checked against Cloudflare's limits before anything is
+//! written (key ≤ 2 KiB, value ≤ 128 KiB, ≤ 128 keys per call), and every write — a put of
+//! many keys, a transaction, `deleteAll`, a replicated batch, a snapshot — is one atomic
+//! RocksDB batch together with the holder state it moves to. Writes go to the WAL without
+//! waiting for the disk: they survive a crash of the process at once and a crash of the
+//! machine after the node's periodic WAL sync (`kv.wal_sync_ms`, shared by the database);
+//! an acknowledged write is on three nodes.
 
+use super::wire::{Epoch, Version};
 use super::{DurableError, ObjectId};
-use crate::storage::{Batch, Storage, CF_DURABLE};
+use crate::storage::{Batch, Storage, CF_DURABLE, CF_META};
+use serde::{Deserialize, Serialize};
 
 pub const MAX_KEY_BYTES: usize = 2048;
 pub const MAX_VALUE_BYTES: usize = 128 * 1024;
@@ -15,12 +23,23 @@ pub const MAX_KEYS_PER_CALL: usize = 128;
 
 const DATA: u8 = 0;
 const ALARM: u8 = 1;
+const STATE: u8 = 2;
+const ALARM_INDEX: &[u8] = b"do-alarm/";
 
-/// One write of a transaction.
-#[derive(Debug, Clone, PartialEq)]
+/// One write; a call's writes apply together or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Write {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Every key and the alarm.
+    DeleteAll,
+    /// Sets (ms since the epoch) or clears the alarm.
+    SetAlarm(Option<i64>),
 }
 
 /// Which keys `list` returns: `start ≤ key < end`, with `prefix`, in order (or reversed).
@@ -31,6 +50,33 @@ pub struct ListOptions {
     pub prefix: Option<String>,
     pub reverse: bool,
     pub limit: Option<usize>,
+}
+
+/// What one node knows about its copy of an object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HolderState {
+    /// `<worker>:<class>`, so an alarm can wake the object without a request naming it.
+    pub namespace: String,
+    /// The highest ownership epoch this node has accepted; older owners are refused.
+    pub promised: Epoch,
+    /// The version of the data held here.
+    pub version: Version,
+}
+
+/// An object's whole storage, for a new holder or an owner that is behind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub entries: Vec<(String, Vec<u8>)>,
+    pub alarm: Option<i64>,
+    pub version: Version,
+}
+
+/// A due alarm, as the index holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueAlarm {
+    pub id: ObjectId,
+    pub namespace: String,
+    pub at_ms: i64,
 }
 
 #[derive(Clone)]
@@ -52,6 +98,13 @@ fn section(id: &ObjectId, tag: u8) -> Vec<u8> {
     out
 }
 
+fn alarm_index_key(at_ms: i64, id: &ObjectId) -> Vec<u8> {
+    let mut out = ALARM_INDEX.to_vec();
+    out.extend_from_slice(&(at_ms.max(0) as u64).to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
 fn check_key(key: &str) -> Result<(), DurableError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(DurableError::Invalid(format!("key is {} bytes, over the limit of {MAX_KEY_BYTES}", key.len())));
@@ -64,6 +117,35 @@ fn check_count(n: usize) -> Result<(), DurableError> {
         return Err(DurableError::Invalid(format!("{n} keys in one call, over the limit of {MAX_KEYS_PER_CALL}")));
     }
     Ok(())
+}
+
+/// Checks every write of a call against the limits; one bad write refuses the lot.
+pub fn check_writes(writes: &[Write]) -> Result<(), DurableError> {
+    check_count(writes.len())?;
+    for write in writes {
+        match write {
+            Write::Put { key, value } => {
+                check_key(key)?;
+                if value.len() > MAX_VALUE_BYTES {
+                    return Err(DurableError::Invalid(format!(
+                        "value of `{key}` is {} bytes, over the limit of {MAX_VALUE_BYTES}",
+                        value.len()
+                    )));
+                }
+            }
+            Write::Delete { key } => check_key(key)?,
+            Write::DeleteAll | Write::SetAlarm(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn decode_state(bytes: &[u8]) -> Result<HolderState, DurableError> {
+    postcard::from_bytes(bytes).map_err(|e| DurableError::Internal(format!("corrupt holder state: {e}")))
+}
+
+fn encode_state(state: &HolderState) -> Result<Vec<u8>, DurableError> {
+    postcard::to_allocvec(state).map_err(|e| DurableError::Internal(format!("encoding holder state: {e}")))
 }
 
 impl ObjectStorage {
@@ -82,30 +164,102 @@ impl ObjectStorage {
             .collect()
     }
 
-    /// Applies the writes atomically (a put of several keys, or a transaction), after
-    /// checking all of them: one bad write refuses the lot.
-    pub fn write(&self, id: &ObjectId, writes: &[Write]) -> Result<(), DurableError> {
-        check_count(writes.len())?;
+    /// Checks and applies the writes atomically with the holder state they lead to (a put of
+    /// several keys, a transaction, a replicated batch).
+    pub fn apply(&self, id: &ObjectId, writes: &[Write], state: &HolderState) -> Result<(), DurableError> {
+        check_writes(writes)?;
         let mut batch = Batch::default();
+        let mut alarm = self.get_alarm(id)?;
+        let old_alarm = alarm;
         for write in writes {
             match write {
-                Write::Put { key, value } => {
-                    check_key(key)?;
-                    if value.len() > MAX_VALUE_BYTES {
-                        return Err(DurableError::Invalid(format!(
-                            "value of `{key}` is {} bytes, over the limit of {MAX_VALUE_BYTES}",
-                            value.len()
-                        )));
-                    }
-                    batch.put(CF_DURABLE, data_key(id, key), value.clone());
+                Write::Put { key, value } => batch.put(CF_DURABLE, data_key(id, key), value.clone()),
+                Write::Delete { key } => batch.delete(CF_DURABLE, data_key(id, key)),
+                Write::DeleteAll => {
+                    batch.delete_range(CF_DURABLE, section(id, DATA), section(id, ALARM));
+                    alarm = None;
                 }
-                Write::Delete { key } => {
-                    check_key(key)?;
-                    batch.delete(CF_DURABLE, data_key(id, key));
-                }
+                Write::SetAlarm(at) => alarm = *at,
             }
         }
-        Ok(self.storage.write(batch)?)
+        self.stage_alarm(&mut batch, id, &state.namespace, old_alarm, alarm);
+        batch.put(CF_DURABLE, section(id, STATE), encode_state(state)?);
+        Ok(self.storage.write_unsynced(batch)?)
+    }
+
+    /// Records `state` alone (a promise to a new owner).
+    pub fn set_state(&self, id: &ObjectId, state: &HolderState) -> Result<(), DurableError> {
+        let mut batch = Batch::default();
+        batch.put(CF_DURABLE, section(id, STATE), encode_state(state)?);
+        Ok(self.storage.write_unsynced(batch)?)
+    }
+
+    pub fn state(&self, id: &ObjectId) -> Result<Option<HolderState>, DurableError> {
+        self.storage.get(CF_DURABLE, &section(id, STATE))?.map(|b| decode_state(&b)).transpose()
+    }
+
+    /// The object's whole storage and version.
+    pub fn snapshot(&self, id: &ObjectId) -> Result<Snapshot, DurableError> {
+        let version = self.state(id)?.map(|s| s.version).unwrap_or_default();
+        Ok(Snapshot { entries: self.list(id, &ListOptions::default())?, alarm: self.get_alarm(id)?, version })
+    }
+
+    /// Replaces the object's storage with `snapshot`, atomically, at `state`.
+    pub fn install(&self, id: &ObjectId, snapshot: &Snapshot, state: &HolderState) -> Result<(), DurableError> {
+        let old_alarm = self.get_alarm(id)?;
+        let mut batch = Batch::default();
+        batch.delete_range(CF_DURABLE, section(id, DATA), section(id, ALARM));
+        for (key, value) in &snapshot.entries {
+            batch.put(CF_DURABLE, data_key(id, key), value.clone());
+        }
+        self.stage_alarm(&mut batch, id, &state.namespace, old_alarm, snapshot.alarm);
+        batch.put(CF_DURABLE, section(id, STATE), encode_state(state)?);
+        Ok(self.storage.write_unsynced(batch)?)
+    }
+
+    fn stage_alarm(&self, batch: &mut Batch, id: &ObjectId, namespace: &str, old: Option<i64>, new: Option<i64>) {
+        if old == new {
+            return;
+        }
+        if let Some(at) = old {
+            batch.delete(CF_META, alarm_index_key(at, id));
+        }
+        match new {
+            Some(at) => {
+                batch.put(CF_DURABLE, section(id, ALARM), at.to_be_bytes().to_vec());
+                batch.put(CF_META, alarm_index_key(at, id), namespace.as_bytes().to_vec());
+            }
+            None => batch.delete(CF_DURABLE, section(id, ALARM)),
+        }
+    }
+
+    /// Alarms due at or before `now_ms`, earliest first, at most `limit`.
+    pub fn due_alarms(&self, now_ms: i64, limit: usize) -> Result<Vec<DueAlarm>, DurableError> {
+        let mut end = ALARM_INDEX.to_vec();
+        end.extend_from_slice(&(now_ms.max(0) as u64 + 1).to_be_bytes());
+        let rows = self.storage.scan_range(CF_META, ALARM_INDEX, &end)?;
+        Ok(rows
+            .into_iter()
+            .take(limit)
+            .filter_map(|(key, namespace)| {
+                let rest = key.strip_prefix(ALARM_INDEX)?;
+                let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+                let id: [u8; 32] = rest.get(8..)?.try_into().ok()?;
+                Some(DueAlarm {
+                    id: ObjectId::from_bytes(id),
+                    namespace: String::from_utf8(namespace).ok()?,
+                    at_ms: at as i64,
+                })
+            })
+            .collect())
+    }
+
+    /// Drops an index entry whose object no longer has that alarm (this node stopped holding
+    /// it, or the owner cleared it while this copy was behind).
+    pub fn forget_alarm(&self, due: &DueAlarm) -> Result<(), DurableError> {
+        let mut batch = Batch::default();
+        batch.delete(CF_META, alarm_index_key(due.at_ms, &due.id));
+        Ok(self.storage.write_unsynced(batch)?)
     }
 
     /// Keys and values in the range, in key order (or reversed), at most `limit`.
@@ -143,26 +297,10 @@ impl ObjectStorage {
             .collect())
     }
 
-    /// Deletes every key and the alarm of the object, atomically.
-    pub fn delete_all(&self, id: &ObjectId) -> Result<(), DurableError> {
-        let mut batch = Batch::default();
-        batch.delete_range(CF_DURABLE, section(id, DATA), section(id, ALARM + 1));
-        Ok(self.storage.write(batch)?)
-    }
-
     /// The alarm's time in ms since the epoch, if one is set.
     pub fn get_alarm(&self, id: &ObjectId) -> Result<Option<i64>, DurableError> {
         let raw = self.storage.get(CF_DURABLE, &section(id, ALARM))?;
         Ok(raw.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_be_bytes))
-    }
-
-    pub fn set_alarm(&self, id: &ObjectId, at_ms: Option<i64>) -> Result<(), DurableError> {
-        let mut batch = Batch::default();
-        match at_ms {
-            Some(at) => batch.put(CF_DURABLE, section(id, ALARM), at.to_be_bytes().to_vec()),
-            None => batch.delete(CF_DURABLE, section(id, ALARM)),
-        }
-        Ok(self.storage.write(batch)?)
     }
 }
 
@@ -193,13 +331,17 @@ mod tests {
         Write::Put { key: key.into(), value: value.as_bytes().to_vec() }
     }
 
+    fn state(seq: u64) -> HolderState {
+        HolderState { namespace: "app:Counter".into(), version: Version { term: 1, seq }, ..Default::default() }
+    }
+
     #[test]
     fn objects_keep_their_own_keys_and_list_in_order() {
         let (_dir, store) = open();
         let ns = Namespace::new("app", "Counter");
         let (a, b) = (ns.id_from_name("a"), ns.id_from_name("b"));
-        store.write(&a, &[put("k2", "2"), put("k1", "1"), put("j", "0"), put("k3", "3")]).expect("put");
-        store.write(&b, &[put("k1", "other")]).expect("put");
+        store.apply(&a, &[put("k2", "2"), put("k1", "1"), put("j", "0"), put("k3", "3")], &state(1)).expect("put");
+        store.apply(&b, &[put("k1", "other")], &state(1)).expect("put");
         assert_eq!(store.get(&a, &["k1".into(), "nope".into()]).expect("get"), vec![Some(b"1".to_vec()), None]);
         let keys = |rows: Vec<(String, Vec<u8>)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(keys(store.list(&a, &ListOptions::default()).expect("list")), ["j", "k1", "k2", "k3"]);
@@ -207,12 +349,17 @@ mod tests {
         assert_eq!(keys(store.list(&a, &prefix).expect("list")), ["k3", "k2"]);
         let range = ListOptions { start: Some("k1".into()), end: Some("k3".into()), ..Default::default() };
         assert_eq!(keys(store.list(&a, &range).expect("list")), ["k1", "k2"]);
-        store.set_alarm(&a, Some(1_700_000_000_000)).expect("alarm");
+        store.apply(&a, &[Write::SetAlarm(Some(1_700_000_000_000))], &state(2)).expect("alarm");
         assert_eq!(store.get_alarm(&a).expect("alarm"), Some(1_700_000_000_000));
-        store.delete_all(&a).expect("delete all");
+        let due = store.due_alarms(1_700_000_000_000, 10).expect("due");
+        assert_eq!(due, vec![DueAlarm { id: a, namespace: "app:Counter".into(), at_ms: 1_700_000_000_000 }]);
+        assert!(store.due_alarms(1_699_999_999_999, 10).expect("due").is_empty(), "not due yet");
+        store.apply(&a, &[Write::DeleteAll], &state(3)).expect("delete all");
         assert!(store.list(&a, &ListOptions::default()).expect("list").is_empty());
         assert_eq!(store.get_alarm(&a).expect("alarm"), None);
+        assert!(store.due_alarms(i64::MAX, 10).expect("due").is_empty(), "the index follows the alarm");
         assert_eq!(store.get(&b, &["k1".into()]).expect("get"), vec![Some(b"other".to_vec())], "b is untouched");
+        assert_eq!(store.state(&a).expect("state"), Some(state(3)));
     }
 
     #[test]
@@ -220,11 +367,29 @@ mod tests {
         let (_dir, store) = open();
         let id = Namespace::new("app", "Counter").id_from_name("a");
         let too_big = Write::Put { key: "big".into(), value: vec![0; MAX_VALUE_BYTES + 1] };
-        let err = store.write(&id, &[put("ok", "1"), too_big]).expect_err("value too large");
+        let err = store.apply(&id, &[put("ok", "1"), too_big], &state(1)).expect_err("value too large");
         assert!(err.to_string().contains("over the limit"), "{err}");
         assert_eq!(store.get(&id, &["ok".into()]).expect("get"), vec![None], "nothing was written");
+        assert_eq!(store.state(&id).expect("state"), None, "nor the version");
         let keys: Vec<String> = (0..129).map(|i| i.to_string()).collect();
         assert!(store.get(&id, &keys).is_err(), "129 keys in one call");
-        assert!(store.write(&id, &[put(&"k".repeat(MAX_KEY_BYTES + 1), "v")]).is_err());
+        assert!(store.apply(&id, &[put(&"k".repeat(MAX_KEY_BYTES + 1), "v")], &state(1)).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_replaces_a_copy_whole() {
+        let (_dir, store) = open();
+        let id = Namespace::new("app", "Counter").id_from_name("a");
+        store.apply(&id, &[put("a", "1"), put("b", "2"), Write::SetAlarm(Some(5))], &state(1)).expect("put");
+        let snap = store.snapshot(&id).expect("snapshot");
+        let (_dir2, other) = open();
+        other.apply(&id, &[put("stale", "x"), Write::SetAlarm(Some(9))], &state(7)).expect("put");
+        other.install(&id, &snap, &state(1)).expect("install");
+        assert_eq!(
+            other.list(&id, &ListOptions::default()).expect("list"),
+            store.list(&id, &ListOptions::default()).expect("list")
+        );
+        assert_eq!(other.get_alarm(&id).expect("alarm"), Some(5));
+        assert_eq!(other.due_alarms(100, 10).expect("due").len(), 1, "the stale alarm left the index");
     }
 }

@@ -7,6 +7,7 @@
 
 mod d1;
 mod kv;
+mod websocket;
 
 use crate::config::NodeConfig;
 use crate::kv::KvStore;
@@ -33,6 +34,7 @@ pub struct Edge {
     pub membership: Membership,
     pub kv: KvStore,
     pub d1: crate::d1::D1,
+    pub durable: crate::durable::Durable,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     platform: Router,
@@ -45,6 +47,7 @@ impl Edge {
         membership: Membership,
         kv: KvStore,
         d1: crate::d1::D1,
+        durable: crate::durable::Durable,
         config: &NodeConfig,
     ) -> Self {
         let mut edge = Edge {
@@ -53,6 +56,7 @@ impl Edge {
             membership,
             kv,
             d1,
+            durable,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             platform: Router::new(),
@@ -62,6 +66,7 @@ impl Edge {
             .route("/metrics", get(metrics_text))
             .route("/v1/node", get(node_status))
             .route("/v1/cluster", get(cluster_members))
+            .route("/v1/node/durable", get(durable_status))
             .merge(kv::routes())
             .merge(d1::routes());
         if config.admin.fault_injection {
@@ -83,6 +88,11 @@ impl Edge {
     }
 }
 
+/// The live Durable Objects on this node and the view placement runs on.
+async fn durable_status(State(edge): State<Edge>) -> Json<crate::durable::DurableStatus> {
+    Json(edge.durable.status())
+}
+
 async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
     let host = req
         .headers()
@@ -92,6 +102,11 @@ async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
         .unwrap_or("")
         .to_string();
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
+        if websocket::is_upgrade(&req) {
+            let response = websocket::serve(&edge, &worker, req).await;
+            worker.record_status(response.status().as_u16());
+            return response;
+        }
         let response = match worker.handle(req).await {
             Ok(response) => response.map(Body::new),
             Err(e) => error_response(&e),

@@ -5,9 +5,11 @@
 //! are idempotent, so a call that is retried or arrives twice does no harm. Blocking
 //! RocksDB work runs on the blocking pool. D1 calls carry postcard payloads: Raft RPCs go to
 //! this node's Raft member, forwarded writes and read-index requests to [`crate::d1::D1`]
-//! (which answers `ForwardToLeader` if this node no longer leads).
+//! (which answers `ForwardToLeader` if this node no longer leads). Durable Object events and
+//! the ownership protocol go to [`crate::durable::Durable`].
 
 use crate::d1::{Proposal, RemoteError, D1};
+use crate::durable::Durable;
 use crate::kv::replication::{apply_remote, bucket_versions, encode_digests, fetch};
 use crate::kv::wire::to_wire;
 use crate::kv::{KvError, KvStore};
@@ -15,8 +17,8 @@ use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
 use crate::metrics::Metrics;
 use nimbus_proto::peer::peer_server::{Peer, PeerServer};
 use nimbus_proto::peer::{
-    D1Message, FetchKvRequest, KvBucketVersionsReply, KvBucketVersionsRequest, KvDigestsReply, KvDigestsRequest,
-    KvEntry, KvSnapshotRequest, PushKvReply,
+    D1Message, DurableMessage, FetchKvRequest, KvBucketVersionsReply, KvBucketVersionsRequest, KvDigestsReply,
+    KvDigestsRequest, KvEntry, KvSnapshotRequest, PushKvReply,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ const SNAPSHOT_PAGE_BYTES: usize = 1024 * 1024;
 pub struct PeerService {
     kv: KvStore,
     d1: D1,
+    durable: Durable,
     peers: PeerChannels,
     metrics: Arc<Metrics>,
 }
@@ -184,6 +187,35 @@ impl Peer for PeerService {
         self.peers.admit(&request)?;
         encode(&self.d1.read_index_here().await.map_err(RemoteError::from))
     }
+
+    type DurableAttachStream = Pin<Box<dyn Stream<Item = Result<DurableMessage, Status>> + Send>>;
+
+    async fn durable_attach(
+        &self,
+        request: Request<DurableMessage>,
+    ) -> Result<Response<Self::DurableAttachStream>, Status> {
+        self.peers.admit(&request)?;
+        let request: crate::durable::wire::Request = postcard::from_bytes(&request.into_inner().payload)
+            .map_err(|e| Status::invalid_argument(format!("bad Durable Object message: {e}")))?;
+        let frames = self.durable.serve_attach(request).map_err(|e| Status::not_found(e.to_string()))?;
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(frames), |frame| {
+                postcard::to_allocvec(&frame)
+                    .map(|payload| DurableMessage { payload })
+                    .map_err(|e| Status::internal(e.to_string()))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn durable(&self, request: Request<DurableMessage>) -> Result<Response<DurableMessage>, Status> {
+        self.peers.admit(&request)?;
+        let request: crate::durable::wire::Request = postcard::from_bytes(&request.into_inner().payload)
+            .map_err(|e| Status::invalid_argument(format!("bad Durable Object message: {e}")))?;
+        let reply = self.durable.serve_peer(request).await;
+        postcard::to_allocvec(&reply)
+            .map(|payload| Response::new(DurableMessage { payload }))
+            .map_err(|e| Status::internal(e.to_string()))
+    }
 }
 
 /// Serves the peer service on `listener` until shutdown.
@@ -191,11 +223,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     kv: KvStore,
     d1: D1,
+    durable: Durable,
     peers: PeerChannels,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let service = PeerServer::new(PeerService { kv, d1, peers, metrics })
+    let service = PeerServer::new(PeerService { kv, d1, durable, peers, metrics })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // The builder's `tcp_nodelay` only covers listeners tonic binds itself. Without it, a

@@ -17,8 +17,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "nimbus:worker/bindings",
+    world: "nimbus:worker/durable-class",
     imports: { default: async },
+    exports: { default: async },
 });
 
 use nimbus::worker::types::BindingError;
@@ -38,6 +39,10 @@ pub struct Host {
     kv: Option<KvStore>,
     /// The node's D1 handle; `None` where the node runs without one (unit tests).
     pub(super) d1: Option<crate::d1::D1>,
+    /// The node's Durable Objects service, for stubs; `None` in unit tests.
+    pub(super) durable: Option<crate::durable::Durable>,
+    /// The object this instance runs for, when it is an instance of a Durable Object class.
+    pub(super) object: Option<crate::durable::ObjectContext>,
 }
 
 impl Host {
@@ -68,6 +73,8 @@ impl Host {
             worker,
             kv,
             d1,
+            durable: None,
+            object: None,
         }
     }
 
@@ -274,10 +281,122 @@ impl nimbus::worker::durable_objects::Host for Host {
     async fn fetch(
         &mut self,
         binding: String,
-        _id: String,
-        _request: nimbus::worker::durable_objects::HttpRequest,
+        id: String,
+        request: nimbus::worker::durable_objects::HttpRequest,
     ) -> Result<nimbus::worker::durable_objects::HttpResponse, BindingError> {
-        self.unavailable(&binding, "durable_object")
+        let namespace = self.durable_namespace(&binding)?;
+        let id = namespace.id_from_string(&id).map_err(durable_error)?;
+        let Some(durable) = self.durable.clone() else {
+            return self.unavailable(&binding, "durable_object");
+        };
+        let message = crate::durable::wire::HttpMessage {
+            method: request.method,
+            url: request.url,
+            status: 0,
+            headers: request.headers,
+            body: request.body,
+        };
+        match durable.call(&namespace, id, crate::durable::wire::Event::Fetch(message)).await.map_err(durable_error)? {
+            crate::durable::wire::EventOutcome::Response(response) => {
+                Ok(nimbus::worker::durable_objects::HttpResponse {
+                    status: response.status,
+                    headers: response.headers,
+                    body: response.body,
+                })
+            }
+            other => Err(BindingError::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
+
+fn durable_error(error: crate::durable::DurableError) -> BindingError {
+    use crate::durable::DurableError;
+    match error {
+        e if e.is_client_error() => BindingError::InvalidInput(e.to_string()),
+        e @ (DurableError::Unavailable(_) | DurableError::NotOwner | DurableError::Fenced(_)) => {
+            BindingError::Unavailable(e.to_string())
+        }
+        e => BindingError::Internal(e.to_string()),
+    }
+}
+
+impl Host {
+    /// The object behind this instance's `storage` calls.
+    fn object(&self) -> Result<&crate::durable::ObjectContext, BindingError> {
+        self.object
+            .as_ref()
+            .ok_or_else(|| BindingError::Unavailable("storage is only available inside a Durable Object".into()))
+    }
+}
+
+impl nimbus::worker::storage::Host for Host {
+    async fn get(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, BindingError> {
+        self.object()?.get(&keys).map_err(durable_error)
+    }
+
+    async fn list(
+        &mut self,
+        options: nimbus::worker::storage::ListOptions,
+    ) -> Result<Vec<(String, Vec<u8>)>, BindingError> {
+        let options = crate::durable::storage::ListOptions {
+            start: options.start,
+            end: options.end,
+            prefix: options.prefix,
+            reverse: options.reverse,
+            limit: options.limit.map(|l| l as usize),
+        };
+        self.object()?.list(&options).map_err(durable_error)
+    }
+
+    async fn write(&mut self, writes: Vec<nimbus::worker::storage::StorageWrite>) -> Result<(), BindingError> {
+        use nimbus::worker::storage::StorageWrite;
+        let writes = writes
+            .into_iter()
+            .map(|w| match w {
+                StorageWrite::Put((key, value)) => crate::durable::storage::Write::Put { key, value },
+                StorageWrite::Delete(key) => crate::durable::storage::Write::Delete { key },
+            })
+            .collect();
+        self.object()?.write(writes).map_err(durable_error)
+    }
+
+    async fn delete_all(&mut self) -> Result<(), BindingError> {
+        self.object()?.write(vec![crate::durable::storage::Write::DeleteAll]).map_err(durable_error)
+    }
+
+    async fn get_alarm(&mut self) -> Result<Option<i64>, BindingError> {
+        self.object()?.alarm().map_err(durable_error)
+    }
+
+    async fn set_alarm(&mut self, scheduled_ms: Option<i64>) -> Result<(), BindingError> {
+        self.object()?.write(vec![crate::durable::storage::Write::SetAlarm(scheduled_ms)]).map_err(durable_error)
+    }
+}
+
+impl nimbus::worker::websocket::Host for Host {
+    async fn accept(&mut self, tags: Vec<String>) -> Result<u64, BindingError> {
+        self.object()?.accept_socket(tags).map_err(durable_error)
+    }
+
+    async fn send(&mut self, socket: u64, message: nimbus::worker::websocket::Message) -> Result<(), BindingError> {
+        let frame = match message {
+            nimbus::worker::websocket::Message::Text(text) => crate::durable::sockets::Frame::Text(text),
+            nimbus::worker::websocket::Message::Binary(bytes) => crate::durable::sockets::Frame::Binary(bytes),
+        };
+        self.object()?.send_socket(socket, frame).map_err(durable_error)
+    }
+
+    async fn close(&mut self, socket: u64, code: u16, reason: String) -> Result<(), BindingError> {
+        let frame = crate::durable::sockets::Frame::Close { code, reason };
+        self.object()?.send_socket(socket, frame).map_err(durable_error)
+    }
+
+    async fn sockets(&mut self, tag: Option<String>) -> Result<Vec<u64>, BindingError> {
+        Ok(self.object()?.sockets(tag.as_deref()))
+    }
+
+    async fn tags(&mut self, socket: u64) -> Result<Vec<String>, BindingError> {
+        self.object()?.socket_tags(socket).map_err(durable_error)
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod cache;
 mod d1_binding;
+mod durable_class;
 mod engine;
 mod error;
 mod host;
@@ -70,6 +71,8 @@ pub struct Runtime {
     /// Handed to every instance for the `d1` binding; set once D1 has started (after the
     /// persisted workers were restored, which needs no database).
     d1: Arc<OnceLock<crate::d1::D1>>,
+    /// Handed to every instance for Durable Object stubs; set once the service has started.
+    durable: Arc<OnceLock<crate::durable::Durable>>,
     /// The installed workers and their routes, replaced whole on every change so a request
     /// reads one consistent snapshot without holding a lock while it runs.
     installed: RwLock<Arc<Installed>>,
@@ -101,6 +104,9 @@ pub struct Worker {
     metrics: WorkerMetrics,
     kv: Option<KvStore>,
     d1: Arc<OnceLock<crate::d1::D1>>,
+    durable: Arc<OnceLock<crate::durable::Durable>>,
+    /// The Durable Object handlers, when the manifest binds classes of this worker.
+    durable_pre: Option<host::DurableClassPre<Host>>,
 }
 
 impl Runtime {
@@ -111,7 +117,7 @@ impl Runtime {
         let link = |e: wasmtime::Error| RuntimeError::Internal(format!("building the linker: {e}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
-        host::Bindings::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host).map_err(link)?;
+        host::DurableClass::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host).map_err(link)?;
         Ok(Runtime {
             cache: ComponentCache::open(config.data_dir.join("components"))?,
             engine,
@@ -121,6 +127,7 @@ impl Runtime {
             metrics,
             kv,
             d1: Arc::default(),
+            durable: Arc::default(),
             installed: RwLock::new(Arc::new(Installed {
                 workers: HashMap::new(),
                 routes: RouteTable::build(&config.http.worker_host_suffix, []),
@@ -148,8 +155,28 @@ impl Runtime {
         let component = self.cache.load(&self.engine, &spec.component_hash)?;
         let link_error =
             |e: wasmtime::Error| RuntimeError::Link { worker: spec.name.clone(), message: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
-        let pre = ProxyPre::new(pre).map_err(link_error)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = ProxyPre::new(instance_pre.clone()).map_err(link_error)?;
+        let classes: Vec<&str> = spec
+            .manifest
+            .bindings
+            .iter()
+            .filter_map(|b| match b {
+                nimbus_proto::manifest::Binding::DurableObject { class_name, .. } => Some(class_name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let durable_pre = if classes.is_empty() {
+            None
+        } else {
+            Some(host::DurableClassPre::new(instance_pre).map_err(|e| RuntimeError::Link {
+                worker: spec.name.clone(),
+                message: format!(
+                    "it binds Durable Object class(es) {} but its component does not export nimbus:worker/durable-object ({e:#})",
+                    classes.join(", ")
+                ),
+            })?)
+        };
         let m = &spec.manifest.limits;
         let d = &self.config;
         let limits = Limits {
@@ -170,6 +197,8 @@ impl Runtime {
             pool_config: d.pool.clone(),
             kv: self.kv.clone(),
             d1: self.d1.clone(),
+            durable: self.durable.clone(),
+            durable_pre,
         }))
     }
 
@@ -208,6 +237,13 @@ impl Runtime {
     /// Hands the D1 service to the bindings of every instance created from now on.
     pub fn set_d1(&self, d1: crate::d1::D1) {
         let _ = self.d1.set(d1);
+    }
+
+    /// Hands the Durable Objects service to every instance created from now on, and this
+    /// runtime to the service to run classes with.
+    pub fn set_durable(self: &Arc<Self>, durable: crate::durable::Durable) {
+        durable.set_classes(self.clone());
+        let _ = self.durable.set(durable);
     }
 
     pub fn remove(&self, name: &str) {
@@ -271,9 +307,9 @@ impl Worker {
         self.pool.idle()
     }
 
-    async fn instantiate(&self) -> Result<Instance, RuntimeError> {
-        let started = Instant::now();
-        let host = Host::new(
+    /// A store for one instance of this worker, with its limits and bindings.
+    fn new_store(&self, object: Option<crate::durable::ObjectContext>) -> Store<Host> {
+        let mut host = Host::new(
             self.name.clone(),
             self.spec.manifest.bindings.clone().into(),
             self.spec.manifest.allowed_outbound_hosts.clone().into(),
@@ -281,6 +317,8 @@ impl Worker {
             self.kv.clone(),
             self.d1.get().cloned(),
         );
+        host.durable = self.durable.get().cloned();
+        host.object = object;
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|host| &mut host.memory);
         store.epoch_deadline_callback(|mut ctx| {
@@ -293,6 +331,12 @@ impl Worker {
         // Instantiation runs start functions: give it the request's budget too.
         store.data_mut().cpu.reset(self.limits.cpu);
         store.set_epoch_deadline(1);
+        store
+    }
+
+    async fn instantiate(&self) -> Result<Instance, RuntimeError> {
+        let started = Instant::now();
+        let mut store = self.new_store(None);
         let proxy = self.pre.instantiate_async(&mut store).await.map_err(|e| {
             let message = format!("{e:#}");
             if message.contains("maximum concurrent") || message.contains("pooling") {

@@ -19,7 +19,7 @@ pub use error::StorageError;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 pub const CF_DEPLOYMENTS: &str = "deployments";
 pub const CF_META: &str = "meta";
@@ -34,6 +34,18 @@ const COLUMN_FAMILIES: [&str; 7] =
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<DB>,
+}
+
+/// See [`Storage::downgrade`].
+pub struct WeakStorage {
+    db: Weak<DB>,
+}
+
+impl WeakStorage {
+    /// The database, if some [`Storage`] still holds it open.
+    pub fn upgrade(&self) -> Option<Storage> {
+        self.db.upgrade().map(|db| Storage { db })
+    }
 }
 
 /// A key and its value, as stored.
@@ -179,6 +191,12 @@ impl Storage {
     /// Syncs what [`Storage::write_unsynced`] left in the WAL.
     pub fn sync_wal(&self) -> Result<(), StorageError> {
         Ok(self.db.flush_wal(true)?)
+    }
+
+    /// A handle that does not keep the database open, for helper threads: the database then
+    /// closes on the thread that drops the last [`Storage`], never on a helper racing exit.
+    pub fn downgrade(&self) -> WeakStorage {
+        WeakStorage { db: Arc::downgrade(&self.db) }
     }
 
     fn write_with(&self, batch: Batch, sync: bool) -> Result<(), StorageError> {

@@ -23,6 +23,8 @@
 //!   A binding the deployment did not declare returns `BindingError::UnknownBinding`.
 //! - [`D1Database`]: D1 as Cloudflare's API shapes it (prepare / bind / first / all / run /
 //!   raw, batch, exec, sessions with bookmarks).
+//! - [`durable`]: Durable Object classes ([`DurableObject`], exported with
+//!   [`durable_objects!`]) and stubs to call objects from a worker.
 //! - [`export!`]: turns a [`Handler`] into the component's `wasi:http/incoming-handler`.
 
 use std::io::{Read, Write};
@@ -38,9 +40,11 @@ mod generated {
     });
 }
 
-pub use generated::nimbus::worker::{d1, durable_objects, kv, types::BindingError};
+pub use generated::nimbus::worker::{d1, durable_objects, kv, storage, types::BindingError, websocket};
 
 mod database;
+pub mod durable;
+pub use durable::{DurableObject, State};
 pub use database::{D1Database, PreparedStatement, Row};
 
 use wasi::http::types::{
@@ -63,6 +67,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// True when the client asks for a WebSocket (the edge marks such requests; a worker
+    /// passes them to a Durable Object, which accepts the socket).
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.header("x-nimbus-websocket-upgrade").is_some()
+    }
+
     /// The first value of a header (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -93,6 +103,11 @@ impl Response {
     /// A 200 with `content-type: application/json`; `json` must already be JSON text.
     pub fn json(json: impl Into<String>) -> Self {
         Response::new(200, json.into()).with_header("content-type", "application/json")
+    }
+
+    /// The answer of a Durable Object's `fetch` that accepted a WebSocket.
+    pub fn switching_protocols() -> Self {
+        Response::new(101, Vec::new())
     }
 
     pub fn with_status(mut self, status: u16) -> Self {

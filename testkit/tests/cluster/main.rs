@@ -2,6 +2,7 @@
 
 mod d1;
 mod deploy;
+mod durable;
 mod kv;
 mod membership;
 mod runtime;

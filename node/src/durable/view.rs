@@ -1,0 +1,90 @@
+//! The membership view placement runs on: the live members, and how many are known.
+//!
+//! A task follows membership events (and re-reads the member list every half second, in
+//! case a burst of events was missed) and publishes a [`View`] on a watch channel whenever
+//! the live set changes. A node that sees only a minority of the members it knows alive
+//! owns nothing: the other side of a partition may hold the majority and serve.
+
+use super::placement;
+use super::ObjectId;
+use crate::membership::{Member, Membership};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    pub me: String,
+    /// Alive or suspected members (this node included), sorted by node id.
+    pub live: Vec<Member>,
+    /// Members gossip still remembers, down ones included.
+    pub known: usize,
+}
+
+impl View {
+    /// A view of this node alone (before gossip has run).
+    pub fn alone(me: Member) -> Self {
+        View { me: me.node_id.clone(), live: vec![me], known: 1 }
+    }
+
+    /// True when this node sees a strict majority of the members it knows.
+    pub fn has_majority(&self) -> bool {
+        self.live.len() * 2 > self.known
+    }
+
+    /// The owner then the successors of `id`.
+    pub fn holders(&self, id: &ObjectId) -> Vec<&Member> {
+        let names: Vec<&str> = self.live.iter().map(|m| m.node_id.as_str()).collect();
+        placement::holders(id, &names)
+            .into_iter()
+            .filter_map(|name| self.live.iter().find(|m| m.node_id == name))
+            .collect()
+    }
+
+    /// The member that owns `id` in this view, if this side of the cluster may own anything.
+    pub fn owner(&self, id: &ObjectId) -> Option<&Member> {
+        if !self.has_majority() {
+            return None;
+        }
+        self.holders(id).into_iter().next()
+    }
+
+    pub fn owns(&self, id: &ObjectId) -> bool {
+        self.owner(id).is_some_and(|m| m.node_id == self.me)
+    }
+}
+
+/// Keeps `publish` up to date with membership until shutdown.
+pub async fn follow(membership: Membership, publish: watch::Sender<View>, shutdown: CancellationToken) {
+    let mut events = membership.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        if let Ok(members) = membership.members().await {
+            let known = members.len().max(1);
+            let mut live: Vec<Member> = members.into_iter().filter(|m| m.state != "down").map(|m| m.member).collect();
+            if !live.iter().any(|m| m.node_id == membership.me().node_id) {
+                live.push(membership.me().clone());
+            }
+            live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            let view = View { me: membership.me().node_id.clone(), live, known };
+            publish.send_if_modified(|current| {
+                if *current == view {
+                    false
+                } else {
+                    tracing::info!(
+                        live = view.live.len(),
+                        known = view.known,
+                        "durable objects: membership view changed"
+                    );
+                    *current = view;
+                    true
+                }
+            });
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = events.recv() => {}
+            _ = tick.tick() => {}
+        }
+    }
+}
