@@ -13,6 +13,18 @@ pub struct DevOptions {
     pub grpc_port: u16,
     pub http_port: u16,
     pub gossip_port: u16,
+    /// Extra `NIMBUS_*` settings for every node.
+    pub node_env: Vec<(String, String)>,
+}
+
+/// Parses `--node-env KEY=VALUE` settings; only `NIMBUS_*` keys are node settings.
+pub fn parse_node_env(raw: &[String]) -> Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) if key.starts_with("NIMBUS_") => Ok((key.to_string(), value.to_string())),
+            _ => anyhow::bail!("--node-env `{item}`: expected NIMBUS_<SECTION>__<KEY>=value"),
+        })
+        .collect()
 }
 
 pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
@@ -38,7 +50,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         node_gossip_base_port: Some(options.gossip_port),
         token,
         bin_dir: nimbus_testkit::bin_dir()?,
-        node_env: Vec::new(),
+        node_env: options.node_env,
         // D1's Raft group: three voters (or every node, if fewer); the others are replicas.
         d1_voters: options.nodes.min(3),
     };

@@ -80,6 +80,10 @@ enum Command {
         /// UDP gossip port of node-1; node-i uses this + i - 1.
         #[arg(long, default_value_t = 7946)]
         gossip_port: u16,
+        /// A node setting for every node, as `NIMBUS_<SECTION>__<KEY>=value`
+        /// (e.g. `NIMBUS_GOSSIP__SUSPECT_TO_DOWN_MS=1000`); repeatable.
+        #[arg(long = "node-env", value_name = "KEY=VALUE")]
+        node_env: Vec<String>,
     },
     /// Workers KV: namespaces and keys, through any node.
     Kv {
@@ -146,9 +150,13 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             d1::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&connect()?, cli.json, style).await,
-        Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port } => {
-            dev::run(dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port, gossip_port }, style)
-                .await
+        Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port, ref node_env } => {
+            let node_env = dev::parse_node_env(node_env)?;
+            dev::run(
+                dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port, gossip_port, node_env },
+                style,
+            )
+            .await
         }
     }
 }

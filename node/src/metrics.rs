@@ -76,6 +76,16 @@ pub struct Metrics {
     pub deployments_failed: Counter,
     /// D1's Raft group as this node sees it, refreshed on every scrape.
     pub d1: D1Gauges,
+    /// This node's Durable Objects, refreshed on every scrape.
+    pub durable: DurableGauges,
+}
+
+#[derive(Default)]
+pub struct DurableGauges {
+    pub live: Gauge,
+    pub activations: Gauge,
+    pub evictions: Gauge,
+    pub websockets: Gauge,
 }
 
 /// D1 figures read from the Raft member when `/metrics` is scraped.
@@ -114,6 +124,27 @@ impl Metrics {
         let kv_sync_rounds = Counter::default();
         let kv_outbox_dropped = Counter::default();
         let kv_replication_lag = latency_histogram();
+        let durable = DurableGauges::default();
+        registry.register(
+            "durable_objects_live",
+            "Durable Objects live (activated) on this node",
+            durable.live.clone(),
+        );
+        registry.register(
+            "durable_objects_activations",
+            "Durable Object activations on this node since start",
+            durable.activations.clone(),
+        );
+        registry.register(
+            "durable_objects_evictions",
+            "Durable Objects evicted for idleness on this node since start",
+            durable.evictions.clone(),
+        );
+        registry.register(
+            "durable_objects_websockets",
+            "WebSockets held by Durable Objects this node owns",
+            durable.websockets.clone(),
+        );
         let d1 = D1Gauges::default();
         registry.register("d1_raft_term", "The D1 Raft term this node is in", d1.term.clone());
         registry.register("d1_raft_is_leader", "1 while this node leads the D1 group", d1.is_leader.clone());
@@ -181,6 +212,7 @@ impl Metrics {
             deployments_applied,
             deployments_failed,
             d1,
+            durable,
         }
     }
 

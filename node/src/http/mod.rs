@@ -171,6 +171,12 @@ async fn metrics_text(State(edge): State<Edge>) -> Response {
     gauges.commit_index.set(d1.commit_index as i64);
     gauges.applied_index.set(d1.applied_index as i64);
     gauges.snapshots_installed.set(d1.snapshots_installed as i64);
+    let durable = edge.durable.status();
+    let gauges = &edge.metrics.durable;
+    gauges.live.set(durable.live.len() as i64);
+    gauges.activations.set(durable.activations as i64);
+    gauges.evictions.set(durable.evictions as i64);
+    gauges.websockets.set(durable.websockets as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode())
         .into_response()
 }
