@@ -459,13 +459,17 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
             Ok(resp) => resp.json().await.ok(),
             Err(_) => None,
         };
+        let durable: Option<Value> = match get("/v1/node/durable").await {
+            Ok(resp) => resp.json().await.ok(),
+            Err(_) => None,
+        };
         if gossip.is_none() && status.is_some() {
             gossip = match get("/v1/cluster").await {
                 Ok(resp) => resp.json().await.ok(),
                 Err(_) => None,
             };
         }
-        report.push(json!({ "node": node, "status": status, "d1": raft }));
+        report.push(json!({ "node": node, "status": status, "d1": raft, "durable": durable }));
     }
     if json_out {
         println!("{}", serde_json::to_string_pretty(&json!({ "nodes": report, "gossip": gossip }))?);
@@ -527,6 +531,37 @@ async fn cluster_status(client: &client::Client, json_out: bool, style: &Style) 
             &["NODE", "D1 ROLE", "RAFT STATE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"],
             &raft_rows(&report, style),
         );
+        println!();
+        table(
+            style,
+            &["NODE", "LIVE OBJECTS", "ACTIVATIONS", "EVICTIONS", "WEBSOCKETS", "VIEW"],
+            &durable_rows(&report, style),
+        );
     }
     Ok(())
+}
+
+/// One row per node: its Durable Objects and the membership view placement runs on.
+fn durable_rows(report: &[Value], style: &Style) -> Vec<Vec<String>> {
+    report
+        .iter()
+        .map(|r| {
+            let id = r["node"]["node_id"].as_str().unwrap_or("").to_string();
+            let d = &r["durable"];
+            if d.is_null() {
+                return vec![id, style.dim("unknown"), String::new(), String::new(), String::new(), String::new()];
+            }
+            let view = format!("{}/{} members", d["members_live"], d["members_known"]);
+            let view =
+                if d["has_majority"].as_bool() == Some(true) { view } else { style.bad(&format!("{view}, minority")) };
+            vec![
+                id,
+                d["live"].as_array().map_or(0, Vec::len).to_string(),
+                d["activations"].to_string(),
+                d["evictions"].to_string(),
+                d["websockets"].to_string(),
+                view,
+            ]
+        })
+        .collect()
 }
