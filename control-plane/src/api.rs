@@ -134,14 +134,7 @@ async fn deploy(
     })
     .await
     .map_err(|e| ControlPlaneError::Internal(e.to_string()))??;
-    let classes: Vec<&str> = manifest
-        .bindings
-        .iter()
-        .filter_map(|b| match b {
-            nimbus_proto::manifest::Binding::DurableObject { class_name, .. } => Some(class_name.as_str()),
-            _ => None,
-        })
-        .collect();
+    let classes = manifest.durable_object_classes();
     if !classes.is_empty() && !info.exports.iter().any(|e| e.starts_with(crate::validate::DURABLE_OBJECT_HANDLER)) {
         return Err(ControlPlaneError::Invalid(format!(
             "the manifest binds Durable Object class(es) {} but the component does not export `nimbus:worker/durable-object` (define them with `nimbus::durable_objects!`)",

@@ -82,6 +82,19 @@ impl Binding {
     }
 }
 
+impl WorkerManifest {
+    /// The Durable Object classes this worker binds (and so must export).
+    pub fn durable_object_classes(&self) -> Vec<&str> {
+        self.bindings
+            .iter()
+            .filter_map(|b| match b {
+                Binding::DurableObject { class_name, .. } => Some(class_name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// What is wrong with a manifest, worded for the person who wrote `nimbus.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

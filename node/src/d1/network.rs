@@ -6,8 +6,7 @@
 //! gossip address is what fault injection cuts.
 
 use super::types::{D1Node, TypeConfig};
-use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
-use nimbus_proto::peer::peer_client::PeerClient;
+use crate::membership::peers::PeerChannels;
 use nimbus_proto::peer::D1Message;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -96,11 +95,8 @@ impl Network {
     ) -> Result<Reply, CallError> {
         let (rpc, gossip) =
             self.book.resolve(node).ok_or_else(|| CallError::Unreachable(format!("no address for {node}")))?;
-        let channel =
-            self.peers.channel_to(&node.name, rpc, gossip).map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let mut client = PeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client =
+            self.peers.client_to(&node.name, rpc, gossip).map_err(|e| CallError::Unreachable(e.to_string()))?;
         let payload = postcard::to_allocvec(request).map_err(|e| CallError::Encoding(e.to_string()))?;
         let mut request = self.peers.request(D1Message { payload });
         if let Some(timeout) = timeout {

@@ -39,9 +39,8 @@ pub mod view;
 pub mod wire;
 
 use crate::config::DurableConfig;
-use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::membership::peers::PeerChannels;
 use crate::membership::Member;
-use nimbus_proto::peer::peer_client::PeerClient;
 use nimbus_proto::peer::DurableMessage;
 use object::Delivery;
 use serde::Serialize;
@@ -338,10 +337,7 @@ impl Durable {
 
     /// Calls `member`'s peer service with a Durable Object request.
     async fn peer_call(&self, member: &Member, request: &Request, timeout: Duration) -> Result<Reply, DurableError> {
-        let channel = self.inner.peers.channel(member).map_err(|_| DurableError::NotOwner)?;
-        let mut client = PeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = self.inner.peers.client(member).map_err(|_| DurableError::NotOwner)?;
         let payload = postcard::to_allocvec(request).map_err(|e| DurableError::Internal(e.to_string()))?;
         let mut message = self.inner.peers.request(DurableMessage { payload });
         message.set_timeout(timeout.max(Duration::from_millis(1)));
@@ -388,8 +384,7 @@ impl Durable {
             let frames = self.inner.sockets.attach(id, socket).map_err(|e| DurableError::Invalid(e.to_string()))?;
             return Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(frames)));
         }
-        let channel = self.inner.peers.channel(owner).map_err(|_| DurableError::NotOwner)?;
-        let mut client = PeerClient::new(channel);
+        let mut client = self.inner.peers.client(owner).map_err(|_| DurableError::NotOwner)?;
         let payload = postcard::to_allocvec(&Request::Attach { id: id.0, socket })
             .map_err(|e| DurableError::Internal(e.to_string()))?;
         let stream = client

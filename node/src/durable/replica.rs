@@ -16,19 +16,26 @@ pub fn serve(durable: &Durable, request: Request) -> Reply {
         Request::Promise { namespace, id, epoch } => promise(durable, ObjectId(id), namespace, epoch),
         Request::Replicate { namespace, id, epoch, steps } => {
             with_epoch(durable, ObjectId(id), namespace, epoch, |state, storage, id| {
+                // Each applied step records the state with it; only a batch that applied
+                // nothing needs the (possibly newer) promise recorded alone.
+                let mut recorded = false;
+                let mut reply = Reply::Replicated;
                 for step in steps {
                     if step.version <= state.version {
                         continue; // already here (a retried batch, or covered by a snapshot)
                     }
                     if step.base != state.version {
-                        storage.set_state(id, state)?;
-                        return Ok(Reply::NeedSnapshot);
+                        reply = Reply::NeedSnapshot;
+                        break;
                     }
                     state.version = step.version;
                     storage.apply(id, &step.writes, state)?;
+                    recorded = true;
                 }
-                storage.set_state(id, state)?;
-                Ok(Reply::Replicated)
+                if !recorded {
+                    storage.set_state(id, state)?;
+                }
+                Ok(reply)
             })
         }
         Request::Install { namespace, id, epoch, snapshot } => {

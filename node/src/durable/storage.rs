@@ -169,8 +169,10 @@ impl ObjectStorage {
     pub fn apply(&self, id: &ObjectId, writes: &[Write], state: &HolderState) -> Result<(), DurableError> {
         check_writes(writes)?;
         let mut batch = Batch::default();
-        let mut alarm = self.get_alarm(id)?;
-        let old_alarm = alarm;
+        // Only a write that touches the alarm needs the old one (to move its index entry).
+        let touches_alarm = writes.iter().any(|w| matches!(w, Write::DeleteAll | Write::SetAlarm(_)));
+        let old_alarm = if touches_alarm { self.get_alarm(id)? } else { None };
+        let mut alarm = old_alarm;
         for write in writes {
             match write {
                 Write::Put { key, value } => batch.put(CF_DURABLE, data_key(id, key), value.clone()),

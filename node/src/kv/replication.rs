@@ -17,7 +17,7 @@
 use super::digest::{differing, BUCKETS};
 use super::wire::{decode_rumor, encode_rumor, from_key_version, from_wire, key_version, to_wire};
 use super::{Change, Changes, Entry, KvError, KvStore};
-use crate::membership::peers::{PeerChannels, MAX_MESSAGE_BYTES};
+use crate::membership::peers::PeerChannels;
 use crate::membership::{Member, Membership, MembershipEvent, RumorError, RumorId, Rumors};
 use crate::metrics::Metrics;
 use nimbus_proto::peer::peer_client::PeerClient;
@@ -207,10 +207,7 @@ impl Replicator {
     }
 
     fn client(&self, peer: &Member) -> Result<Client, KvError> {
-        let channel = self.peers.channel(peer).map_err(|e| peer_error(peer, e))?;
-        Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        self.peers.client(peer).map_err(|e| peer_error(peer, e))
     }
 
     async fn push(&self, peer: &Member, entries: Vec<KvEntry>) -> Result<u64, KvError> {

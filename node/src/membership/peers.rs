@@ -6,6 +6,7 @@
 
 use super::faults::Faults;
 use super::Member;
+use nimbus_proto::peer::peer_client::PeerClient;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,23 @@ impl PeerChannels {
         let channel = endpoint.connect_lazy();
         channels.insert(rpc_addr, channel.clone());
         Ok(channel)
+    }
+
+    /// A `Peer` client for `peer`, with the message size limits every subsystem uses.
+    pub fn client(&self, peer: &Member) -> Result<PeerClient<Channel>, PeerError> {
+        self.client_to(&peer.node_id, peer.rpc_addr, peer.gossip_addr)
+    }
+
+    /// As [`PeerChannels::client`], for a node known by its addresses.
+    pub fn client_to(
+        &self,
+        node_id: &str,
+        rpc_addr: SocketAddr,
+        gossip_addr: SocketAddr,
+    ) -> Result<PeerClient<Channel>, PeerError> {
+        Ok(PeerClient::new(self.channel_to(node_id, rpc_addr, gossip_addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// Wraps a message (or a stream) in a request that names this node.

@@ -13,20 +13,13 @@ use super::{Runtime, Worker};
 use crate::durable::sockets::Frame;
 use crate::durable::wire::{Event, EventOutcome, HttpMessage};
 use crate::durable::{ClassHost, DurableError, Namespace, ObjectContext, ObjectInstance};
-use nimbus_proto::manifest::Binding;
 use std::sync::Arc;
 use wasmtime::Store;
 
 impl Worker {
     /// True if this worker binds `class_name` and exports the Durable Object handlers.
     fn runs_class(&self, class_name: &str) -> bool {
-        self.durable_pre.is_some()
-            && self
-                .spec
-                .manifest
-                .bindings
-                .iter()
-                .any(|b| matches!(b, Binding::DurableObject { class_name: declared, .. } if declared == class_name))
+        self.durable_pre.is_some() && self.spec.manifest.durable_object_classes().contains(&class_name)
     }
 }
 

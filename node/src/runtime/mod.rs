@@ -157,15 +157,7 @@ impl Runtime {
             |e: wasmtime::Error| RuntimeError::Link { worker: spec.name.clone(), message: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
         let pre = ProxyPre::new(instance_pre.clone()).map_err(link_error)?;
-        let classes: Vec<&str> = spec
-            .manifest
-            .bindings
-            .iter()
-            .filter_map(|b| match b {
-                nimbus_proto::manifest::Binding::DurableObject { class_name, .. } => Some(class_name.as_str()),
-                _ => None,
-            })
-            .collect();
+        let classes = spec.manifest.durable_object_classes();
         let durable_pre = if classes.is_empty() {
             None
         } else {
