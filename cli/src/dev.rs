@@ -15,6 +15,10 @@ pub struct DevOptions {
     pub gossip_port: u16,
     /// Extra `NIMBUS_*` settings for every node.
     pub node_env: Vec<(String, String)>,
+    /// Regions the nodes are spread over, round robin (empty: `local`).
+    pub regions: Vec<String>,
+    /// Configuration text every node reads (a latency matrix, say).
+    pub node_config: Option<String>,
 }
 
 /// Parses `--node-env KEY=VALUE` settings; only `NIMBUS_*` keys are node settings.
@@ -53,6 +57,8 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         node_env: options.node_env,
         // D1's Raft group: three voters (or every node, if fewer); the others are replicas.
         d1_voters: options.nodes.min(3),
+        regions: options.regions,
+        node_config: options.node_config,
     };
     eprintln!("Starting the control plane and {} nodes …", options.nodes);
     let cluster = Cluster::start(spec).await?;

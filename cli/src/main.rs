@@ -84,6 +84,13 @@ enum Command {
         /// (e.g. `NIMBUS_GOSSIP__SUSPECT_TO_DOWN_MS=1000`); repeatable.
         #[arg(long = "node-env", value_name = "KEY=VALUE")]
         node_env: Vec<String>,
+        /// Regions to spread the nodes over, round robin (e.g. `us-east,eu-west,ap-south`).
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// A node configuration file every node reads, e.g. `deploy/regions.toml` for its
+        /// latency matrix between regions (applied by the peer transport).
+        #[arg(long, value_name = "FILE")]
+        node_config: Option<PathBuf>,
     },
     /// Workers KV: namespaces and keys, through any node.
     Kv {
@@ -150,13 +157,36 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             d1::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&connect()?, cli.json, style).await,
-        Command::Dev { nodes, ref dir, api_port, grpc_port, http_port, gossip_port, ref node_env } => {
+        Command::Dev {
+            nodes,
+            ref dir,
+            api_port,
+            grpc_port,
+            http_port,
+            gossip_port,
+            ref node_env,
+            ref regions,
+            ref node_config,
+        } => {
             let node_env = dev::parse_node_env(node_env)?;
-            dev::run(
-                dev::DevOptions { nodes, dir: dir.clone(), api_port, grpc_port, http_port, gossip_port, node_env },
-                style,
-            )
-            .await
+            let node_config = match node_config {
+                Some(path) => {
+                    Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+                }
+                None => None,
+            };
+            let options = dev::DevOptions {
+                nodes,
+                dir: dir.clone(),
+                api_port,
+                grpc_port,
+                http_port,
+                gossip_port,
+                node_env,
+                regions: regions.clone(),
+                node_config,
+            };
+            dev::run(options, style).await
         }
     }
 }

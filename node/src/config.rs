@@ -41,6 +41,36 @@ pub struct NodeConfig {
     pub kv: KvConfig,
     #[serde(default)]
     pub durable: DurableConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// The simulated network between regions: a latency matrix the peer transport applies to
+/// gossip and gRPC (see `membership::faults`). Empty by default: no delay is added. Use it
+/// where `tc netem` is unavailable; where netem shapes the links, leave it empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// One-way delay to a node of the same region, in milliseconds.
+    #[serde(default)]
+    pub intra_region_ms: f64,
+    /// Up to this much more delay on every link, uniformly random, in milliseconds.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Probability that a datagram or TCP segment is lost, on every link.
+    #[serde(default)]
+    pub loss: f64,
+    /// One-way delay between two regions (both directions); pairs not listed get none.
+    #[serde(default)]
+    pub links: Vec<RegionLink>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLink {
+    pub a: String,
+    pub b: String,
+    pub one_way_ms: f64,
 }
 
 /// Durable Objects.
@@ -119,6 +149,10 @@ pub struct KvConfig {
 pub struct HttpConfig {
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// `host:port` peers and clients reach this listener at, when `listen` is a wildcard
+    /// (in a container, say); resolved at start. Empty: the listener's own address.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// A worker named `hello` answers for `Host: hello.<suffix>`.
     #[serde(default = "default_worker_host_suffix")]
     pub worker_host_suffix: String,
@@ -130,6 +164,9 @@ pub struct HttpConfig {
 pub struct RpcConfig {
     #[serde(default = "default_rpc_listen")]
     pub listen: SocketAddr,
+    /// `host:port` peers reach this listener at (see `http.advertise`).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 /// SWIM membership over UDP; used by the membership subsystem.
@@ -138,6 +175,9 @@ pub struct RpcConfig {
 pub struct GossipConfig {
     #[serde(default = "default_gossip_listen")]
     pub listen: SocketAddr,
+    /// `host:port` peers send gossip to (see `http.advertise`).
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// `host:port` of nodes to join through.
     #[serde(default)]
     pub seeds: Vec<String>,
@@ -156,9 +196,15 @@ pub struct GossipConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Serve `POST /v1/admin/faults`, which drops peer traffic to cut partitions in tests.
+    /// Serve `POST /v1/admin/faults`, which drops peer traffic to cut partitions in tests
+    /// and adds latency and loss spikes.
     #[serde(default)]
     pub fault_injection: bool,
+    /// Testing only, refused by release builds: a D1 write is acknowledged as soon as the
+    /// leader has appended it, before a quorum commits it. It breaks durability on purpose,
+    /// so the chaos suite can show its checkers catch a lost acknowledged write.
+    #[serde(default)]
+    pub unsafe_ack_d1_before_commit: bool,
 }
 
 /// Where deployments come from.

@@ -72,6 +72,12 @@ pub struct Ready {
 
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let replication = replication_settings(&config)?;
+    if config.admin.unsafe_ack_d1_before_commit && !cfg!(debug_assertions) {
+        return Err(NodeError::Config(
+            "admin.unsafe_ack_d1_before_commit loses acknowledged writes on purpose; only debug (test) builds accept it"
+                .into(),
+        ));
+    }
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (kv, kv_changes) =
@@ -92,8 +98,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let me = membership::Member {
         node_id: config.node_id.clone(),
         region: config.region.clone(),
-        http_addr,
-        rpc_addr,
+        http_addr: advertised(&config.http.advertise, http_addr).await?,
+        rpc_addr: advertised(&config.rpc.advertise, rpc_addr).await?,
         gossip_addr: config.gossip.listen,
         d1_voter: config.d1.role == config::D1Role::Voter,
         bump: std::time::SystemTime::now()
@@ -108,6 +114,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
     let d1 = d1::D1::start(
         &config.d1,
+        config.admin.unsafe_ack_d1_before_commit,
         &config.data_dir,
         storage.clone(),
         d1::group::node_of(membership.me()),
@@ -206,6 +213,18 @@ fn replication_settings(config: &NodeConfig) -> Result<kv::replication::Replicat
     })
 }
 
+/// The address peers reach a listener at: `advertise` resolved, else the listener's own.
+async fn advertised(
+    advertise: &Option<String>,
+    bound: std::net::SocketAddr,
+) -> Result<std::net::SocketAddr, NodeError> {
+    let Some(advertise) = advertise.as_deref().filter(|a| !a.is_empty()) else { return Ok(bound) };
+    let mut resolved = tokio::net::lookup_host(advertise)
+        .await
+        .map_err(|e| NodeError::Config(format!("advertised address `{advertise}` does not resolve: {e}")))?;
+    resolved.next().ok_or_else(|| NodeError::Config(format!("advertised address `{advertise}` resolves to nothing")))
+}
+
 async fn gossip_settings(config: &NodeConfig) -> Result<membership::GossipSettings, NodeError> {
     let mut seeds = Vec::new();
     for seed in &config.gossip.seeds {
@@ -221,5 +240,10 @@ async fn gossip_settings(config: &NodeConfig) -> Result<membership::GossipSettin
         probe_period: ms(config.gossip.probe_period_ms.max(10)),
         suspect_to_down: ms(config.gossip.suspect_to_down_ms.max(10)),
         remove_down_after: ms(config.gossip.remove_down_after_ms.max(10)),
+        network: config.network.clone(),
+        advertise: match &config.gossip.advertise {
+            Some(_) => Some(advertised(&config.gossip.advertise, config.gossip.listen).await?),
+            None => None,
+        },
     })
 }

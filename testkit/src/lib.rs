@@ -49,6 +49,11 @@ pub struct ClusterSpec {
     pub node_env: Vec<(String, String)>,
     /// The first this many nodes vote in D1's Raft group (the rest are read replicas).
     pub d1_voters: usize,
+    /// Node i (0-based) is in region `regions[i % len]`; empty: every node in `local`.
+    pub regions: Vec<String>,
+    /// A TOML configuration file every node reads (e.g. a `[network]` latency matrix);
+    /// `NIMBUS_*` settings still override it.
+    pub node_config: Option<String>,
 }
 
 impl ClusterSpec {
@@ -66,6 +71,8 @@ impl ClusterSpec {
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
             d1_voters: nodes.min(3),
+            regions: Vec::new(),
+            node_config: None,
         })
     }
 }
@@ -179,6 +186,9 @@ impl Cluster {
             }
         };
         std::fs::create_dir_all(dir.join("logs"))?;
+        if let Some(config) = &spec.node_config {
+            std::fs::write(dir.join("node.toml"), config)?;
+        }
         let mut cluster = Cluster {
             api: spec.control_plane_api,
             grpc: spec.control_plane_grpc,
@@ -246,7 +256,11 @@ impl Cluster {
 
     async fn launch_node(&self, id: &str, http: SocketAddr, gossip: SocketAddr) -> Result<Node> {
         let data_dir = self.dir.join(id);
-        let region = "local".to_string();
+        let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+        let region = match self.spec.regions.len() {
+            0 => "local".to_string(),
+            n => self.spec.regions[ordinal.saturating_sub(1) % n].clone(),
+        };
         let mut env = vec![
             ("NIMBUS_NODE_ID".to_string(), id.to_string()),
             ("NIMBUS_REGION".to_string(), region.clone()),
@@ -259,7 +273,9 @@ impl Cluster {
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
             ("NIMBUS_D1__BOOTSTRAP_EXPECT".to_string(), self.spec.d1_voters.max(1).to_string()),
         ];
-        let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+        if self.spec.node_config.is_some() {
+            env.push(("NIMBUS_CONFIG".to_string(), self.dir.join("node.toml").display().to_string()));
+        }
         if ordinal <= self.spec.d1_voters {
             env.push(("NIMBUS_D1__ROLE".to_string(), "voter".to_string()));
         }
@@ -318,6 +334,32 @@ impl Cluster {
             Some(proc) => proc.kill().await,
             None => Ok(()),
         }
+    }
+
+    /// Stops node `index` with SIGTERM (a graceful shutdown) and waits for it.
+    pub async fn terminate_node(&mut self, index: usize) -> Result<()> {
+        let node = self.nodes.get_mut(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        match node.proc.take() {
+            Some(proc) => proc.terminate().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Freezes node `index` with SIGSTOP (its sockets stay open; peers see it go silent).
+    pub fn pause_node(&self, index: usize) -> Result<()> {
+        self.signal_node(index, libc::SIGSTOP)
+    }
+
+    /// Lets a paused node run on (SIGCONT).
+    pub fn resume_node(&self, index: usize) -> Result<()> {
+        self.signal_node(index, libc::SIGCONT)
+    }
+
+    fn signal_node(&self, index: usize, signal: libc::c_int) -> Result<()> {
+        let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        let pid = node.pid().ok_or_else(|| anyhow!("{} is not running", node.id))?;
+        process::signal(pid, signal);
+        Ok(())
     }
 
     /// Starts node `index` again on its old HTTP port and data directory.
@@ -444,13 +486,19 @@ impl Cluster {
 
     /// Makes node `index` drop all gossip to and from `peers` (indices), or heals it (empty).
     pub async fn partition(&self, index: usize, peers: &[usize]) -> Result<()> {
+        self.set_faults(index, peers, serde_json::json!({})).await
+    }
+
+    /// Replaces node `index`'s faults: traffic to and from `blocked` (indices) is dropped,
+    /// and `spike` (`{delay_ms, jitter_ms, loss}`) is added to every outgoing peer link.
+    pub async fn set_faults(&self, index: usize, blocked: &[usize], spike: serde_json::Value) -> Result<()> {
         let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
         let blocked: Vec<String> =
-            peers.iter().filter_map(|i| self.nodes.get(*i)).map(|n| n.gossip.to_string()).collect();
+            blocked.iter().filter_map(|i| self.nodes.get(*i)).map(|n| n.gossip.to_string()).collect();
         let resp = self
             .http
             .post(format!("{}/v1/admin/faults", node.url()))
-            .json(&serde_json::json!({ "blocked": blocked }))
+            .json(&serde_json::json!({ "blocked": blocked, "spike": spike }))
             .send()
             .await?;
         if !resp.status().is_success() {

@@ -44,7 +44,9 @@ fn approximate_size(request: &WriteRequest) -> usize {
     }
 }
 
-pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, shutdown: CancellationToken) {
+/// `ack_before_commit` is the deliberate bug of `admin.unsafe_ack_d1_before_commit`: every
+/// write is answered "done" as soon as it is proposed, whether or not a quorum commits it.
+pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, ack_before_commit: bool, shutdown: CancellationToken) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -65,6 +67,11 @@ pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, shutdown: Cancel
                     .unwrap_or(0);
                 for request in &mut requests {
                     request.time_ms = now;
+                }
+                if ack_before_commit {
+                    for reply in replies.drain(..) {
+                        let _ = reply.send(Ok(WriteReply { outcome: Outcome::Statements(Vec::new()), bookmark: 0 }));
+                    }
                 }
                 let raft = raft.clone();
                 in_flight.push(async move {

@@ -150,6 +150,7 @@ impl D1 {
     /// Opens the log and the databases and starts this node's Raft member and batcher.
     pub async fn start(
         config: &D1Config,
+        ack_before_commit: bool,
         data_dir: &Path,
         storage: crate::storage::Storage,
         me: D1Node,
@@ -165,7 +166,10 @@ impl D1 {
             .map_err(D1Error::internal)?;
         let _ = network.metrics.set(raft.metrics());
         let (batcher, inputs) = mpsc::channel(16_384);
-        tokio::spawn(batcher::run(raft.clone(), inputs, shutdown));
+        if ack_before_commit {
+            tracing::error!("admin.unsafe_ack_d1_before_commit is set: D1 acknowledges writes before they commit");
+        }
+        tokio::spawn(batcher::run(raft.clone(), inputs, ack_before_commit, shutdown));
         let settings = D1Settings {
             role: config.role,
             bootstrap_expect: config.bootstrap_expect.max(1),

@@ -11,6 +11,7 @@ mod websocket;
 
 use crate::config::NodeConfig;
 use crate::kv::KvStore;
+use crate::membership::faults::{LinkShape, ShapingStats};
 use crate::membership::{MemberView, Membership};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
@@ -37,8 +38,15 @@ pub struct Edge {
     pub durable: crate::durable::Durable,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
+    colo_header: header::HeaderValue,
+    node_header: header::HeaderValue,
     platform: Router,
 }
+
+/// The region (colo) of the node a request entered through, on every request a worker sees.
+pub const COLO_HEADER: &str = "x-nimbus-colo";
+/// The node a request entered through.
+pub const NODE_HEADER: &str = "x-nimbus-node";
 
 impl Edge {
     pub fn new(
@@ -59,6 +67,10 @@ impl Edge {
             durable,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
+            colo_header: header::HeaderValue::from_str(&config.region)
+                .unwrap_or_else(|_| header::HeaderValue::from_static("unknown")),
+            node_header: header::HeaderValue::from_str(&config.node_id)
+                .unwrap_or_else(|_| header::HeaderValue::from_static("unknown")),
             platform: Router::new(),
         };
         let mut platform = Router::new()
@@ -93,7 +105,7 @@ async fn durable_status(State(edge): State<Edge>) -> Json<crate::durable::Durabl
     Json(edge.durable.status())
 }
 
-async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
+async fn dispatch(State(edge): State<Edge>, mut req: Request<Body>) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -102,6 +114,11 @@ async fn dispatch(State(edge): State<Edge>, req: Request<Body>) -> Response {
         .unwrap_or("")
         .to_string();
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
+        // Where the request entered the cluster, as Cloudflare's `request.cf.colo`; set here
+        // so a client cannot claim another region.
+        let headers = req.headers_mut();
+        headers.insert(COLO_HEADER, edge.colo_header.clone());
+        headers.insert(NODE_HEADER, edge.node_header.clone());
         if websocket::is_upgrade(&req) {
             let response = websocket::serve(&edge, &worker, req).await;
             worker.record_status(response.status().as_u16());
@@ -224,18 +241,34 @@ async fn cluster_members(State(edge): State<Edge>) -> Response {
     }
 }
 
+/// The faults in force on this node; a POST replaces all of them (an absent field clears it).
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FaultSet {
     /// Gossip addresses whose traffic is dropped, both ways.
+    #[serde(default)]
     blocked: Vec<std::net::SocketAddr>,
+    /// Delay, jitter and loss added to every outgoing peer link, on top of the latency matrix.
+    #[serde(default)]
+    spike: LinkShape,
+    /// What the simulated network (matrix and spike) has done so far; ignored in a POST.
+    #[serde(default, skip_deserializing)]
+    shaped: ShapingStats,
 }
 
-async fn set_faults(State(edge): State<Edge>, Json(faults): Json<FaultSet>) -> Json<FaultSet> {
-    tracing::warn!(blocked = ?faults.blocked, "fault injection: peer traffic dropped");
+async fn set_faults(State(edge): State<Edge>, Json(faults): Json<FaultSet>) -> Response {
+    let spike = faults.spike;
+    if !(spike.delay_ms >= 0.0 && spike.jitter_ms >= 0.0 && (0.0..=1.0).contains(&spike.loss)) {
+        return (StatusCode::BAD_REQUEST, "spike: delay_ms and jitter_ms must be ≥ 0 and loss in [0, 1]\n")
+            .into_response();
+    }
+    tracing::warn!(blocked = ?faults.blocked, ?spike, "fault injection: peer traffic dropped or shaped");
     edge.membership.faults.set_blocked(faults.blocked);
-    Json(FaultSet { blocked: edge.membership.faults.blocked() })
+    edge.membership.faults.set_spike(spike);
+    get_faults(State(edge)).await.into_response()
 }
 
 async fn get_faults(State(edge): State<Edge>) -> Json<FaultSet> {
-    Json(FaultSet { blocked: edge.membership.faults.blocked() })
+    let faults = &edge.membership.faults;
+    Json(FaultSet { blocked: faults.blocked(), spike: faults.spike(), shaped: faults.stats() })
 }

@@ -20,7 +20,6 @@ use super::{Change, Changes, Entry, KvError, KvStore};
 use crate::membership::peers::PeerChannels;
 use crate::membership::{Member, Membership, MembershipEvent, RumorError, RumorId, Rumors};
 use crate::metrics::Metrics;
-use nimbus_proto::peer::peer_client::PeerClient;
 use nimbus_proto::peer::{FetchKvRequest, KvBucketVersionsRequest, KvDigestsRequest, KvEntry, KvSnapshotRequest};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -29,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// How often and how long; see `KvConfig`.
 #[derive(Debug, Clone)]
@@ -124,7 +122,7 @@ fn peer_error(peer: &Member, reason: impl std::fmt::Display) -> KvError {
     KvError::Peer { peer: peer.node_id.clone(), reason: reason.to_string() }
 }
 
-type Client = PeerClient<Channel>;
+type Client = crate::membership::peers::PeerClient;
 
 impl Replicator {
     pub fn new(

@@ -127,6 +127,10 @@ pub struct GossipSettings {
     pub probe_period: Duration,
     pub suspect_to_down: Duration,
     pub remove_down_after: Duration,
+    /// The latency matrix the peer transport applies.
+    pub network: crate::config::NetworkConfig,
+    /// The address peers send gossip to, when it is not the socket's own.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Membership {
@@ -142,13 +146,15 @@ impl Membership {
         let socket = UdpSocket::bind(settings.listen)
             .await
             .map_err(|source| MembershipError::Bind { addr: settings.listen, source })?;
-        me.gossip_addr =
-            socket.local_addr().map_err(|source| MembershipError::Bind { addr: settings.listen, source })?;
+        me.gossip_addr = match settings.advertise {
+            Some(addr) => addr,
+            None => socket.local_addr().map_err(|source| MembershipError::Bind { addr: settings.listen, source })?,
+        };
         let socket = Arc::new(socket);
         // Room for bursts of rumors; beyond it they are dropped and anti-entropy repairs.
         let (inputs, rx) = mpsc::channel(16_384);
         let (events, _) = broadcast::channel(256);
-        let faults = Arc::new(faults::Faults::default());
+        let faults = Arc::new(faults::Faults::new(&me.region, settings.network.clone()));
         let rumor_backlog = Arc::new(AtomicUsize::new(0));
         let membership = Membership {
             me: me.clone(),
@@ -459,6 +465,19 @@ async fn drain(runtime: &mut AccumulatingRuntime<Member>, out: &Outputs) {
         if faults.blocks(to.gossip_addr) {
             continue;
         }
+        let link = faults.link_to_region(&to.region);
+        if !link.is_clear() {
+            // The simulated network: the datagram leaves after the link's delay, or is lost.
+            let Some(delay) = faults.shape_datagram(&link) else { continue };
+            let (socket, metrics) = (socket.clone(), metrics.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(sent) = socket.send_to(&data, to.gossip_addr).await {
+                    metrics.gossip_sent_bytes.inc_by(sent as u64);
+                }
+            });
+            continue;
+        }
         match socket.send_to(&data, to.gossip_addr).await {
             Ok(sent) => {
                 metrics.gossip_sent_bytes.inc_by(sent as u64);
@@ -487,6 +506,7 @@ async fn drain(runtime: &mut AccumulatingRuntime<Member>, out: &Outputs) {
             let change = match &event {
                 MembershipEvent::Up(m) => {
                     tracing::info!(node = %m.node_id, region = %m.region, "member up");
+                    faults.learn_region(m.gossip_addr, &m.region);
                     "up"
                 }
                 MembershipEvent::Down(m) => {

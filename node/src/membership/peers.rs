@@ -2,16 +2,22 @@
 //! fault-injection rule applied on both ends, so a test partition cuts gRPC like gossip.
 //!
 //! Every request carries the caller's gossip address in `x-nimbus-from`; a server refuses
-//! requests from a blocked peer, and a client refuses to call one.
+//! requests from a blocked peer, and a client refuses to call one. Calls pass through a
+//! [`ShapedChannel`], which applies the simulated network's delay and loss (see
+//! [`super::faults`]).
 
 use super::faults::Faults;
 use super::Member;
-use nimbus_proto::peer::peer_client::PeerClient;
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// The `Peer` service's client, over a shaped channel.
+pub type PeerClient = nimbus_proto::peer::peer_client::PeerClient<ShapedChannel>;
 
 /// The metadata key naming the calling node's gossip address.
 pub const FROM_HEADER: &str = "x-nimbus-from";
@@ -76,7 +82,7 @@ impl PeerChannels {
     }
 
     /// A `Peer` client for `peer`, with the message size limits every subsystem uses.
-    pub fn client(&self, peer: &Member) -> Result<PeerClient<Channel>, PeerError> {
+    pub fn client(&self, peer: &Member) -> Result<PeerClient, PeerError> {
         self.client_to(&peer.node_id, peer.rpc_addr, peer.gossip_addr)
     }
 
@@ -86,8 +92,13 @@ impl PeerChannels {
         node_id: &str,
         rpc_addr: SocketAddr,
         gossip_addr: SocketAddr,
-    ) -> Result<PeerClient<Channel>, PeerError> {
-        Ok(PeerClient::new(self.channel_to(node_id, rpc_addr, gossip_addr)?)
+    ) -> Result<PeerClient, PeerError> {
+        let channel = ShapedChannel {
+            inner: self.channel_to(node_id, rpc_addr, gossip_addr)?,
+            faults: self.faults.clone(),
+            peer: gossip_addr,
+        };
+        Ok(PeerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
@@ -108,5 +119,42 @@ impl PeerChannels {
             Some(addr) if self.faults.blocks(addr) => Err(tonic::Status::unavailable("cut off by fault injection")),
             _ => Ok(()),
         }
+    }
+}
+
+/// A channel to one peer that applies the simulated link: the call waits one sampled delay
+/// before it is sent and another once its response has arrived. A clear link adds nothing.
+#[derive(Clone)]
+pub struct ShapedChannel {
+    inner: Channel,
+    faults: Arc<Faults>,
+    /// The peer's gossip address, which the link is looked up by.
+    peer: SocketAddr,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for ShapedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let link = self.faults.link_to(self.peer);
+        if link.is_clear() {
+            return Box::pin(tower::Service::call(&mut self.inner, request));
+        }
+        // The ready channel goes with the call; a clone takes its place (tower's pattern).
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let (there, back) = self.faults.shape_call(&link);
+        Box::pin(async move {
+            tokio::time::sleep(there).await;
+            let response = tower::Service::call(&mut ready, request).await;
+            tokio::time::sleep(back).await;
+            response
+        })
     }
 }

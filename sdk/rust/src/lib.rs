@@ -73,6 +73,12 @@ impl Request {
         self.header("x-nimbus-websocket-upgrade").is_some()
     }
 
+    /// The region of the node the request entered the cluster through, as Cloudflare's
+    /// `request.cf.colo` (the edge sets `x-nimbus-colo`; a client cannot).
+    pub fn colo(&self) -> Option<&str> {
+        self.header("x-nimbus-colo")
+    }
+
     /// The first value of a header (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

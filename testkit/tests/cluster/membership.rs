@@ -106,3 +106,67 @@ async fn a_dead_member_is_marked_down_counted_and_then_forgotten() {
     assert!(text.contains(r#"nimbus_members{state="down"} 0"#), "{text}");
     cluster.stop().await.expect("stop");
 }
+
+/// `GET /v1/admin/faults` on node `index`.
+async fn faults_of(cluster: &Cluster, index: usize) -> serde_json::Value {
+    let url = format!("{}/v1/admin/faults", cluster.nodes[index].url());
+    cluster.http().get(url).send().await.expect("faults").json().await.expect("faults json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_matrix_shapes_only_links_between_regions() {
+    let mut spec = nimbus_testkit::ClusterSpec::local(3).expect("spec");
+    spec.regions = vec!["near".into(), "near".into(), "far".into()];
+    spec.node_config = Some("[network]\nlinks = [{ a = \"near\", b = \"far\", one_way_ms = 25.0 }]\n".into());
+    let cluster = Cluster::start(spec).await.expect("cluster starts");
+    cluster.wait_membership(DETECT).await.expect("membership settles across the delay");
+
+    // node-3 is alone in `far`: every datagram it sends crosses the matrix, at 25 ms each.
+    let what = "node-3 delays its gossip and Raft calls";
+    cluster
+        .eventually(DETECT, what, || async {
+            let shaped = &faults_of(&cluster, 2).await["shaped"];
+            let datagrams = shaped["datagrams_delayed"].as_u64().unwrap_or(0);
+            let calls = shaped["calls_delayed"].as_u64().unwrap_or(0);
+            let delay = shaped["delay_ms"].as_f64().unwrap_or(0.0);
+            assert!(delay + 1e-6 >= 25.0 * (datagrams + 2 * calls) as f64, "every sample is ≥ 25 ms: {shaped}");
+            Ok(datagrams > 0)
+        })
+        .await
+        .expect("node-3 shapes");
+    // Raft traffic between the regions goes through shaped gRPC channels on some node.
+    cluster
+        .eventually(DETECT, "a Raft call crosses the matrix", || async {
+            let mut calls = 0;
+            for i in 0..3 {
+                calls += faults_of(&cluster, i).await["shaped"]["calls_delayed"].as_u64().unwrap_or(0);
+            }
+            Ok(calls > 0)
+        })
+        .await
+        .expect("gRPC shaped");
+    // node-1 shapes what it sends to node-3 (its link to node-2 is clear: the unit tests of
+    // `membership::faults` pin down which links the matrix covers).
+    let before = faults_of(&cluster, 0).await["shaped"]["datagrams_delayed"].as_u64().unwrap_or(0);
+    assert!(before > 0, "node-1 sends to node-3 through the matrix");
+
+    // A loss spike on node-1: its datagrams are dropped and counted.
+    cluster.set_faults(0, &[], serde_json::json!({"loss": 1.0})).await.expect("spike");
+    cluster
+        .eventually(DETECT, "node-1 loses datagrams", || async {
+            Ok(faults_of(&cluster, 0).await["shaped"]["datagrams_lost"].as_u64().unwrap_or(0) > 0)
+        })
+        .await
+        .expect("loss");
+    let refused = cluster
+        .http()
+        .post(format!("{}/v1/admin/faults", cluster.nodes[0].url()))
+        .json(&serde_json::json!({"spike": {"loss": 2.0}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status().as_u16(), 400, "a loss over 1 is refused");
+    cluster.set_faults(0, &[], serde_json::json!({})).await.expect("clear");
+    cluster.wait_membership(DETECT).await.expect("membership after the spike");
+    cluster.stop().await.expect("stop");
+}

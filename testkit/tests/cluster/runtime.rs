@@ -89,9 +89,21 @@ async fn body_limits_and_routes() {
     assert_eq!((status, body.len()), (200, 100));
 
     let url = format!("{}/api/users", cluster.nodes[0].url());
-    let resp = cluster.http().get(&url).header("host", "example.com").send().await.expect("request");
+    // The edge tells the worker where the request entered (like `request.cf.colo`); a
+    // client cannot claim another region.
+    let resp = cluster
+        .http()
+        .get(&url)
+        .header("host", "example.com")
+        .header("x-nimbus-colo", "mars")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.text().await.expect("body").contains("path: /api/users"));
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("path: /api/users"), "{body}");
+    assert!(body.contains("header: x-nimbus-colo: local\n"), "{body}");
+    assert!(body.contains("header: x-nimbus-node: node-1\n") && !body.contains("mars"), "{body}");
     let resp = cluster
         .http()
         .get(format!("{}/other", cluster.nodes[0].url()))

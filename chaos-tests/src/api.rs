@@ -1,0 +1,211 @@
+//! The REST calls the workloads and checkers make against a node, and how their answers map to
+//! outcomes. Every call has a timeout, so a paused or cut-off node yields an unknown outcome
+//! rather than a stuck client.
+
+use crate::history::Outcome;
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Wait this long for any one answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(12);
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+}
+
+/// An answer: status and body, or why there was none.
+#[derive(Debug)]
+pub enum Answer {
+    Reply {
+        status: u16,
+        body: String,
+    },
+    /// The connection was refused: the request never reached a node.
+    Refused(String),
+    /// Sent, no answer (timeout, reset): it may have taken effect.
+    Lost(String),
+}
+
+impl Answer {
+    /// The outcome of a write: acknowledged (2xx), refused (4xx, or never sent), or unknown.
+    pub fn write_outcome(&self) -> Outcome {
+        match self {
+            Answer::Reply { status, .. } if (200..300).contains(status) => Outcome::Ok,
+            Answer::Reply { status, .. } if (400..500).contains(status) => Outcome::Fail,
+            Answer::Reply { .. } | Answer::Lost(_) => Outcome::Unknown,
+            Answer::Refused(_) => Outcome::Fail,
+        }
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        match self {
+            Answer::Reply { body, .. } => serde_json::from_str(body).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Answer::Reply { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Answer::Reply { status, body } => format!("{status} {}", body.trim().chars().take(160).collect::<String>()),
+            Answer::Refused(e) => format!("refused: {e}"),
+            Answer::Lost(e) => format!("no answer: {e}"),
+        }
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api::new()
+    }
+}
+
+impl Api {
+    pub fn new() -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Api { http }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.text().await {
+                    Ok(body) => Answer::Reply { status, body },
+                    Err(e) => Answer::Lost(e.to_string()),
+                }
+            }
+            Err(e) if e.is_connect() => Answer::Refused(e.to_string()),
+            Err(e) => Answer::Lost(e.to_string()),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `POST /v1/d1/{db}/query`.
+    pub async fn d1(&self, node: &str, db: &str, body: Value) -> Answer {
+        self.send(self.http.post(format!("{node}/v1/d1/{db}/query")).json(&body)).await
+    }
+
+    pub async fn d1_create(&self, node: &str, db: &str) -> Result<()> {
+        let answer = self.send(self.http.put(format!("{node}/v1/d1/databases/{db}"))).await;
+        match answer.status() {
+            Some(200 | 201) => Ok(()),
+            _ => bail!("creating database {db}: {}", answer.describe()),
+        }
+    }
+
+    pub async fn d1_status(&self, node: &str) -> Result<Value> {
+        Ok(self.http.get(format!("{node}/v1/node/d1")).send().await?.error_for_status()?.json().await?)
+    }
+
+    pub async fn d1_checksum(&self, node: &str, db: &str) -> Result<Value> {
+        Ok(self.http.get(format!("{node}/v1/d1/{db}/checksum")).send().await?.error_for_status()?.json().await?)
+    }
+
+    pub async fn kv_declare(&self, node: &str, namespace: &str) -> Result<()> {
+        let answer = self.send(self.http.put(format!("{node}/v1/kv/namespaces/{namespace}"))).await;
+        match answer.status() {
+            Some(200 | 201) => Ok(()),
+            _ => bail!("declaring namespace {namespace}: {}", answer.describe()),
+        }
+    }
+
+    pub async fn kv_put(&self, node: &str, namespace: &str, key: &str, value: &str) -> Answer {
+        self.send(self.http.put(format!("{node}/v1/kv/{namespace}/values/{key}")).body(value.to_owned())).await
+    }
+
+    pub async fn kv_delete(&self, node: &str, namespace: &str, key: &str) -> Answer {
+        self.send(self.http.delete(format!("{node}/v1/kv/{namespace}/values/{key}"))).await
+    }
+
+    /// The value of `key` on `node`'s own replica (`None`: absent).
+    pub async fn kv_get(&self, node: &str, namespace: &str, key: &str) -> Result<Option<String>> {
+        let resp = self.http.get(format!("{node}/v1/kv/{namespace}/values/{key}")).send().await?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(resp.text().await?)),
+            404 => Ok(None),
+            status => bail!("kv get {key}: {status}"),
+        }
+    }
+
+    /// `node`'s replica summary (entry count and digest), to compare replicas.
+    pub async fn kv_summary(&self, node: &str) -> Result<Value> {
+        Ok(self.http.get(format!("{node}/v1/node/kv")).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// A request to worker `worker` through `node`.
+    pub async fn worker(&self, node: &str, worker: &str, path: &str) -> Answer {
+        self.send(self.http.get(format!("{node}{path}")).header("host", format!("{worker}.workers.localhost"))).await
+    }
+
+    pub async fn durable_status(&self, node: &str) -> Result<Value> {
+        Ok(self.http.get(format!("{node}/v1/node/durable")).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// This node's own gossip address, from its membership view.
+    pub async fn gossip_addr(&self, node: &str) -> Result<String> {
+        let view: Value = self.http.get(format!("{node}/v1/cluster")).send().await?.error_for_status()?.json().await?;
+        let me = view["members"].as_array().into_iter().flatten().find(|m| m["is_self"] == json!(true));
+        match me.and_then(|m| m["gossip_addr"].as_str()) {
+            Some(addr) => Ok(addr.to_owned()),
+            None => bail!("{node} does not list itself"),
+        }
+    }
+
+    /// Replaces `node`'s injected faults.
+    pub async fn set_faults(&self, node: &str, blocked: &[String], spike: Value) -> Result<()> {
+        let resp = self
+            .http
+            .post(format!("{node}/v1/admin/faults"))
+            .json(&json!({ "blocked": blocked, "spike": spike }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("fault injection refused by {node}: {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// Deploys a component with a manifest through the control plane.
+    pub async fn deploy(&self, api: &str, token: &str, name: &str, component: &[u8], manifest: Value) -> Result<u64> {
+        use base64::Engine as _;
+        let body = json!({
+            "manifest": manifest,
+            "component": base64::engine::general_purpose::STANDARD.encode(component),
+        });
+        let resp = self.http.post(format!("{api}/v1/deployments/{name}")).bearer_auth(token).json(&body).send().await?;
+        let status = resp.status().as_u16();
+        let reply: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 201 {
+            bail!("deploying {name}: {status} {reply}");
+        }
+        reply["version"].as_u64().ok_or_else(|| anyhow::anyhow!("deploy reply without a version: {reply}"))
+    }
+
+    /// The version of `worker` `node` serves.
+    pub async fn serves(&self, node: &str, worker: &str) -> Result<Option<u64>> {
+        let status: Value = self.http.get(format!("{node}/v1/node")).send().await?.error_for_status()?.json().await?;
+        Ok(status["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == worker)
+            .and_then(|w| w["version"].as_u64()))
+    }
+}

@@ -1,0 +1,308 @@
+//! The checkers: each reads the history and the healed cluster's final state and gives a
+//! verdict. "Lost" counts acknowledged writes the final state does not show.
+
+use crate::api::Api;
+use crate::history::{Op, OpKind, Outcome};
+use crate::linearizable::{self, Verdict};
+use crate::nemesis::Outage;
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Availability below this on the surviving nodes is a violation.
+pub const MIN_AVAILABILITY: f64 = 0.95;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(name: &'static str, passed: bool, detail: impl Into<String>) -> Check {
+        Check { name, passed, detail: detail.into() }
+    }
+}
+
+/// Polls `probe` until it yields a value, or fails after `timeout`.
+async fn until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// D1: every acknowledged write is in the ledger on every replica, the replicas agree, the
+/// registers' `linearizable` reads linearize, and `bookmark` reads see the client's own write.
+/// Returns the checks and the number of acknowledged writes lost.
+pub async fn d1(api: &Api, urls: &[String], db: &str, ops: &[Op]) -> Result<(Vec<Check>, usize)> {
+    let mut checks = Vec::new();
+    // A barrier write through any node; its bookmark covers everything committed before it.
+    let barrier = until(Duration::from_secs(60), "a D1 write after the heal", || async {
+        for url in urls {
+            let answer = api.d1(url, db, json!({"sql": "INSERT INTO ledger (v) VALUES (-1)"})).await;
+            if answer.status() == Some(200) {
+                if let Some(b) = answer.json().and_then(|v| v["bookmark"].as_str().and_then(|b| b.parse::<u64>().ok()))
+                {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let acked: BTreeSet<i64> =
+        ops.iter().filter(|o| o.kind == OpKind::D1Write && o.outcome == Outcome::Ok).filter_map(|o| o.value).collect();
+    let mut lost_anywhere: BTreeSet<i64> = BTreeSet::new();
+    let mut checksums = BTreeSet::new();
+    for url in urls {
+        let ledger: BTreeSet<i64> = until(Duration::from_secs(30), "the ledger at the barrier", || async {
+            let answer = api
+                .d1(
+                    url,
+                    db,
+                    json!({"sql": "SELECT v FROM ledger", "consistency": "bookmark", "bookmark": barrier.to_string()}),
+                )
+                .await;
+            let Some(reply) = answer.json().filter(|_| answer.status() == Some(200)) else { return Ok(None) };
+            let rows = reply["results"][0]["rows"].as_array().cloned().unwrap_or_default();
+            Ok(Some(rows.iter().filter_map(|r| r[0].as_i64()).collect()))
+        })
+        .await?;
+        lost_anywhere.extend(acked.difference(&ledger).copied());
+        let checksum = api.d1_checksum(url, db).await?;
+        if checksum["applied_index"].as_u64().unwrap_or(0) >= barrier {
+            checksums.insert(checksum["checksum"].to_string());
+        }
+    }
+    let lost = lost_anywhere.len();
+    checks.push(Check::new(
+        "d1: acknowledged writes on every replica",
+        lost == 0,
+        if lost == 0 {
+            format!("{} acknowledged writes, all on {} replicas", acked.len(), urls.len())
+        } else {
+            format!(
+                "{lost} of {} acknowledged writes missing, e.g. {:?}",
+                acked.len(),
+                lost_anywhere.iter().take(5).collect::<Vec<_>>()
+            )
+        },
+    ));
+    checks.push(Check::new(
+        "d1: replicas identical",
+        checksums.len() <= 1,
+        format!("{} distinct checksum(s) at the barrier", checksums.len()),
+    ));
+
+    let verdicts = linearizable::check_history(ops);
+    let bad: Vec<String> = verdicts
+        .iter()
+        .filter_map(|(key, v)| match v {
+            Verdict::Violation(why) => Some(format!("{key}: {why}")),
+            Verdict::Linearizable => None,
+        })
+        .collect();
+    let reads = ops.iter().filter(|o| o.kind == OpKind::D1Read && o.outcome == Outcome::Ok).count();
+    checks.push(Check::new(
+        "d1: linearizable reads",
+        bad.is_empty(),
+        if bad.is_empty() {
+            format!("{} registers, {reads} reads: linearizable", verdicts.len())
+        } else {
+            bad.join("; ")
+        },
+    ));
+
+    let bookmark_reads: Vec<&Op> =
+        ops.iter().filter(|o| o.kind == OpKind::D1BookmarkRead && o.outcome == Outcome::Ok).collect();
+    let stale: Vec<String> = bookmark_reads
+        .iter()
+        .filter(|o| o.result != o.value)
+        .map(|o| format!("{} wrote {:?}, read {:?} at bookmark {:?}", o.key, o.value, o.result, o.bookmark))
+        .collect();
+    checks.push(Check::new(
+        "d1: bookmark reads see own writes",
+        stale.is_empty(),
+        if stale.is_empty() { format!("{} bookmark reads", bookmark_reads.len()) } else { stale.join("; ") },
+    ));
+    Ok((checks, lost))
+}
+
+/// KV: after the heal the replicas converge (the time it took is returned); then every key
+/// holds the value of its highest-versioned acknowledged write (a delete: absent) on every
+/// node, unless a write of unknown outcome may have overtaken it.
+pub async fn kv(api: &Api, urls: &[String], namespace: &str, ops: &[Op]) -> Result<(Vec<Check>, usize, Duration)> {
+    let started = Instant::now();
+    let converged = until(Duration::from_secs(90), "KV replicas converge", || async {
+        let mut summaries = BTreeSet::new();
+        for url in urls {
+            summaries.insert(api.kv_summary(url).await?.to_string());
+        }
+        Ok((summaries.len() == 1).then_some(()))
+    })
+    .await;
+    let took = started.elapsed();
+    let mut checks = vec![Check::new(
+        "kv: replicas converge after the heal",
+        converged.is_ok(),
+        match &converged {
+            Ok(()) => format!("identical digests on {} nodes after {:.1} s", urls.len(), took.as_secs_f64()),
+            Err(e) => e.to_string(),
+        },
+    )];
+
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops.iter().filter(|o| matches!(o.kind, OpKind::KvPut | OpKind::KvDelete)) {
+        by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+    let mut wrong = Vec::new();
+    let mut lost = 0;
+    for (key, ops) in &by_key {
+        let winner = ops
+            .iter()
+            .filter(|o| o.outcome == Outcome::Ok && o.version.is_some())
+            .max_by(|a, b| a.version.cmp(&b.version));
+        let Some(winner) = winner else { continue };
+        let expected = match winner.kind {
+            OpKind::KvPut => winner.value.map(|v| v.to_string()),
+            _ => None,
+        };
+        // A write of unknown outcome may carry a higher version than every acknowledged one.
+        let mut allowed: Vec<Option<String>> = vec![expected.clone()];
+        for op in ops.iter().filter(|o| o.outcome == Outcome::Unknown) {
+            allowed.push(if op.kind == OpKind::KvPut { op.value.map(|v| v.to_string()) } else { None });
+        }
+        for url in urls {
+            let actual = api.kv_get(url, namespace, key).await?;
+            if !allowed.contains(&actual) {
+                lost += 1;
+                let what = if expected.is_none() { "deleted key came back" } else { "acknowledged write lost" };
+                wrong.push(format!("{key} on {url}: {what}: {actual:?}, expected {expected:?}"));
+            }
+        }
+    }
+    checks.push(Check::new(
+        "kv: last acknowledged write wins, nothing deleted returns",
+        wrong.is_empty(),
+        if wrong.is_empty() {
+            format!("{} keys checked on {} nodes", by_key.len(), urls.len())
+        } else {
+            wrong.join("; ")
+        },
+    ));
+    Ok((checks, lost, took))
+}
+
+/// Durable Object counter: the acknowledged values are distinct (two live instances would hand
+/// one out twice), the final count lies between the acknowledged increments and those plus
+/// the unknown ones, and the object ends up live on exactly one node.
+pub async fn counter(api: &Api, urls: &[String], name: &str, id: &str, ops: &[Op]) -> Result<(Vec<Check>, usize)> {
+    let incs: Vec<&Op> = ops.iter().filter(|o| o.kind == OpKind::Increment).collect();
+    let acked: Vec<i64> = incs.iter().filter(|o| o.outcome == Outcome::Ok).filter_map(|o| o.result).collect();
+    let unknown = incs.iter().filter(|o| o.outcome == Outcome::Unknown).count() as i64;
+    let distinct: BTreeSet<i64> = acked.iter().copied().collect();
+    let mut checks = vec![Check::new(
+        "do: every acknowledged increment got its own value",
+        distinct.len() == acked.len(),
+        format!("{} acknowledged, {} distinct values", acked.len(), distinct.len()),
+    )];
+    let final_value: i64 = until(Duration::from_secs(60), "the counter's value", || async {
+        for url in urls {
+            let answer = api.worker(url, "counter", &format!("/{name}/value")).await;
+            if answer.status() == Some(200) {
+                if let crate::api::Answer::Reply { body, .. } = &answer {
+                    return Ok(body.trim().parse().ok());
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let n = acked.len() as i64;
+    let max = acked.iter().copied().max().unwrap_or(0);
+    let lost = (n - final_value).max(0) as usize;
+    checks.push(Check::new(
+        "do: count = acknowledged increments",
+        final_value >= n && final_value <= n + unknown && final_value >= max,
+        format!("final {final_value}; acknowledged {n}, unknown {unknown}, largest value handed out {max}"),
+    ));
+    let live = until(Duration::from_secs(30), "one live instance", || async {
+        let mut holders = Vec::new();
+        for url in urls {
+            let status = api.durable_status(url).await?;
+            if status["live"].as_array().into_iter().flatten().any(|o| o["id"] == id) {
+                holders.push(url.clone());
+            }
+        }
+        Ok((holders.len() == 1).then_some(holders))
+    })
+    .await;
+    checks.push(Check::new(
+        "do: one live instance",
+        live.is_ok(),
+        match live {
+            Ok(holders) => format!("live on {}", holders.join(", ")),
+            Err(e) => e.to_string(),
+        },
+    ));
+    Ok((checks, lost))
+}
+
+/// Workers: the share of hello requests answered by nodes the nemesis had not taken out.
+pub fn availability(ops: &[Op], outages: &[Outage]) -> (Check, f64) {
+    let served_by_survivor =
+        |op: &&Op| !outages.iter().any(|o| o.node == op.node && op.start >= o.from && op.start <= o.to);
+    let hello: Vec<&Op> = ops.iter().filter(|o| o.kind == OpKind::Hello).filter(served_by_survivor).collect();
+    let ok = hello.iter().filter(|o| o.outcome == Outcome::Ok).count();
+    let share = if hello.is_empty() { 1.0 } else { ok as f64 / hello.len() as f64 };
+    let check = Check::new(
+        "workers: served by the survivors",
+        share >= MIN_AVAILABILITY,
+        format!("{ok} of {} hello requests to surviving nodes answered ({:.1} %)", hello.len(), share * 100.0),
+    );
+    (check, share)
+}
+
+/// Finds the id of the counter object `name`: activates it and looks for the new live id.
+pub async fn counter_id(api: &Api, urls: &[String], name: &str) -> Result<(String, usize)> {
+    let live = |api: Api, urls: Vec<String>| async move {
+        let mut ids = BTreeSet::new();
+        for (i, url) in urls.iter().enumerate() {
+            for object in api.durable_status(url).await?["live"].as_array().cloned().unwrap_or_default() {
+                if let Some(id) = object["id"].as_str() {
+                    ids.insert((id.to_owned(), i));
+                }
+            }
+        }
+        anyhow::Ok(ids)
+    };
+    let before = live(api.clone(), urls.to_vec()).await?;
+    let url = urls.first().ok_or_else(|| anyhow!("no nodes"))?;
+    let answer = api.worker(url, "counter", &format!("/{name}/value")).await;
+    if answer.status() != Some(200) {
+        bail!("activating counter {name}: {}", answer.describe());
+    }
+    let after = live(api.clone(), urls.to_vec()).await?;
+    let new: Vec<&(String, usize)> = after.difference(&before).collect();
+    match new.as_slice() {
+        [(id, node)] => Ok((id.clone(), *node)),
+        other => bail!("activating {name} made {} objects live: {other:?}", other.len()),
+    }
+}

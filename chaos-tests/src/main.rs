@@ -1,0 +1,89 @@
+//! `nimbus-chaos`: runs the fault scenarios against a process cluster it starts (default) or
+//! against the running docker-compose cluster (`--docker`), prints the report, and exits
+//! non-zero on any violated invariant.
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use nimbus_chaos::nemesis::{self, Nemesis};
+use nimbus_chaos::scenario::{self, Timing};
+use nimbus_chaos::target::{Compose, Target};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Nimbus chaos suite: faults, histories, invariant checkers")]
+struct Args {
+    /// Run against the docker-compose cluster of `deploy/` (start it with `deploy/cluster up`).
+    #[arg(long)]
+    docker: bool,
+    /// Compose project of the docker cluster.
+    #[arg(long, default_value = "nimbus")]
+    project: String,
+    /// The control plane's API token (docker).
+    #[arg(long, env = "NIMBUS_API_TOKEN", default_value = "nimbus-dev-token")]
+    token: String,
+    /// Nodes of the process cluster.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// `short` (CI: a few seconds per fault) or `long` (each fault held for --duration).
+    #[arg(long, default_value = "short")]
+    profile: String,
+    /// How long the long profile holds each fault, in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seed for every random choice (victims, client operations).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Only these scenarios (comma-separated names; default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut nemeses = Vec::new();
+    for name in &args.scenario {
+        match Nemesis::parse(name) {
+            Some(n) => nemeses.push(n),
+            None => bail!(
+                "unknown scenario `{name}`; known: {}",
+                nemesis::ALL.iter().map(|n| n.name()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    if nemeses.is_empty() {
+        nemeses = nemesis::ALL.to_vec();
+    }
+    let timing = match args.profile.as_str() {
+        "short" => Timing::short(),
+        "long" => Timing::long(Duration::from_secs(args.duration)),
+        other => bail!("unknown profile `{other}` (short or long)"),
+    };
+    let seed = args.seed.unwrap_or_else(rand::random);
+    scenario::progress(&format!("seed {seed} (rerun with --seed {seed})"));
+    let mut target = if args.docker {
+        Target::Docker(Compose::discover(&args.project, &args.token)?)
+    } else {
+        scenario::process_cluster(args.nodes, &[]).await?
+    };
+    let reports = scenario::run_all(&mut target, &nemeses, timing, seed).await?;
+    if let Target::Processes(cluster) = target {
+        cluster.stop().await?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!("{}", scenario::table(&reports));
+    }
+    let failures = scenario::failures(&reports);
+    if !failures.is_empty() {
+        for failure in &failures {
+            eprintln!("violation: {failure}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The clients: each runs until the stop token fires, sends every request to a node it picks
+//! at random (from the run's seed), and records what it saw in the history.
+//!
+//! - D1: writes to three shared registers (each write also appends its value to a ledger in
+//!   the same batch), `linearizable` reads of them, and per-client "write then `bookmark`
+//!   read on another node" pairs.
+//! - KV: puts and deletes, each key written by one client only, so the version order of its
+//!   writes is the client's order.
+//! - Durable Object: increments of one counter.
+//! - Hello: requests to the hello worker, to measure availability.
+
+use crate::api::{Answer, Api};
+use crate::history::{History, Op, OpKind, Outcome};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Registers shared by the D1 clients.
+pub const REGISTERS: usize = 3;
+/// KV keys each client owns.
+pub const KV_KEYS_PER_CLIENT: usize = 4;
+/// The pause between one client's operations, to keep the load within two cores.
+const PACE: Duration = Duration::from_millis(15);
+
+/// Names one scenario's data lives under, so scenarios on one cluster do not mix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub db: String,
+    pub namespace: String,
+    pub counter: String,
+}
+
+/// What every client needs.
+#[derive(Clone)]
+pub struct Ctx {
+    pub api: Api,
+    /// Node endpoints (docker may readdress a container that restarts).
+    pub urls: Arc<RwLock<Vec<String>>>,
+    pub history: Arc<History>,
+    pub stop: CancellationToken,
+    pub names: Names,
+    pub seed: u64,
+}
+
+impl Ctx {
+    fn pick(&self, rng: &mut StdRng) -> (usize, String) {
+        let urls = self.urls.read().unwrap_or_else(|p| p.into_inner());
+        let index = rng.random_range(0..urls.len().max(1));
+        (index, urls.get(index).cloned().unwrap_or_default())
+    }
+
+    async fn pause(&self) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(PACE) => true,
+        }
+    }
+}
+
+/// Unique values: the client in the high digits, a counter below.
+fn unique(client: usize, n: &mut i64) -> i64 {
+    *n += 1;
+    (client as i64 + 1) * 1_000_000 + *n
+}
+
+fn finish(op: &mut Op, history: &History, answer: &Answer) {
+    op.end = history.now();
+    op.outcome = answer.write_outcome();
+    if op.outcome != Outcome::Ok {
+        op.error = Some(answer.describe());
+    }
+}
+
+pub async fn d1_client(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0xd1 + client as u64));
+    let mut n = 0i64;
+    let db = ctx.names.db.clone();
+    while ctx.pause().await {
+        let roll: f64 = rng.random();
+        let (node, url) = ctx.pick(&mut rng);
+        if roll < 0.8 {
+            let key = format!("r{}", rng.random_range(0..REGISTERS));
+            if roll < 0.4 {
+                write_register(&ctx, client, node, &url, &db, &key, unique(client, &mut n)).await;
+            } else {
+                let mut op = Op::new(client, node, OpKind::D1Read, key.clone(), ctx.history.now());
+                let answer = ctx
+                    .api
+                    .d1(
+                        &url,
+                        &db,
+                        json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key], "consistency": "linearizable"}),
+                    )
+                    .await;
+                finish(&mut op, &ctx.history, &answer);
+                // A read that failed says nothing; only answered reads are checked.
+                if op.outcome == Outcome::Ok {
+                    op.result = answer.json().and_then(|v| v["results"][0]["rows"][0][0].as_i64());
+                }
+                ctx.history.record(op);
+            }
+        } else {
+            // Read your own write with a bookmark, on another node.
+            let key = format!("own-{client}");
+            let value = unique(client, &mut n);
+            let Some(bookmark) = write_register(&ctx, client, node, &url, &db, &key, value).await else { continue };
+            let (node, url) = ctx.pick(&mut rng);
+            let mut op = Op::new(client, node, OpKind::D1BookmarkRead, key.clone(), ctx.history.now());
+            op.value = Some(value);
+            op.bookmark = Some(bookmark);
+            let answer = ctx
+                .api
+                .d1(
+                    &url,
+                    &db,
+                    json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key], "consistency": "bookmark", "bookmark": bookmark.to_string()}),
+                )
+                .await;
+            finish(&mut op, &ctx.history, &answer);
+            if op.outcome == Outcome::Ok {
+                op.result = answer.json().and_then(|v| v["results"][0]["rows"][0][0].as_i64());
+            }
+            ctx.history.record(op);
+        }
+    }
+}
+
+/// Upserts `key` to `value` and appends `value` to the ledger, as one batch; the bookmark
+/// when acknowledged.
+async fn write_register(
+    ctx: &Ctx,
+    client: usize,
+    node: usize,
+    url: &str,
+    db: &str,
+    key: &str,
+    value: i64,
+) -> Option<u64> {
+    let mut op = Op::new(client, node, OpKind::D1Write, key, ctx.history.now());
+    op.value = Some(value);
+    let body = json!({"batch": [
+        {"sql": "INSERT INTO reg (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", "params": [key, value]},
+        {"sql": "INSERT INTO ledger (v) VALUES (?)", "params": [value]},
+    ]});
+    let answer = ctx.api.d1(url, db, body).await;
+    finish(&mut op, &ctx.history, &answer);
+    if op.outcome == Outcome::Ok {
+        op.bookmark = answer.json().and_then(|v| v["bookmark"].as_str().and_then(|b| b.parse().ok()));
+    }
+    let bookmark = op.bookmark;
+    let acked = op.outcome == Outcome::Ok;
+    ctx.history.record(op);
+    if acked {
+        bookmark
+    } else {
+        None
+    }
+}
+
+pub async fn kv_client(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0xc0 + client as u64));
+    let mut n = 0i64;
+    let ns = ctx.names.namespace.clone();
+    while ctx.pause().await {
+        let key = format!("c{client}-k{}", rng.random_range(0..KV_KEYS_PER_CLIENT));
+        let (node, url) = ctx.pick(&mut rng);
+        let put = rng.random_bool(0.7);
+        let mut op =
+            Op::new(client, node, if put { OpKind::KvPut } else { OpKind::KvDelete }, key.clone(), ctx.history.now());
+        let answer = if put {
+            let value = unique(client, &mut n);
+            op.value = Some(value);
+            ctx.api.kv_put(&url, &ns, &key, &value.to_string()).await
+        } else {
+            ctx.api.kv_delete(&url, &ns, &key).await
+        };
+        finish(&mut op, &ctx.history, &answer);
+        if op.outcome == Outcome::Ok {
+            op.version = answer.json().and_then(|v| {
+                let version = &v["version"];
+                Some((version["hlc"].as_u64()?, version["node"].as_str()?.to_owned()))
+            });
+        }
+        ctx.history.record(op);
+    }
+}
+
+pub async fn counter_client(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0xd0 + client as u64));
+    let path = format!("/{}", ctx.names.counter);
+    while ctx.pause().await {
+        let (node, url) = ctx.pick(&mut rng);
+        let mut op = Op::new(client, node, OpKind::Increment, ctx.names.counter.clone(), ctx.history.now());
+        let answer = ctx.api.worker(&url, "counter", &path).await;
+        finish(&mut op, &ctx.history, &answer);
+        if op.outcome == Outcome::Ok {
+            match &answer {
+                Answer::Reply { body, .. } => op.result = body.trim().parse().ok(),
+                _ => op.outcome = Outcome::Unknown,
+            }
+            if op.result.is_none() {
+                op.outcome = Outcome::Unknown;
+                op.error = Some(format!("not a count: {}", answer.describe()));
+            }
+        }
+        ctx.history.record(op);
+    }
+}
+
+pub async fn hello_client(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0x4e + client as u64));
+    while ctx.pause().await {
+        let (node, url) = ctx.pick(&mut rng);
+        let mut op = Op::new(client, node, OpKind::Hello, "/", ctx.history.now());
+        let answer = ctx.api.worker(&url, "hello", "/").await;
+        finish(&mut op, &ctx.history, &answer);
+        ctx.history.record(op);
+    }
+}
