@@ -153,7 +153,8 @@ pub async fn kv(api: &Api, urls: &[String], namespace: &str, ops: &[Op]) -> Resu
     let converged = until(Duration::from_secs(90), "KV replicas converge", || async {
         let mut summaries = BTreeSet::new();
         for url in urls {
-            summaries.insert(api.kv_summary(url).await?.to_string());
+            let summary = api.kv_summary(url).await?;
+            summaries.insert((summary["entries"].as_u64(), summary["digest"].to_string()));
         }
         Ok((summaries.len() == 1).then_some(()))
     })

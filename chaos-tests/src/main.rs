@@ -7,6 +7,7 @@ use clap::Parser;
 use nimbus_chaos::nemesis::{self, Nemesis};
 use nimbus_chaos::scenario::{self, Timing};
 use nimbus_chaos::target::{Compose, Target};
+use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -62,7 +63,7 @@ async fn main() -> Result<()> {
         "long" => Timing::long(Duration::from_secs(args.duration)),
         other => bail!("unknown profile `{other}` (short or long)"),
     };
-    let seed = args.seed.unwrap_or_else(rand::random);
+    let seed = args.seed.unwrap_or_else(|| rand::rngs::StdRng::from_os_rng().random());
     scenario::progress(&format!("seed {seed} (rerun with --seed {seed})"));
     let mut target = if args.docker {
         Target::Docker(Compose::discover(&args.project, &args.token)?)

@@ -128,8 +128,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     let (view, view_rx) = tokio::sync::watch::channel(durable::view::View::alone(membership.me().clone()));
     {
-        let membership = membership.clone();
-        tasks.spawn("durable-view", move |shutdown| durable::view::follow(membership, view, shutdown));
+        let (membership, storage) = (membership.clone(), storage.clone());
+        tasks.spawn("durable-view", move |shutdown| durable::view::follow(membership, storage, view, shutdown));
     }
     let durable = durable::Durable::new(membership.me(), storage.clone(), view_rx, peers.clone(), &config.durable);
     runtime.set_durable(durable.clone());

@@ -1,13 +1,14 @@
 //! The owner's side of one live object: its actor and its replicator.
 //!
-//! The actor activates the object (a new epoch promised by a majority of its holders, the
+//! The actor activates the object (a new epoch promised by a quorum of the cluster, the
 //! newest copy of its storage pulled in), then runs its events one at a time on one instance
 //! of the class: that is the input gate. After each event it hands the event's writes and
 //! outcome to the replicator and goes on with the next event; the replicator sends the
-//! writes of every event waiting to each live successor in one message and releases the
-//! outcomes only once all of them have accepted (the output gate), in order. The actor stops
-//! when the object has been idle for `idle_evict_ms` (hibernation), when this node no
-//! longer owns it in the membership view, or when a holder reports a newer epoch.
+//! writes of every event waiting to the successors in one message and releases the outcomes
+//! only once all of them have accepted (the output gate), in order. The actor stops when
+//! the object has been idle for `idle_evict_ms` (hibernation), when this node no longer
+//! owns it in the membership view, when a holder of its epoch leaves, or when a holder
+//! reports a newer epoch.
 
 use super::sockets::Frame;
 use super::storage::{check_writes, HolderState, ListOptions, Write};
@@ -169,7 +170,7 @@ impl Actor {
     }
 
     pub async fn run(self, mut inbox: mpsc::Receiver<Delivery>) {
-        let (epoch, version, rebase) = match self.activate().await {
+        let (epoch, version, rebase, quorum_set) = match self.activate().await {
             Ok(activated) => activated,
             Err(e) => {
                 tracing::debug!(object = %self.id, "activation failed: {e}");
@@ -204,6 +205,7 @@ impl Actor {
             id: self.id,
             epoch: epoch.clone(),
             fenced: fenced.clone(),
+            quorum_set,
         };
         tokio::spawn(replicator.run(confirms));
 
@@ -338,17 +340,33 @@ impl Actor {
         }
     }
 
-    /// Takes ownership: a new epoch promised by a majority of the holders, this node's copy
-    /// brought up to the newest one among them. Returns the epoch, the version this copy is
-    /// now at, and the step that moves the newest copy to it (the successors' first step).
-    async fn activate(&self) -> Result<(Epoch, Version, Step), DurableError> {
+    /// Takes ownership: a new epoch promised by a quorum of the cluster, this node's copy
+    /// brought up to the newest one among the promisers. Returns the epoch, the version this
+    /// copy is now at, the step that moves the newest copy to it (the successors' first
+    /// step), and the holders every write of the epoch must reach.
+    ///
+    /// Why this is safe across differing views: every write of an epoch is accepted by all
+    /// `w` holders it was taken with, and a new epoch needs promises from `p` of the `n`
+    /// members known (down ones included) with `p + w > n`, so the promisers include a holder
+    /// of the last epoch — which either has every write that epoch acknowledged, or promised
+    /// first and refuses the rest. `p` is also at least a majority, so two sides of a
+    /// partition cannot both take an epoch.
+    async fn activate(&self) -> Result<(Epoch, Version, Step, QuorumSet), DurableError> {
         let view = self.durable.view();
         if !view.owns(&self.id) {
             return Err(DurableError::NotOwner);
         }
         let holders: Vec<Member> = view.holders(&self.id).into_iter().cloned().collect();
         let successors = &holders[1..];
-        let quorum = holders.len() / 2 + 1;
+        let peers: Vec<Member> = view.live.iter().filter(|m| m.node_id != view.me).cloned().collect();
+        let known = view.known.max(view.live.len());
+        let quorum = (known / 2 + 1).max((known + 1).saturating_sub(holders.len()));
+        if view.live.len() < quorum {
+            return Err(DurableError::Unavailable(format!(
+                "{} of {known} members are live; {quorum} must promise to take ownership",
+                view.live.len()
+            )));
+        }
         let storage = &self.durable.inner.storage;
         let me = self.durable.inner.me.clone();
         let mut term = {
@@ -372,11 +390,10 @@ impl Actor {
             let timeout = Duration::from_secs(1);
             let request = Request::Promise { namespace: self.namespace.0.clone(), id: self.id.0, epoch: epoch.clone() };
             let replies =
-                futures::future::join_all(successors.iter().map(|s| self.durable.peer_call(s, &request, timeout)))
-                    .await;
+                futures::future::join_all(peers.iter().map(|s| self.durable.peer_call(s, &request, timeout))).await;
             let mut versions = vec![(None, local)];
             let mut newer: Option<Epoch> = None;
-            for (holder, reply) in successors.iter().zip(replies) {
+            for (holder, reply) in peers.iter().zip(replies) {
                 match reply {
                     Ok(Reply::Promised(version)) => versions.push((Some(holder), version)),
                     Ok(Reply::Fenced { promised }) => newer = newer.max(Some(promised)),
@@ -392,9 +409,8 @@ impl Actor {
                     }
                     None => {
                         return Err(DurableError::Unavailable(format!(
-                            "{} of {} holders answered; {quorum} are needed",
-                            versions.len(),
-                            holders.len()
+                            "{} of {known} members promised; {quorum} are needed",
+                            versions.len()
                         )))
                     }
                 }
@@ -411,7 +427,9 @@ impl Actor {
             }
             state.version = version;
             storage.set_state(&self.id, &state)?;
-            return Ok((epoch, version, Step { base: best, version, writes: Vec::new() }));
+            let quorum_set = QuorumSet { successors: successors.to_vec() };
+            tracing::debug!(object = %self.id, promised = versions.len(), needed = quorum, "epoch promised");
+            return Ok((epoch, version, Step { base: best, version, writes: Vec::new() }, quorum_set));
         }
         Err(DurableError::Unavailable("ownership is contended; try again".into()))
     }
@@ -438,6 +456,13 @@ impl Actor {
     }
 }
 
+/// The successors an epoch was taken with: every write of the epoch must reach all of them
+/// (see `Actor::activate` for why).
+#[derive(Debug, Clone)]
+struct QuorumSet {
+    successors: Vec<Member>,
+}
+
 /// Sends an object's writes to its successors and releases outcomes once they have them.
 struct Replicator {
     durable: Durable,
@@ -445,6 +470,7 @@ struct Replicator {
     id: ObjectId,
     epoch: Epoch,
     fenced: CancellationToken,
+    quorum_set: QuorumSet,
 }
 
 /// At most this many events share one replication round.
@@ -484,7 +510,8 @@ impl Replicator {
         }
     }
 
-    /// Waits until every live successor has accepted `steps` under this epoch.
+    /// Waits until every successor the epoch was taken with, and every successor live in
+    /// the current view, has accepted `steps` under this epoch.
     async fn confirm(&self, steps: Vec<Step>) -> Result<(), DurableError> {
         let storage = &self.durable.inner.storage;
         let promised = storage.state(&self.id)?.unwrap_or_default().promised;
@@ -495,14 +522,32 @@ impl Replicator {
         let request =
             Request::Replicate { namespace: self.namespace.0.clone(), id: self.id.0, epoch: self.epoch.clone(), steps };
         let mut acked: HashSet<String> = HashSet::new();
+        let quorum = &self.quorum_set;
         loop {
             let view = self.durable.view();
-            let waiting: Vec<Member> = view
+            let mut waiting: Vec<Member> = view
                 .holders(&self.id)
                 .into_iter()
                 .filter(|m| m.node_id != view.me && !acked.contains(&m.node_id))
                 .cloned()
                 .collect();
+            for member in &quorum.successors {
+                if acked.contains(&member.node_id) {
+                    continue;
+                }
+                if !view.live.iter().any(|m| m.node_id == member.node_id) {
+                    // A holder of this epoch is gone: its writes can no longer reach all of
+                    // them. Stop; the next event takes a new epoch with the live holders.
+                    self.fenced.cancel();
+                    return Err(DurableError::Unavailable(format!(
+                        "holder {} left before the writes were confirmed; the object moves",
+                        member.node_id
+                    )));
+                }
+                if !waiting.iter().any(|m| m.node_id == member.node_id) {
+                    waiting.push(member.clone());
+                }
+            }
             if waiting.is_empty() {
                 return Ok(());
             }
@@ -518,6 +563,9 @@ impl Replicator {
                 }
             }
             if Instant::now() >= deadline {
+                // Its epoch's quorum may be gone for good: stop, so the next event takes a
+                // new epoch with the holders live then.
+                self.fenced.cancel();
                 return Err(DurableError::Unavailable(format!(
                     "the object's replicas did not confirm its writes within {} ms",
                     self.durable.inner.settings.request_timeout.as_millis()

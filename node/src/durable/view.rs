@@ -4,10 +4,16 @@
 //! case a burst of events was missed) and publishes a [`View`] on a watch channel whenever
 //! the live set changes. A node that sees only a minority of the members it knows alive
 //! owns nothing: the other side of a partition may hold the majority and serve.
+//!
+//! "Known" includes members this node has seen in the last [`REMEMBER`], persisted across
+//! restarts: a node that has just restarted and not yet heard from anyone must not count
+//! itself a majority of one and take over objects the running cluster still owns.
 
 use super::placement;
 use super::ObjectId;
 use crate::membership::{Member, Membership};
+use crate::storage::{Batch, Storage, CF_META};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -54,13 +60,52 @@ impl View {
     }
 }
 
+/// How long a member that gossip no longer lists still counts as known.
+pub const REMEMBER: Duration = Duration::from_secs(600);
+const REMEMBERED_KEY: &[u8] = b"durable/members";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Members seen lately (node id → last seen, ms since the epoch), as persisted.
+fn remembered(storage: &Storage) -> BTreeMap<String, u64> {
+    storage
+        .get(CF_META, REMEMBERED_KEY)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
 /// Keeps `publish` up to date with membership until shutdown.
-pub async fn follow(membership: Membership, publish: watch::Sender<View>, shutdown: CancellationToken) {
+pub async fn follow(
+    membership: Membership,
+    storage: Storage,
+    publish: watch::Sender<View>,
+    shutdown: CancellationToken,
+) {
     let mut events = membership.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut seen = remembered(&storage);
+    let mut persisted_at = 0u64;
     loop {
         if let Ok(members) = membership.members().await {
-            let known = members.len().max(1);
+            let now = now_ms();
+            for m in &members {
+                seen.insert(m.member.node_id.clone(), now);
+            }
+            let forget_before = now.saturating_sub(REMEMBER.as_millis() as u64);
+            seen.retain(|_, last| *last >= forget_before);
+            // Persist now and then (the timestamps only need to be roughly right).
+            if now.saturating_sub(persisted_at) > 5_000 {
+                let mut batch = Batch::default();
+                batch.put(CF_META, REMEMBERED_KEY, serde_json::to_vec(&seen).unwrap_or_default());
+                if storage.write_unsynced(batch).is_ok() {
+                    persisted_at = now;
+                }
+            }
+            let known = seen.len().max(members.len()).max(1);
             let mut live: Vec<Member> = members.into_iter().filter(|m| m.state != "down").map(|m| m.member).collect();
             if !live.iter().any(|m| m.node_id == membership.me().node_id) {
                 live.push(membership.me().clone());

@@ -93,6 +93,8 @@ enum Input {
     Timer(Timer<Member>),
     /// Join through the seeds (known only by address) if no member is known yet.
     AnnounceIfAlone,
+    /// Every [`SEED_ANNOUNCE_TICKS`] announce ticks: announce to seeds not alive in the view.
+    AnnounceToSeeds,
     Members(oneshot::Sender<Vec<MemberView>>),
     /// A rumor this node starts (see [`Rumors`]).
     Broadcast(Bytes),
@@ -169,6 +171,14 @@ impl Membership {
         config.probe_rtt = settings.probe_period / 2;
         config.suspect_to_down_after = settings.suspect_to_down;
         config.remove_down_after = settings.remove_down_after;
+        // After a partition heals, each side holds the other as down; announcing to down
+        // members brings them back. foca's LAN default (every 65 s) is slower than the
+        // 60 s a down member is kept, so a healed partition could stay split: scale it to
+        // the probe period instead.
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: settings.probe_period * 4,
+            num_members: std::num::NonZeroUsize::new(2).unwrap_or(std::num::NonZeroUsize::MIN),
+        });
         let fresh = Arc::new(AtomicUsize::new(0));
         let handler = rumors::RumorHandler { rumors, fresh: fresh.clone() };
         let foca = Foca::with_custom_broadcast(me, config, rand::rngs::StdRng::from_os_rng(), PostcardCodec, handler);
@@ -233,6 +243,10 @@ type NodeFoca = Foca<Member, PostcardCodec, rand::rngs::StdRng, rumors::RumorHan
 /// How many queued inputs the actor handles before it flushes what they produced, so a burst
 /// of rumors leaves in a few full datagrams rather than one each.
 const INPUT_BATCH: usize = 256;
+/// Every this many announce ticks (probe periods), seeds not alive in the view are announced
+/// to, which heals a partition that outlasted `remove_down_after`.
+const SEED_ANNOUNCE_TICKS: u64 = 10;
+
 /// Rumors assumed to fit one datagram, and the most datagram rounds one flush sends; the
 /// rest rides foca's periodic gossip.
 const RUMORS_PER_FLUSH: usize = 8;
@@ -289,9 +303,13 @@ async fn run(
     // announcing while alone. The same tick runs the suspicion watchdog.
     let mut announce = tokio::time::interval(timing.announce_every);
     let mut suspicions = Suspicions::default();
+    let mut ticks = 0u64;
     loop {
         let input = tokio::select! {
-            _ = announce.tick() => Input::AnnounceIfAlone,
+            _ = announce.tick() => {
+                ticks += 1;
+                if ticks % SEED_ANNOUNCE_TICKS == 0 { Input::AnnounceToSeeds } else { Input::AnnounceIfAlone }
+            }
             _ = shutdown.cancelled() => {
                 // Tell the others we are leaving rather than letting them suspect us.
                 if foca.leave_cluster(&mut runtime).is_ok() {
@@ -346,21 +364,13 @@ async fn handle(
         Input::Timer(timer) => foca.handle_timer(timer, &mut *runtime),
         Input::AnnounceIfAlone if foca.num_members() == 0 => {
             suspicions.seen.clear();
-            let mut result = Ok(());
-            for seed in seeds {
-                // The seed's identity is unknown until it answers; foca routes by address.
-                let probe = Member {
-                    node_id: format!("seed@{seed}"),
-                    region: String::new(),
-                    http_addr: *seed,
-                    rpc_addr: *seed,
-                    gossip_addr: *seed,
-                    d1_voter: false,
-                    bump: 0,
-                };
-                result = result.and(foca.announce(probe, &mut *runtime));
-            }
-            result
+            announce_to(foca, seeds.iter(), runtime)
+        }
+        Input::AnnounceToSeeds => {
+            // Seeds we do not count as alive: after a long partition both sides may have
+            // forgotten each other entirely; a seed on the other side brings them together.
+            let alive: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip_addr).collect();
+            announce_to(foca, seeds.iter().filter(|s| !alive.contains(s)), runtime)
         }
         Input::AnnounceIfAlone => {
             let overdue = suspicions.overdue(foca, timing.suspect_to_down * 2);
@@ -413,6 +423,29 @@ fn count_members(foca: &NodeFoca, metrics: &Metrics) {
     for (state, n) in [("alive", alive), ("suspect", suspect), ("down", down)] {
         metrics.members.get_or_create(&StateLabel { state: state.into() }).set(n);
     }
+}
+
+/// Announces this node to `seeds`, whose identities are unknown until they answer (foca
+/// routes by address).
+fn announce_to<'a>(
+    foca: &mut NodeFoca,
+    seeds: impl Iterator<Item = &'a SocketAddr>,
+    runtime: &mut AccumulatingRuntime<Member>,
+) -> Result<(), foca::Error> {
+    let mut result = Ok(());
+    for seed in seeds {
+        let probe = Member {
+            node_id: format!("seed@{seed}"),
+            region: String::new(),
+            http_addr: *seed,
+            rpc_addr: *seed,
+            gossip_addr: *seed,
+            d1_voter: false,
+            bump: 0,
+        };
+        result = result.and(foca.announce(probe, &mut *runtime));
+    }
+    result
 }
 
 /// Members seen in the suspect state, and since when.
