@@ -52,7 +52,7 @@ pub struct Report {
     pub lost: usize,
     /// Share of hello requests the surviving nodes answered.
     pub availability: f64,
-    /// From the heal until KV replicas were identical.
+    /// From the end of the workload (after the heal) until KV replicas were identical.
     pub converge_secs: f64,
     pub checks: Vec<Check>,
 }
@@ -201,7 +201,7 @@ pub fn progress(line: &str) {
 /// The reports as a table for people.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| scenario | faults | writes | acked | unknown | lost | availability | converge | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | faults | writes | acked | unknown | lost | availability | KV converged after writes stop | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in reports {
         let failed: Vec<&str> = r.checks.iter().filter(|c| !c.passed).map(|c| c.name).collect();

@@ -41,8 +41,10 @@ impl Proc {
             .with_context(|| format!("opening {}", log.display()))?;
         let mut command = Command::new(&binary);
         command
-            .envs(env)
+            // A config path in the caller's environment is not the cluster's; the cluster's
+            // own (in `env`) wins.
             .env_remove("NIMBUS_CONFIG")
+            .envs(env)
             .env(
                 "NIMBUS_LOG",
                 std::env::var("NIMBUS_LOG").unwrap_or_else(|_| "info,cranelift=warn,wasmtime_cranelift=warn".into()),

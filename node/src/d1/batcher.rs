@@ -69,8 +69,12 @@ pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, ack_before_commi
                     request.time_ms = now;
                 }
                 if ack_before_commit {
-                    for reply in replies.drain(..) {
-                        let _ = reply.send(Ok(WriteReply { outcome: Outcome::Statements(Vec::new()), bookmark: 0 }));
+                    for (request, reply) in requests.iter().zip(replies.drain(..)) {
+                        let outcome = match request.kind {
+                            super::types::WriteKind::Statements(_) => Outcome::Statements(Vec::new()),
+                            super::types::WriteKind::Script(_) => Outcome::Script(0),
+                        };
+                        let _ = reply.send(Ok(WriteReply { outcome, bookmark: 0 }));
                     }
                 }
                 let raft = raft.clone();
