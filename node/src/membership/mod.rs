@@ -308,7 +308,7 @@ async fn run(
         let input = tokio::select! {
             _ = announce.tick() => {
                 ticks += 1;
-                if ticks % SEED_ANNOUNCE_TICKS == 0 { Input::AnnounceToSeeds } else { Input::AnnounceIfAlone }
+                if ticks.is_multiple_of(SEED_ANNOUNCE_TICKS) { Input::AnnounceToSeeds } else { Input::AnnounceIfAlone }
             }
             _ = shutdown.cancelled() => {
                 // Tell the others we are leaving rather than letting them suspect us.
