@@ -40,6 +40,9 @@ struct Args {
     /// Print the reports as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the report as Markdown to this file (e.g. under bench/results/).
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -78,6 +81,17 @@ async fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         println!("{}", scenario::table(&reports));
+    }
+    if let Some(path) = &args.report {
+        let target = if args.docker { "the docker-compose cluster (deploy/cluster up)" } else { "a process cluster" };
+        let text = format!(
+            "# nimbus-chaos, {} profile\n\nTarget: {target}; seed {seed}; each fault held {:.0} s. Writes are D1 register/ledger writes, KV puts and deletes and Durable Object increments; `lost` counts acknowledged writes missing at the end.\n\n{}\n{}",
+            args.profile,
+            timing.hold.as_secs_f64(),
+            scenario::table(&reports),
+            scenario::failures(&reports).iter().map(|f| format!("- violation: {f}\n")).collect::<String>()
+        );
+        std::fs::write(path, text)?;
     }
     let failures = scenario::failures(&reports);
     if !failures.is_empty() {

@@ -431,7 +431,54 @@ default_from_serde!(
     PoolConfig
 );
 
+impl NetworkConfig {
+    /// The slowest round trip the matrix puts between two nodes, in milliseconds.
+    pub fn max_rtt_ms(&self) -> f64 {
+        let slowest = self.links.iter().map(|l| l.one_way_ms).fold(self.intra_region_ms, f64::max);
+        2.0 * (slowest + self.jitter_ms)
+    }
+}
+
 impl NodeConfig {
+    /// Raises timeouts that the latency matrix would make fire on every round trip: D1's
+    /// heartbeat (openraft's append timeout) to 1.5 × the slowest round trip and its election
+    /// timeout to 10 × the heartbeat, and the gossip probe period to 4 × the round trip (a
+    /// probe waits half a period). Returns what changed, for the log.
+    pub fn fit_to_network(&mut self) -> Vec<String> {
+        let rtt = self.network.max_rtt_ms();
+        let mut changed = Vec::new();
+        if rtt <= 0.0 {
+            return changed;
+        }
+        let heartbeat = (rtt * 1.5).ceil() as u64;
+        if self.d1.heartbeat_ms < heartbeat {
+            changed.push(format!("d1.heartbeat_ms {} -> {heartbeat}", self.d1.heartbeat_ms));
+            self.d1.heartbeat_ms = heartbeat;
+        }
+        if self.d1.election_timeout_ms < self.d1.heartbeat_ms * 10 {
+            changed.push(format!(
+                "d1.election_timeout_ms {} -> {}",
+                self.d1.election_timeout_ms,
+                self.d1.heartbeat_ms * 10
+            ));
+            self.d1.election_timeout_ms = self.d1.heartbeat_ms * 10;
+        }
+        let probe = (rtt * 4.0).ceil() as u64;
+        if self.gossip.probe_period_ms < probe {
+            changed.push(format!("gossip.probe_period_ms {} -> {probe}", self.gossip.probe_period_ms));
+            self.gossip.probe_period_ms = probe;
+        }
+        if self.gossip.suspect_to_down_ms < self.gossip.probe_period_ms * 3 {
+            changed.push(format!(
+                "gossip.suspect_to_down_ms {} -> {}",
+                self.gossip.suspect_to_down_ms,
+                self.gossip.probe_period_ms * 3
+            ));
+            self.gossip.suspect_to_down_ms = self.gossip.probe_period_ms * 3;
+        }
+        changed
+    }
+
     /// Reads `path` (if given) and applies `NIMBUS_*` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::new();
@@ -465,6 +512,19 @@ mod tests {
         let err = toml::from_str::<NodeConfig>("[http]\nlisten = \"0.0.0.0:1\"\nlisen = 1\n")
             .expect_err("typo must not pass");
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_are_raised_to_fit_the_latency_matrix() {
+        let mut config = NodeConfig::default();
+        assert!(config.fit_to_network().is_empty(), "no matrix, nothing changes");
+        config.network.links.push(RegionLink { a: "a".into(), b: "b".into(), one_way_ms: 90.0 });
+        let changed = config.fit_to_network();
+        assert_eq!(config.d1.heartbeat_ms, 270);
+        assert_eq!(config.d1.election_timeout_ms, 2700);
+        assert_eq!(config.gossip.probe_period_ms, 720);
+        assert_eq!(config.gossip.suspect_to_down_ms, 3000, "already long enough");
+        assert_eq!(changed.len(), 3, "{changed:?}");
     }
 
     #[test]

@@ -70,7 +70,10 @@ pub struct Ready {
     pub workers_restored: usize,
 }
 
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    for change in config.fit_to_network() {
+        tracing::info!("latency matrix: raised {change}");
+    }
     let replication = replication_settings(&config)?;
     if config.admin.unsafe_ack_d1_before_commit && !cfg!(debug_assertions) {
         return Err(NodeError::Config(
