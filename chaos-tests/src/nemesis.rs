@@ -148,21 +148,24 @@ impl Nemesis {
                     _ => rng.random_range(0..n),
                 };
                 target.kill(victim).await?;
-                injected.description = format!("SIGKILL {}", target.node_name(victim));
+                let how = if target.name() == "docker" { "docker kill -s KILL" } else { "SIGKILL" };
+                injected.description = format!("{how} {}", target.node_name(victim));
                 injected.killed.push(victim);
                 injected.down.push((victim, now));
             }
             Nemesis::Pause => {
                 let victim = rng.random_range(0..n);
                 target.pause(victim).await?;
-                injected.description = format!("SIGSTOP {}", target.node_name(victim));
+                let how = if target.name() == "docker" { "docker pause" } else { "SIGSTOP" };
+                injected.description = format!("{how} {}", target.node_name(victim));
                 injected.paused.push(victim);
                 injected.down.push((victim, now));
             }
             Nemesis::PartitionOne => {
                 let victim = rng.random_range(0..n);
                 target.isolate(api, victim).await?;
-                injected.description = format!("isolate {}", target.node_name(victim));
+                let how = if target.name() == "docker" { "docker network disconnect" } else { "isolate" };
+                injected.description = format!("{how} {}", target.node_name(victim));
                 injected.faults = true;
             }
             Nemesis::PartitionRegion => {
