@@ -92,13 +92,14 @@ pub async fn follow(
     loop {
         if let Ok(members) = membership.members().await {
             let now = now_ms();
+            let mut new_member = false;
             for m in &members {
-                seen.insert(m.member.node_id.clone(), now);
+                new_member |= seen.insert(m.member.node_id.clone(), now).is_none();
             }
             let forget_before = now.saturating_sub(REMEMBER.as_millis() as u64);
             seen.retain(|_, last| *last >= forget_before);
-            // Persist now and then (the timestamps only need to be roughly right).
-            if now.saturating_sub(persisted_at) > 5_000 {
+            // Persist every new member at once, the timestamps now and then.
+            if new_member || now.saturating_sub(persisted_at) > 5_000 {
                 let mut batch = Batch::default();
                 batch.put(CF_META, REMEMBERED_KEY, serde_json::to_vec(&seen).unwrap_or_default());
                 if storage.write_unsynced(batch).is_ok() {
