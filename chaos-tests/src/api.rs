@@ -184,11 +184,7 @@ impl Api {
 
     /// Deploys a component with a manifest through the control plane.
     pub async fn deploy(&self, api: &str, token: &str, name: &str, component: &[u8], manifest: Value) -> Result<u64> {
-        use base64::Engine as _;
-        let body = json!({
-            "manifest": manifest,
-            "component": base64::engine::general_purpose::STANDARD.encode(component),
-        });
+        let body = nimbus_testkit::deployment_body(component, manifest);
         let resp = self.http.post(format!("{api}/v1/deployments/{name}")).bearer_auth(token).json(&body).send().await?;
         let status = resp.status().as_u16();
         let reply: Value = resp.json().await.unwrap_or(Value::Null);
@@ -201,11 +197,6 @@ impl Api {
     /// The version of `worker` `node` serves.
     pub async fn serves(&self, node: &str, worker: &str) -> Result<Option<u64>> {
         let status: Value = self.http.get(format!("{node}/v1/node")).send().await?.error_for_status()?.json().await?;
-        Ok(status["workers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|w| w["name"] == worker)
-            .and_then(|w| w["version"].as_u64()))
+        Ok(nimbus_testkit::served_version(&status, worker))
     }
 }

@@ -143,20 +143,8 @@ fn search(calls: &[Call]) -> bool {
     let mut stack: Vec<(usize, Option<i64>)> = Vec::new();
     let mut cursor = list[0].next;
     while list[0].next != NIL {
-        if cursor == NIL {
-            // Only open-ended calls are left ahead; backtrack.
-            let Some((node, before)) = stack.pop() else { return false };
-            let call = list[node].call;
-            state = before;
-            linearized[call / 64] &= !(1 << (call % 64));
-            relink(&mut list, return_of[call]);
-            relink(&mut list, node);
-            cursor = list[node].next;
-            continue;
-        }
-        let entry = &list[cursor];
-        if !entry.is_return {
-            let call = entry.call;
+        if cursor != NIL && !list[cursor].is_return {
+            let call = list[cursor].call;
             let next_state = match calls[call].op {
                 RegisterOp::Write(v) => Some(Some(v)),
                 RegisterOp::Read(v) if v == state => Some(state),
@@ -177,7 +165,8 @@ fn search(calls: &[Call]) -> bool {
             }
             cursor = list[cursor].next;
         } else {
-            // A return whose call is not linearized yet: some earlier choice was wrong.
+            // A return whose call is not linearized yet (or the end, with only open-ended
+            // calls passed over): some earlier choice was wrong.
             let Some((node, before)) = stack.pop() else { return false };
             let call = list[node].call;
             state = before;

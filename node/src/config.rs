@@ -432,6 +432,14 @@ default_from_serde!(
 );
 
 impl NetworkConfig {
+    /// True when the matrix adds nothing to any link.
+    pub fn is_clear(&self) -> bool {
+        self.links.iter().all(|l| l.one_way_ms <= 0.0)
+            && self.intra_region_ms <= 0.0
+            && self.jitter_ms <= 0.0
+            && self.loss <= 0.0
+    }
+
     /// The slowest round trip the matrix puts between two nodes, in milliseconds.
     pub fn max_rtt_ms(&self) -> f64 {
         let slowest = self.links.iter().map(|l| l.one_way_ms).fold(self.intra_region_ms, f64::max);

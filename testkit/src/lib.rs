@@ -95,6 +95,19 @@ pub fn bin_dir() -> Result<PathBuf> {
     )
 }
 
+/// The body of `POST /v1/deployments/{name}`: the manifest and the component in base64.
+pub fn deployment_body(component: &[u8], manifest: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "manifest": manifest,
+        "component": base64::engine::general_purpose::STANDARD.encode(component),
+    })
+}
+
+/// The version of `worker` in a node's `/v1/node` status, if it serves it.
+pub fn served_version(status: &serde_json::Value, worker: &str) -> Option<u64> {
+    status["workers"].as_array().into_iter().flatten().find(|w| w["name"] == worker).and_then(|w| w["version"].as_u64())
+}
+
 /// One started node.
 pub struct Node {
     pub id: String,
@@ -390,11 +403,12 @@ impl Cluster {
 
     /// Deploys a component with a manifest (JSON, as the API takes it).
     pub async fn deploy(&self, name: &str, component: &[u8], manifest: serde_json::Value) -> Result<ApiResponse> {
-        let body = serde_json::json!({
-            "manifest": manifest,
-            "component": base64::engine::general_purpose::STANDARD.encode(component),
-        });
-        self.api_call(reqwest::Method::POST, &format!("/v1/deployments/{name}"), Some(body)).await
+        self.api_call(
+            reqwest::Method::POST,
+            &format!("/v1/deployments/{name}"),
+            Some(deployment_body(component, manifest)),
+        )
+        .await
     }
 
     pub async fn api_call(
@@ -434,12 +448,7 @@ impl Cluster {
     /// The version of `worker` that `node` serves, if any.
     pub async fn node_version(&self, node: &Node, worker: &str) -> Result<Option<u64>> {
         let status: serde_json::Value = self.http.get(format!("{}/v1/node", node.url())).send().await?.json().await?;
-        Ok(status["workers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|w| w["name"] == worker)
-            .and_then(|w| w["version"].as_u64()))
+        Ok(served_version(&status, worker))
     }
 
     /// GET `path` on node `index` with `Host: <worker>.workers.localhost`.

@@ -160,8 +160,16 @@ impl Faults {
     /// The shape of the link to the peer at `gossip_addr`: the matrix entry for its region
     /// (when known) plus the spike.
     pub fn link_to(&self, gossip_addr: SocketAddr) -> LinkShape {
-        let region = self.regions.read().ok().and_then(|r| r.get(&gossip_addr).cloned());
-        let base = region.map(|r| self.link_between(&r)).unwrap_or_default();
+        // Every peer call asks: without a matrix, only the spike counts.
+        if self.network.is_clear() {
+            return self.spike();
+        }
+        let base = self
+            .regions
+            .read()
+            .ok()
+            .and_then(|r| r.get(&gossip_addr).map(|region| self.link_between(region)))
+            .unwrap_or_default();
         base.plus(self.spike())
     }
 
