@@ -4,6 +4,7 @@
 //! `{"error": "…"}` with the status chosen by [`status_of`], the one mapping for this front end.
 
 use crate::error::ControlPlaneError;
+use crate::js::{JsBuilder, Script};
 use crate::store::{NodeInfo, Rollout, Store, VersionInfo, WorkerSummary};
 use crate::validate::validate_component;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -25,11 +26,18 @@ pub struct Api {
     pub changes: broadcast::Sender<u64>,
     token: Arc<str>,
     max_component_bytes: usize,
+    js: Arc<JsBuilder>,
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, changes: broadcast::Sender<u64>, token: &str, max_component_bytes: usize) -> Self {
-        Api { store, changes, token: token.into(), max_component_bytes }
+    pub fn new(
+        store: Arc<Store>,
+        changes: broadcast::Sender<u64>,
+        token: &str,
+        max_component_bytes: usize,
+        js: Arc<JsBuilder>,
+    ) -> Self {
+        Api { store, changes, token: token.into(), max_component_bytes, js }
     }
 
     pub fn router(self) -> Router {
@@ -71,6 +79,7 @@ pub fn status_of(error: &ControlPlaneError) -> StatusCode {
         ControlPlaneError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlPlaneError::WorkerNotFound(_) | ControlPlaneError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
         ControlPlaneError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ControlPlaneError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ControlPlaneError::Database(_) | ControlPlaneError::Io { .. } | ControlPlaneError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -91,8 +100,12 @@ impl IntoResponse for ControlPlaneError {
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub manifest: serde_json::Value,
-    /// The component, base64 (standard alphabet).
-    pub component: String,
+    /// The component, base64 (standard alphabet); or else `script`.
+    #[serde(default)]
+    pub component: Option<String>,
+    /// A JavaScript worker's ES modules, pre-initialised into the JS engine at deploy.
+    #[serde(default)]
+    pub script: Option<Script>,
     #[serde(default)]
     pub message: Option<String>,
 }
@@ -105,6 +118,8 @@ pub struct Deployed {
     pub component_hash: String,
     pub component_size: usize,
     pub imports: Vec<String>,
+    /// `wasm` (an uploaded component) or `js` (the engine snapshot built from a script).
+    pub runtime: &'static str,
 }
 
 async fn deploy(
@@ -118,9 +133,28 @@ async fn deploy(
     let manifest: WorkerManifest =
         serde_json::from_value(req.manifest).map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
     manifest.validate().map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
-    let component = base64::engine::general_purpose::STANDARD
-        .decode(req.component.as_bytes())
-        .map_err(|e| ControlPlaneError::Invalid(format!("component is not valid base64: {e}")))?;
+    let (component, runtime) = match (req.component, req.script) {
+        (Some(component), None) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(component.as_bytes())
+                .map_err(|e| ControlPlaneError::Invalid(format!("component is not valid base64: {e}")))?;
+            (bytes, "wasm")
+        }
+        (None, Some(script)) => {
+            let size: usize = script.modules.iter().map(|m| m.source.len()).sum();
+            if size > api.max_component_bytes {
+                return Err(ControlPlaneError::Invalid(format!(
+                    "the script is {size} bytes, over the limit of {} bytes",
+                    api.max_component_bytes
+                )));
+            }
+            (api.js.build(&script, &manifest).await?, "js")
+        }
+        (Some(_), Some(_)) => {
+            return Err(ControlPlaneError::Invalid("a deploy carries either a component or a script, not both".into()))
+        }
+        (None, None) => return Err(ControlPlaneError::Invalid("a deploy needs a component or a script".into())),
+    };
     if component.len() > api.max_component_bytes {
         return Err(ControlPlaneError::Invalid(format!(
             "component is {} bytes, over the limit of {} bytes",
@@ -145,7 +179,7 @@ async fn deploy(
     let manifest_json = serde_json::to_string(&manifest).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
     let (version, seq) = api.store.deploy(&name, &hash, &component, &manifest_json, req.message.as_deref())?;
     api.notify(seq);
-    tracing::info!(worker = %name, version, seq, %hash, "deployed");
+    tracing::info!(worker = %name, version, seq, %hash, runtime, "deployed");
     Ok((
         StatusCode::CREATED,
         Json(Deployed {
@@ -155,6 +189,7 @@ async fn deploy(
             component_hash: hash,
             component_size: component.len(),
             imports: info.imports,
+            runtime,
         }),
     ))
 }

@@ -18,6 +18,18 @@ pub struct ControlPlaneConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub grpc: GrpcConfig,
+    #[serde(default)]
+    pub js: JsConfig,
+}
+
+/// JavaScript workers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsConfig {
+    /// The engine component built by `runtimes/js/build`. Default: `nimbus-js.wasm` next to
+    /// the control plane's executable; without one, `.js` deploys are refused.
+    #[serde(default)]
+    pub engine: Option<PathBuf>,
 }
 
 /// The HTTP API the CLI and dashboards use.

@@ -15,6 +15,9 @@ pub enum ControlPlaneError {
     Database(#[from] rusqlite::Error),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// A capability this control plane lacks (e.g. no JavaScript engine); nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`store`]: versions, components, events, rollout state (SQLite).
 //! - [`validate`]: deploy-time checks of components.
+//! - [`js`]: JavaScript workers, pre-initialised into the engine component at deploy.
 //! - [`api`]: HTTP API with bearer-token auth.
 //! - [`watch`]: gRPC `Deployments` service (watch, component fetch, acks).
 //! - [`config`], [`error`].
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod js;
 pub mod store;
 pub mod validate;
 pub mod watch;
@@ -57,7 +59,8 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
 
     let stop = CancellationToken::new();
     let (changes, _) = tokio::sync::broadcast::channel(64);
-    let api = api::Api::new(store.clone(), changes.clone(), &token, config.api.max_component_bytes);
+    let js = Arc::new(js::JsBuilder::load(config.js.engine.as_deref())?);
+    let api = api::Api::new(store.clone(), changes.clone(), &token, config.api.max_component_bytes, js);
     let api_task = tokio::spawn({
         let stop = stop.clone();
         async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }

@@ -11,7 +11,7 @@ use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// Interfaces a node provides to guests besides WASI 0.2.
-const NIMBUS_INTERFACES: [&str; 6] = ["types", "kv", "d1", "durable-objects", "storage", "websocket"];
+const NIMBUS_INTERFACES: [&str; 7] = ["types", "console", "kv", "d1", "durable-objects", "storage", "websocket"];
 /// What a worker that defines Durable Object classes exports.
 pub const DURABLE_OBJECT_HANDLER: &str = "nimbus:worker/durable-object@0.1";
 const WASI_PACKAGES: [&str; 7] = ["cli", "clocks", "filesystem", "http", "io", "random", "sockets"];
