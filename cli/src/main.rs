@@ -4,6 +4,7 @@
 //! for scripts. The cluster comes from `--api-url`/`--token` (or `NIMBUS_API_URL`,
 //! `NIMBUS_API_TOKEN`), else from `.nimbus/dev/cluster.json` written by `nimbus dev`.
 
+mod bundle;
 mod client;
 mod d1;
 mod dev;
@@ -217,20 +218,36 @@ async fn deploy(client: &client::Client, options: DeployOptions<'_>, json_out: b
             bail!("{}: build command `{command}` failed ({status})", config.display());
         }
     }
-    let component = std::fs::read(&project.main)
-        .with_context(|| format!("{}: field `main`: cannot read {}", config.display(), project.main.display()))?;
-    eprintln!(
-        "{} {} ({}) to {}",
-        style.dim("uploading:"),
-        project.name,
-        output::bytes(component.len() as u64),
-        client.api_url
-    );
-    let body = json!({
-        "manifest": project.manifest,
-        "component": base64::engine::general_purpose::STANDARD.encode(&component),
-        "message": message,
-    });
+    let body = if bundle::is_script(&project.main) {
+        let script = bundle::collect(&project.root, &project.main)
+            .with_context(|| format!("{}: field `main`", config.display()))?;
+        let size: usize = script.modules.iter().map(|m| m.source.len()).sum();
+        eprintln!(
+            "{} {} ({} module{}, {}) to {}; the control plane pre-initialises it",
+            style.dim("uploading:"),
+            project.name,
+            script.modules.len(),
+            if script.modules.len() == 1 { "" } else { "s" },
+            output::bytes(size as u64),
+            client.api_url
+        );
+        json!({ "manifest": project.manifest, "script": script, "message": message })
+    } else {
+        let component = std::fs::read(&project.main)
+            .with_context(|| format!("{}: field `main`: cannot read {}", config.display(), project.main.display()))?;
+        eprintln!(
+            "{} {} ({}) to {}",
+            style.dim("uploading:"),
+            project.name,
+            output::bytes(component.len() as u64),
+            client.api_url
+        );
+        json!({
+            "manifest": project.manifest,
+            "component": base64::engine::general_purpose::STANDARD.encode(&component),
+            "message": message,
+        })
+    };
     let deployed =
         client.call(reqwest::Method::POST, &format!("/v1/deployments/{}", project.name), Some(&body)).await?;
     let version = deployed["version"].as_u64().unwrap_or(0);

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! name = "hello"
-//! main = "target/wasm32-wasip2/release/hello.wasm"   # the component to deploy
+//! main = "target/wasm32-wasip2/release/hello.wasm"   # the component to deploy, or
+//!                                                     # "src/index.js" (an ES module worker)
 //! routes = ["example.com/*"]
 //! isolation = "pool"                                  # or "request"
 //! allowed_outbound_hosts = ["api.example.com"]
@@ -117,8 +118,10 @@ struct DurableObjectToml {
 #[derive(Debug)]
 pub struct Project {
     pub name: String,
-    /// The component, resolved relative to the `nimbus.toml`.
+    /// The component or main JS module, resolved relative to the `nimbus.toml`.
     pub main: PathBuf,
+    /// The directory of the `nimbus.toml`: JS module names are relative to it.
+    pub root: PathBuf,
     pub build: Option<(String, PathBuf)>,
     pub manifest: WorkerManifest,
 }
@@ -131,9 +134,13 @@ pub fn load(path: &Path) -> Result<Project> {
 fn parse(text: &str, path: &Path) -> Result<Project> {
     let toml: NimbusToml = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     validate_worker_name(&toml.name).map_err(|e| anyhow::anyhow!("{}: field `name`: {e}", path.display()))?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base =
+        path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if toml.main.is_empty() {
-        bail!("{}: field `main` is empty: give the path of the .wasm component", path.display());
+        bail!(
+            "{}: field `main` is empty: give the path of the .wasm component or of the main .js module",
+            path.display()
+        );
     }
     let mut bindings = Vec::new();
     for kv in toml.kv_namespaces {
@@ -163,6 +170,7 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
     Ok(Project {
         name: toml.name,
         main: base.join(&toml.main),
+        root: base.clone(),
         build: toml.build.map(|b| (b.command, base.join(b.cwd.unwrap_or_default()))),
         manifest,
     })

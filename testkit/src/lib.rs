@@ -411,6 +411,40 @@ impl Cluster {
         .await
     }
 
+    /// Deploys a JavaScript worker through the API: ES modules `(name, source)`, `main` first
+    /// among them or not, and a manifest (JSON, as the API takes it).
+    pub async fn deploy_script(
+        &self,
+        name: &str,
+        modules: &[(&str, &str)],
+        main: &str,
+        manifest: serde_json::Value,
+    ) -> Result<ApiResponse> {
+        let modules: Vec<serde_json::Value> =
+            modules.iter().map(|(name, source)| serde_json::json!({ "name": name, "source": source })).collect();
+        let body = serde_json::json!({ "manifest": manifest, "script": { "main": main, "modules": modules } });
+        self.api_call(reqwest::Method::POST, &format!("/v1/deployments/{name}"), Some(body)).await
+    }
+
+    /// Runs the `nimbus` CLI against this cluster (API URL and token in its environment).
+    pub async fn nimbus(&self, args: &[&str]) -> Result<std::process::Output> {
+        let output = tokio::process::Command::new(self.spec.bin_dir.join("nimbus"))
+            .args(args)
+            .env("NIMBUS_API_URL", self.api_url())
+            .env("NIMBUS_API_TOKEN", &self.spec.token)
+            .env_remove("NIMBUS_CLUSTER")
+            .output()
+            .await
+            .context("running the nimbus CLI")?;
+        Ok(output)
+    }
+
+    /// The log of node `index` so far.
+    pub fn node_log(&self, index: usize) -> Result<String> {
+        let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
+        Ok(std::fs::read_to_string(self.dir.join(format!("logs/{}.log", node.id)))?)
+    }
+
     pub async fn api_call(
         &self,
         method: reqwest::Method,

@@ -3,6 +3,9 @@
 use super::limits::TICK;
 use super::RuntimeError;
 use crate::config::RuntimeConfig;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Largest memory any worker may be configured for (the manifest caps `memory_mb` at 4096).
@@ -27,6 +30,10 @@ pub fn build(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     wasm.epoch_interruption(true);
     wasm.memory_init_cow(true);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // Deployments of one language share most of their code (every JavaScript worker is the
+    // same engine with other data): compile each function once per process.
+    wasm.enable_incremental_compilation(Arc::new(FunctionCache::default()))
+        .map_err(|e| RuntimeError::Internal(format!("cannot configure wasmtime: {e}")))?;
     Engine::new(&wasm).map_err(|e| RuntimeError::Internal(format!("cannot configure wasmtime: {e}")))
 }
 
@@ -42,5 +49,23 @@ pub fn start_epoch_ticker(engine: &Engine) {
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch thread, CPU limits will not apply: {e}");
+    }
+}
+
+/// Wasmtime's incremental compilation cache: compiled functions by the hash of their IR,
+/// in memory for the life of the node (components themselves are cached on disk).
+#[derive(Debug, Default)]
+struct FunctionCache(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).map(|value| Cow::Owned(value.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(key.to_vec(), value);
+        true
     }
 }

@@ -455,10 +455,13 @@ impl Worker {
         }
     }
 
-    /// Whether a cleanly finished instance may serve another request.
+    /// Whether a cleanly finished instance may serve another request. One that hit its memory
+    /// bound is retired even when the guest survived the refused growth (QuickJS turns it into
+    /// a JS `out of memory` error): its heap may be in any state.
     fn keeps(&self, instance: &Instance) -> bool {
         let pool = &self.pool_config;
-        instance.served < pool.max_requests
+        !instance.store.data().memory.hit
+            && instance.served < pool.max_requests
             && instance.born.elapsed() < Duration::from_secs(pool.max_age_secs)
             && (instance.store.data().memory.current as u64) <= pool.retire_memory_mb << 20
     }

@@ -175,6 +175,10 @@ fn drive<'js>(ctx: &Ctx<'js>, promise: Promise<'js>) -> Result<Value<'js>, Strin
                     .map_err(|e| describe(ctx, e));
             }
             PromiseState::Rejected => {
+                // The engine handles this rejection: it is not an unhandled one.
+                if let Ok(track) = prelude_fn(ctx, "trackRejection") {
+                    let _ = track.call::<_, ()>((promise.clone(), Value::new_undefined(ctx.clone()), true));
+                }
                 return match promise.result::<Value<'js>>() {
                     Some(Err(e)) => Err(describe(ctx, e)),
                     _ => Err("the promise was rejected".to_string()),
@@ -345,17 +349,5 @@ impl Loader for BundleLoader {
             Some(source) => Module::declare(ctx.clone(), name, source.as_str()),
             None => Err(rquickjs::Error::new_loading_message(name, "not among the uploaded modules")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::join;
-
-    #[test]
-    fn relative_imports_fold_dots() {
-        assert_eq!(join("src/index.js", "./util.js"), "src/util.js");
-        assert_eq!(join("src/lib/a.js", "../b.js"), "src/b.js");
-        assert_eq!(join("index.js", "./x/y.js"), "x/y.js");
     }
 }

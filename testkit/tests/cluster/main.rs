@@ -3,6 +3,7 @@
 mod d1;
 mod deploy;
 mod durable;
+mod js;
 mod kv;
 mod membership;
 mod runtime;
