@@ -21,7 +21,9 @@ const PRELUDE: &str = include_str!("prelude.js");
 /// The built-in module `cloudflare:workers` (`DurableObject`, `WorkerEntrypoint`, `env`).
 const CLOUDFLARE_WORKERS: &str = include_str!("cloudflare_workers.js");
 const CLOUDFLARE_WORKERS_NAME: &str = "cloudflare:workers";
-/// Deepest JS recursion, in bytes of native stack (the wasm stack is larger; see build).
+/// QuickJS's own stack bound. quickjs-ng compiles its stack check out for wasm targets, so
+/// in practice runaway recursion exhausts wasmtime's stack and traps: the request ends with
+/// a 500 and the instance is retired, which is the guarantee that matters.
 const MAX_STACK: usize = 768 * 1024;
 
 thread_local! {
