@@ -26,6 +26,9 @@ const CLOUDFLARE_WORKERS_NAME: &str = "cloudflare:workers";
 /// a 500 and the instance is retired, which is the guarantee that matters.
 const MAX_STACK: usize = 768 * 1024;
 
+/// Bytes allocated between cycle collections (QuickJS's default is 256 KiB).
+const GC_THRESHOLD: usize = 8 << 20;
+
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
 }
@@ -47,6 +50,10 @@ pub fn with<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
 pub fn init(modules: Vec<(String, String)>, main: &str, env: &str) -> Result<(), String> {
     let runtime = Runtime::new().map_err(|e| format!("cannot start QuickJS: {e}"))?;
     runtime.set_max_stack_size(MAX_STACK);
+    // Cycle collection runs when this much was allocated since the last one. QuickJS frees
+    // most garbage by reference counting; a larger threshold keeps the collector off the
+    // per-request path (instances are retired after their request budget anyway).
+    runtime.set_gc_threshold(GC_THRESHOLD);
     let sources: BTreeMap<String, String> = modules.into_iter().collect();
     if !sources.contains_key(main) {
         return Err(format!("the main module `{main}` is not among the uploaded modules"));
