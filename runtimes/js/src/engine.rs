@@ -213,19 +213,8 @@ fn request_parts<'js>(
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 ) -> rquickjs::Result<(Array<'js>, Value<'js>)> {
-    let list = Array::new(ctx.clone())?;
-    for (i, (name, value)) in headers.into_iter().enumerate() {
-        let pair = Array::new(ctx.clone())?;
-        pair.set(0, name)?;
-        pair.set(1, value)?;
-        list.set(i, pair)?;
-    }
-    let body = if body.is_empty() {
-        Value::new_null(ctx.clone())
-    } else {
-        TypedArray::<u8>::new(ctx.clone(), body)?.into_value()
-    };
-    Ok((list, body))
+    let body = if body.is_empty() { Value::new_null(ctx.clone()) } else { natives::uint8_array(ctx, body)? };
+    Ok((natives::pairs_array(ctx, headers)?, body))
 }
 
 /// The `{status, headers, body}` a dispatch resolved to, or a 500 naming the error (which
@@ -234,14 +223,9 @@ fn reply_or_500<'js>(ctx: &Ctx<'js>, result: Result<Value<'js>, String>) -> Repl
     let reply = result.and_then(|value| {
         let parts = || -> rquickjs::Result<Reply> {
             let object: Object<'js> = Object::from_value(value)?;
-            let headers: Array<'js> = object.get("headers")?;
-            let mut pairs = Vec::with_capacity(headers.len());
-            for pair in headers.iter::<Array<'js>>() {
-                let pair = pair?;
-                pairs.push((pair.get(0)?, pair.get(1)?));
-            }
+            let headers = natives::pairs(&object.get("headers")?)?;
             let body: Value<'js> = object.get("body")?;
-            Ok(Reply { status: object.get("status")?, headers: pairs, body: bytes_of(ctx, &body)? })
+            Ok(Reply { status: object.get("status")?, headers, body: bytes_of(ctx, &body)? })
         };
         parts().map_err(|e| describe(ctx, e))
     });

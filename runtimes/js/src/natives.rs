@@ -79,6 +79,11 @@ pub fn bytes_of(ctx: &Ctx<'_>, value: &Value<'_>) -> Result<Vec<u8>> {
     }
     let array = TypedArray::<u8>::from_value(value.clone())
         .map_err(|_| throw(ctx, "expected a Uint8Array (the prelude converts other buffers)"))?;
+    typed_bytes(ctx, &array)
+}
+
+/// A copy of the bytes of `array`.
+fn typed_bytes(ctx: &Ctx<'_>, array: &TypedArray<'_, u8>) -> Result<Vec<u8>> {
     let Some(raw) = array.as_raw() else {
         return Err(throw(ctx, "the buffer is detached"));
     };
@@ -89,11 +94,11 @@ pub fn bytes_of(ctx: &Ctx<'_>, value: &Value<'_>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn uint8_array<'js>(ctx: &Ctx<'js>, bytes: Vec<u8>) -> Result<Value<'js>> {
+pub fn uint8_array<'js>(ctx: &Ctx<'js>, bytes: Vec<u8>) -> Result<Value<'js>> {
     Ok(TypedArray::<u8>::new(ctx.clone(), bytes)?.into_value())
 }
 
-fn pairs(list: &Array<'_>) -> Result<Vec<(String, String)>> {
+pub fn pairs(list: &Array<'_>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::with_capacity(list.len());
     for pair in list.iter::<Array<'_>>() {
         let pair = pair?;
@@ -102,7 +107,7 @@ fn pairs(list: &Array<'_>) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn pairs_array<'js>(ctx: &Ctx<'js>, list: Vec<(String, String)>) -> Result<Array<'js>> {
+pub fn pairs_array<'js>(ctx: &Ctx<'js>, list: Vec<(String, String)>) -> Result<Array<'js>> {
     let array = Array::new(ctx.clone())?;
     for (i, (name, value)) in list.into_iter().enumerate() {
         let pair = Array::new(ctx.clone())?;
@@ -273,8 +278,8 @@ fn d1_value(ctx: &Ctx<'_>, value: &Value<'_>) -> Result<d1::Value> {
     if let Some(big) = value.as_big_int() {
         return big.clone().to_i64().map(d1::Value::Integer);
     }
-    if TypedArray::<u8>::from_value(value.clone()).is_ok() {
-        return Ok(d1::Value::Blob(bytes_of(ctx, value)?));
+    if let Ok(array) = TypedArray::<u8>::from_value(value.clone()) {
+        return Ok(d1::Value::Blob(typed_bytes(ctx, &array)?));
     }
     Err(throw(ctx, &format!("D1_TYPE_ERROR: Type '{}' not supported for value", value.type_name())))
 }
