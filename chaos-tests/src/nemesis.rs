@@ -35,6 +35,9 @@ pub enum Nemesis {
     ControlPlaneDown,
     /// Every node is restarted gracefully, one after another.
     RollingRestart,
+    /// SIGKILL and restart a successor of the scenario's Durable Object, then at once its
+    /// owner, with the counter's requests aimed at each node as it comes back.
+    RestartStorm,
 }
 
 pub const ALL: &[Nemesis] = &[
@@ -49,6 +52,7 @@ pub const ALL: &[Nemesis] = &[
     Nemesis::LossSpike,
     Nemesis::ControlPlaneDown,
     Nemesis::RollingRestart,
+    Nemesis::RestartStorm,
 ];
 
 impl Nemesis {
@@ -65,6 +69,7 @@ impl Nemesis {
             Nemesis::LossSpike => "loss-spike",
             Nemesis::ControlPlaneDown => "control-plane-down",
             Nemesis::RollingRestart => "rolling-restart",
+            Nemesis::RestartStorm => "restart-storm",
         }
     }
 
@@ -93,12 +98,37 @@ pub struct Injected {
     paused: Vec<usize>,
     faults: bool,
     control_plane: bool,
+    /// Before the heal, wait until these nodes follow a leader other than this one.
+    await_new_leader: Option<(usize, Vec<usize>)>,
 }
 
-/// Facts a nemesis may need to pick its victim.
+/// Facts a nemesis may need to pick its victim, and how it steers the clients.
 pub struct Knowledge {
     /// The node that runs the scenario's Durable Object, if known.
     pub do_owner: Option<usize>,
+    /// The scenario's Durable Object id (hex), to find its successors.
+    pub do_id: Option<String>,
+    /// Where the counter clients aim half their requests (see [`crate::workload::Aim`]).
+    pub aim: crate::workload::Aim,
+}
+
+/// The nodes that hold object `id` (hex), owner first, as the node places it: rendezvous
+/// hashing, each node scoring `sha256(id ‖ node id)`.
+pub fn holders_of(id: &str, nodes: &[String]) -> Vec<usize> {
+    use sha2::{Digest, Sha256};
+    let Ok(bytes) = hex::decode(id) else { return Vec::new() };
+    let mut scored: Vec<(u64, usize)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let hash = Sha256::new().chain_update(&bytes).chain_update(node.as_bytes()).finalize();
+            let mut top = [0u8; 8];
+            top.copy_from_slice(&hash[..8]);
+            (u64::from_be_bytes(top), i)
+        })
+        .collect();
+    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| nodes[a.1].cmp(&nodes[b.1])));
+    scored.into_iter().take(3).map(|(_, i)| i).collect()
 }
 
 pub async fn d1_leader(target: &Target, api: &Api) -> Option<usize> {
@@ -187,9 +217,13 @@ impl Nemesis {
                 }
                 let majority: Vec<usize> = (0..n).filter(|i| !minority.contains(i)).collect();
                 let names: Vec<String> = minority.iter().map(|i| target.node_name(*i)).collect();
-                target.split(api, &[minority, majority], json!({})).await?;
+                target.split(api, &[minority, majority.clone()], json!({})).await?;
+                // Writes at the cut-off leader: a build that acknowledges before a quorum
+                // commits loses them, every time, once the majority has a leader of its own.
+                knowledge.aim.set(Some(leader));
                 injected.description = format!("minority {{{}}} (with the D1 leader) split off", names.join(", "));
                 injected.faults = true;
+                injected.await_new_leader = Some((leader, majority));
             }
             Nemesis::LatencySpike => {
                 target.spike(api, json!({"delay_ms": 150.0, "jitter_ms": 50.0})).await?;
@@ -217,6 +251,34 @@ impl Nemesis {
                 }
                 injected.description = format!("graceful restart of {}", names.join(", "));
             }
+            Nemesis::RestartStorm => {
+                let owner = knowledge.do_owner.ok_or_else(|| anyhow!("the object's owner is not known"))?;
+                let names: Vec<String> = (0..n).map(|i| target.node_name(i)).collect();
+                let id = knowledge.do_id.as_deref().unwrap_or_default();
+                let successors: Vec<usize> = holders_of(id, &names).into_iter().filter(|h| *h != owner).collect();
+                let holder = match successors.as_slice() {
+                    [] => (0..n).find(|i| *i != owner).ok_or_else(|| anyhow!("one node: nothing to restart"))?,
+                    list => list[rng.random_range(0..list.len())],
+                };
+                let how = if target.name() == "docker" { "docker kill -s KILL + start" } else { "SIGKILL + start" };
+                for victim in [holder, owner] {
+                    let from = history.now();
+                    target.kill(victim).await?;
+                    target.start(victim).await?;
+                    // Requests at the node the moment it is back: the window before it knows
+                    // the cluster is where a stale copy could answer.
+                    knowledge.aim.set(Some(victim));
+                    target.wait_healthy(api, victim, Duration::from_secs(60)).await?;
+                    injected.closed.push(Outage { node: victim, from, to: history.now() });
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                knowledge.aim.set(None);
+                injected.description = format!(
+                    "{how} successor {} then owner {} of the counter",
+                    target.node_name(holder),
+                    target.node_name(owner)
+                );
+            }
         }
         Ok(injected)
     }
@@ -229,6 +291,9 @@ impl Nemesis {
         injected: &Injected,
         history: &History,
     ) -> Result<Vec<Outage>> {
+        if let Some((old, majority)) = &injected.await_new_leader {
+            wait_for_new_leader(target, api, *old, majority).await?;
+        }
         for &node in &injected.paused {
             target.resume(node).await?;
         }
@@ -246,5 +311,26 @@ impl Nemesis {
         let mut outages = injected.closed.clone();
         outages.extend(injected.down.iter().map(|&(node, from)| Outage { node, from, to: now }));
         Ok(outages)
+    }
+}
+
+/// Waits (up to 60 s) until one of `nodes` reports a D1 leader other than `old`.
+async fn wait_for_new_leader(target: &Target, api: &Api, old: usize, nodes: &[usize]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let urls = target.urls();
+    loop {
+        for &node in nodes {
+            let Some(url) = urls.get(node) else { continue };
+            if let Ok(status) = api.d1_status(url).await {
+                let leader = status["leader"].as_str().and_then(|l| target.index_of(l));
+                if leader.is_some_and(|l| l != old) {
+                    return Ok(());
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(anyhow!("the majority elected no D1 leader of its own within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -131,6 +131,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         stop: stop.clone(),
         names: names.clone(),
         seed,
+        aim: workload::Aim::new(),
     };
     let mut clients = Vec::new();
     for c in 0..3 {
@@ -144,7 +145,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
 
     let mut rng = StdRng::seed_from_u64(seed ^ index as u64);
     tokio::time::sleep(timing.warmup).await;
-    let knowledge = Knowledge { do_owner: Some(owner) };
+    let knowledge = Knowledge { do_owner: Some(owner), do_id: Some(object.clone()), aim: ctx.aim.clone() };
     let injected = nemesis.inject(target, &api, &mut rng, &knowledge, &history).await;
     let injected = match injected {
         Ok(injected) => injected,
@@ -157,6 +158,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
     *urls.write().unwrap_or_else(|p| p.into_inner()) = target.urls();
     tokio::time::sleep(timing.hold).await;
     let outages = nemesis.heal(target, &api, &injected, &history).await.context("healing")?;
+    ctx.aim.set(None);
     *urls.write().unwrap_or_else(|p| p.into_inner()) = target.urls();
     tokio::time::sleep(timing.recovery).await;
     stop.cancel();

@@ -7,6 +7,9 @@
 //! - KV: puts and deletes, each key written by one client only, so the version order of its
 //!   writes is the client's order.
 //! - Durable Object: increments of one counter.
+//!
+//! A nemesis may aim the D1 and counter clients at one node ([`Aim`]): half their requests
+//! then go there.
 //! - Hello: requests to the hello worker, to measure availability.
 
 use crate::api::{Answer, Api};
@@ -33,6 +36,27 @@ pub struct Names {
     pub counter: String,
 }
 
+/// A node the counter clients send half their requests to while it is set (a nemesis
+/// aims them at a node it has just restarted).
+#[derive(Debug, Clone, Default)]
+pub struct Aim(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Aim {
+    const NONE: usize = usize::MAX;
+
+    pub fn new() -> Self {
+        Aim(Arc::new(std::sync::atomic::AtomicUsize::new(Self::NONE)))
+    }
+
+    pub fn set(&self, node: Option<usize>) {
+        self.0.store(node.unwrap_or(Self::NONE), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<usize> {
+        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|n| *n != Self::NONE)
+    }
+}
+
 /// What every client needs.
 #[derive(Clone)]
 pub struct Ctx {
@@ -43,6 +67,7 @@ pub struct Ctx {
     pub stop: CancellationToken,
     pub names: Names,
     pub seed: u64,
+    pub aim: Aim,
 }
 
 impl Ctx {
@@ -50,6 +75,14 @@ impl Ctx {
         let urls = self.urls.read().unwrap_or_else(|p| p.into_inner());
         let index = rng.random_range(0..urls.len().max(1));
         (index, urls.get(index).cloned().unwrap_or_default())
+    }
+
+    /// As [`Ctx::pick`], but half the time the node a nemesis aims at, while it does.
+    fn pick_aimed(&self, rng: &mut StdRng) -> (usize, String) {
+        let picked = self.pick(rng);
+        let Some(aimed) = self.aim.get().filter(|_| rng.random_bool(0.5)) else { return picked };
+        let urls = self.urls.read().unwrap_or_else(|p| p.into_inner());
+        urls.get(aimed).map(|url| (aimed, url.clone())).unwrap_or(picked)
     }
 
     async fn pause(&self) -> bool {
@@ -80,7 +113,7 @@ pub async fn d1_client(ctx: Ctx, client: usize) {
     let db = ctx.names.db.clone();
     while ctx.pause().await {
         let roll: f64 = rng.random();
-        let (node, url) = ctx.pick(&mut rng);
+        let (node, url) = ctx.pick_aimed(&mut rng);
         if roll < 0.8 {
             let key = format!("r{}", rng.random_range(0..REGISTERS));
             if roll < 0.4 {
@@ -192,7 +225,7 @@ pub async fn counter_client(ctx: Ctx, client: usize) {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0xd0 + client as u64));
     let path = format!("/{}", ctx.names.counter);
     while ctx.pause().await {
-        let (node, url) = ctx.pick(&mut rng);
+        let (node, url) = ctx.pick_aimed(&mut rng);
         let mut op = Op::new(client, node, OpKind::Increment, ctx.names.counter.clone(), ctx.history.now());
         let answer = ctx.api.worker(&url, "counter", &path).await;
         finish(&mut op, &ctx.history, &answer);

@@ -23,21 +23,8 @@ async fn short_profile_holds_every_invariant() {
     for report in &reports {
         assert!(report.acked > 0, "{}: no write was acknowledged at all", report.scenario);
     }
-    // A known rare race (see the closing note of the chaos issue: a Durable Object counter
-    // value handed out twice, about once in four full runs, in one scenario) must not make CI
-    // a coin toss, nor go unseen: one failed scenario is printed and run once more with
-    // another seed; two failed scenarios, or a failure again, fail the test.
-    let failed: Vec<Nemesis> =
-        reports.iter().filter(|r| !r.passed()).filter_map(|r| Nemesis::parse(r.scenario)).collect();
     let failures = scenario::failures(&reports);
-    assert!(failed.len() <= 1, "violations in {} scenarios:\n{}", failed.len(), failures.join("\n"));
-    if !failed.is_empty() {
-        eprintln!("FIRST ATTEMPT VIOLATED AN INVARIANT (run again once):\n{}", failures.join("\n"));
-        let again = scenario::run_all(&mut target, &failed, Timing::short(), SEED + 1).await.expect("rerun");
-        println!("{}", scenario::table(&again));
-        let failures = scenario::failures(&again);
-        assert!(failures.is_empty(), "violations again:\n{}", failures.join("\n"));
-    }
+    assert!(failures.is_empty(), "violations:\n{}", failures.join("\n"));
     stop(target).await;
 }
 
@@ -59,5 +46,7 @@ async fn acknowledging_d1_writes_before_commit_is_caught() {
         "the checker missed writes acknowledged by a leader cut off from its quorum: {}",
         durability.detail
     );
-    assert!(reports[0].lost > 0);
+    // The nemesis aims writes at the cut-off leader and heals only once the majority has a
+    // leader of its own, so the broken build loses acknowledged writes every time.
+    assert!(reports[0].lost > 0, "no acknowledged write was lost: {}", durability.detail);
 }

@@ -205,6 +205,11 @@ pub struct AdminConfig {
     /// so the chaos suite can show its checkers catch a lost acknowledged write.
     #[serde(default)]
     pub unsafe_ack_d1_before_commit: bool,
+    /// Testing only, refused by release builds: hold back the node's first Durable Objects
+    /// membership view for this many milliseconds after start, so a test can aim requests
+    /// at a restarted node in the window before it knows the cluster. 0: off.
+    #[serde(default)]
+    pub unsafe_hold_durable_view_ms: u64,
 }
 
 /// Where deployments come from.

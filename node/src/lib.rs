@@ -81,6 +81,11 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
                 .into(),
         ));
     }
+    if config.admin.unsafe_hold_durable_view_ms > 0 && !cfg!(debug_assertions) {
+        return Err(NodeError::Config(
+            "admin.unsafe_hold_durable_view_ms is a test knob; only debug (test) builds accept it".into(),
+        ));
+    }
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (kv, kv_changes) =
@@ -129,10 +134,14 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         let (d1, membership) = (d1.clone(), membership.clone());
         tasks.spawn("d1-group", move |shutdown| d1::group::run(d1, membership, shutdown));
     }
-    let (view, view_rx) = tokio::sync::watch::channel(durable::view::View::alone(membership.me().clone()));
+    let (view, view_rx) = durable::view::channel(membership.me().clone());
     {
         let (membership, storage) = (membership.clone(), storage.clone());
-        tasks.spawn("durable-view", move |shutdown| durable::view::follow(membership, storage, view, shutdown));
+        let hold = std::time::Duration::from_millis(config.admin.unsafe_hold_durable_view_ms);
+        let seeded = !config.gossip.seeds.is_empty();
+        tasks.spawn("durable-view", move |shutdown| {
+            durable::view::follow(membership, storage, view, seeded, hold, shutdown)
+        });
     }
     let durable = durable::Durable::new(membership.me(), storage.clone(), view_rx, peers.clone(), &config.durable);
     runtime.set_durable(durable.clone());

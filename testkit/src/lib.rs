@@ -217,7 +217,8 @@ impl Cluster {
             let http_port = cluster.spec.node_http_base_port.map_or(0, |base| base + i as u16 - 1);
             let gossip_port = cluster.spec.node_gossip_base_port.map_or(0, |base| base + i as u16 - 1);
             let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-            let node = cluster.launch_node(&format!("node-{i}"), loopback(http_port), loopback(gossip_port)).await?;
+            let node =
+                cluster.launch_node(&format!("node-{i}"), loopback(http_port), loopback(gossip_port), &[]).await?;
             cluster.nodes.push(node);
         }
         Ok(cluster)
@@ -267,7 +268,13 @@ impl Cluster {
         Ok(())
     }
 
-    async fn launch_node(&self, id: &str, http: SocketAddr, gossip: SocketAddr) -> Result<Node> {
+    async fn launch_node(
+        &self,
+        id: &str,
+        http: SocketAddr,
+        gossip: SocketAddr,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Node> {
         let data_dir = self.dir.join(id);
         let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
         let region = match self.spec.regions.len() {
@@ -304,6 +311,7 @@ impl Cluster {
             env.push(("NIMBUS_GOSSIP__SEEDS".to_string(), format!("[{}]", seeds.join(","))));
         }
         env.extend(self.spec.node_env.iter().cloned());
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log = self.dir.join(format!("logs/{id}.log"));
         let (proc, line) = Proc::start(Role::Node, &self.spec.bin_dir, env, &log).await?;
         let ready: NodeReady = serde_json::from_str(&line).with_context(|| format!("{id} ready line: {line}"))?;
@@ -314,7 +322,7 @@ impl Cluster {
     pub async fn add_node(&mut self) -> Result<usize> {
         let id = format!("node-{}", self.nodes.len() + 1);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let node = self.launch_node(&id, any, any).await?;
+        let node = self.launch_node(&id, any, any, &[]).await?;
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
     }
@@ -377,12 +385,17 @@ impl Cluster {
 
     /// Starts node `index` again on its old HTTP port and data directory.
     pub async fn restart_node(&mut self, index: usize) -> Result<()> {
+        self.restart_node_with(index, &[]).await
+    }
+
+    /// As [`Cluster::restart_node`], with extra environment for this start only.
+    pub async fn restart_node_with(&mut self, index: usize, extra_env: &[(&str, &str)]) -> Result<()> {
         self.kill_node(index).await?;
         let (id, http, gossip) = {
             let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
             (node.id.clone(), node.http, node.gossip)
         };
-        let node = self.launch_node(&id, http, gossip).await?;
+        let node = self.launch_node(&id, http, gossip, extra_env).await?;
         debug_assert_eq!(node.data_dir, self.nodes[index].data_dir);
         self.nodes[index] = node;
         Ok(())

@@ -8,7 +8,8 @@
 //! after a move). The owner runs the handler only if that alarm is still set and due, one
 //! event at a time, so concurrent deliveries fire it once. A failed handler is retried with
 //! exponential backoff from `alarm_retry_ms`, six times, as Cloudflare does; an index entry
-//! whose object no longer has that alarm is dropped.
+//! whose object no longer has that alarm is dropped. The scheduler starts once the node has
+//! published its first membership view.
 
 use super::wire::{Event, EventOutcome};
 use super::{Durable, Namespace, ObjectId};
@@ -31,6 +32,17 @@ struct Attempts {
 }
 
 pub async fn run(durable: Durable, shutdown: CancellationToken) {
+    // Nothing is delivered before the node's first membership view: until then it cannot
+    // tell which alarms are its own to fire.
+    let mut view = durable.inner.view.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        ready = view.wait_for(|view| view.ready) => {
+            if ready.is_err() {
+                return;
+            }
+        }
+    }
     let attempts = Arc::new(Mutex::new(Attempts::default()));
     let mut poll = tokio::time::interval(durable.inner.settings.alarm_poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

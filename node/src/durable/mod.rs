@@ -13,7 +13,8 @@
 //!   accepted the event's writes under that epoch (the output gate). A holder refuses an
 //!   older epoch, so once a new owner has activated, the old one can release nothing: at
 //!   most one instance answers for an object, across moves, failover and partitions;
-//! - a node that sees only a minority of the members it knows owns nothing;
+//! - a node that sees only a minority of the members it knows owns nothing, and neither
+//!   does a node that has not yet published its first membership view since it started;
 //! - alarms are stored and replicated with the object's data and fire on the current owner,
 //!   at least once, retried with exponential backoff up to six times;
 //! - a WebSocket accepted by an object stays connected while the object hibernates; the
@@ -24,15 +25,19 @@
 //! - [`ObjectId`], [`Namespace`]: ids and the namespace they belong to.
 //! - [`placement`]: owner and successors of an id; [`view`]: the live members it runs on.
 //! - [`storage`]: an object's keys, values, alarm and holder state on one node (RocksDB).
-//! - [`wire`]: what nodes say to each other; [`replica`]: a holder's side of it.
+//! - [`wire`]: what nodes say to each other; [`replica`]: a holder's side of it;
+//!   [`rules`]: the protocol's decisions as pure functions (`model.rs` model-checks them).
 //! - [`object`]: the owner's actor for one live object, and its replicator.
 //! - [`alarms`]: the scheduler that wakes objects whose alarm is due.
 //! - [`sockets`]: WebSockets accepted by objects (they outlive evicted instances).
 
 pub mod alarms;
+#[cfg(test)]
+mod model;
 pub mod object;
 pub mod placement;
 pub mod replica;
+pub mod rules;
 pub mod sockets;
 pub mod storage;
 pub mod view;
@@ -228,6 +233,19 @@ impl Durable {
         let _ = self.inner.classes.set(classes);
     }
 
+    /// Waits until this node has published its first membership view (a node that has just
+    /// started knows too little to own or place anything).
+    async fn wait_ready(&self, deadline: Instant) -> Result<(), DurableError> {
+        let mut view = self.inner.view.clone();
+        let ready = tokio::time::timeout_at(deadline.into(), view.wait_for(|view| view.ready)).await;
+        match ready {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(DurableError::Unavailable(
+                "this node has just started and has no membership view yet; try again".into(),
+            )),
+        }
+    }
+
     fn lock(&self, id: &ObjectId) -> std::sync::MutexGuard<'_, ()> {
         let stripe = usize::from(id.0[0]) % LOCK_STRIPES;
         self.inner.locks[stripe].lock().unwrap_or_else(|p| p.into_inner())
@@ -242,6 +260,7 @@ impl Durable {
     /// is only ever resent when it did not run.
     pub async fn call(&self, namespace: &Namespace, id: ObjectId, event: Event) -> Result<EventOutcome, DurableError> {
         let deadline = Instant::now() + self.inner.settings.request_timeout;
+        self.wait_ready(deadline).await?;
         let mut backoff = Duration::from_millis(10);
         loop {
             let view = self.view();
@@ -575,38 +594,4 @@ impl fmt::Display for ObjectId {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_map_to_stable_ids_scoped_to_their_namespace() {
-        let counters = Namespace::new("app", "Counter");
-        let a = counters.id_from_name("room-1");
-        assert_eq!(a, counters.id_from_name("room-1"), "the same name, the same id");
-        assert_ne!(a, counters.id_from_name("room-2"));
-        assert_ne!(a, Namespace::new("app", "Chat").id_from_name("room-1"), "namespaces do not share ids");
-        assert_eq!(a.to_string().len(), 64);
-        assert_eq!(counters.id_from_string(&a.to_string()).expect("round trip"), a);
-    }
-
-    #[test]
-    fn unique_ids_differ_and_round_trip() {
-        let ns = Namespace::new("app", "Counter");
-        let (a, b) = (ns.new_unique_id(), ns.new_unique_id());
-        assert_ne!(a, b);
-        assert_eq!(ns.id_from_string(&b.to_string()).expect("round trip"), b);
-    }
-
-    #[test]
-    fn malformed_and_foreign_ids_are_refused() {
-        let ns = Namespace::new("app", "Counter");
-        for bad in ["", "xyz", &"0".repeat(63), &"g".repeat(64), &"0".repeat(66)] {
-            assert!(matches!(ns.id_from_string(bad), Err(DurableError::MalformedId(_))), "{bad:?}");
-        }
-        let other = Namespace::new("app", "Chat").id_from_name("x").to_string();
-        assert!(matches!(ns.id_from_string(&other), Err(DurableError::ForeignId { .. })));
-        let mut tampered = ns.id_from_name("x").to_string();
-        tampered.replace_range(0..1, if tampered.starts_with('0') { "1" } else { "0" });
-        assert!(ns.id_from_string(&tampered).is_err(), "a changed digit fails the namespace tag");
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@
 //! owns it in the membership view, when a holder of its epoch leaves, or when a holder
 //! reports a newer epoch.
 
+use super::rules;
 use super::sockets::Frame;
 use super::storage::{check_writes, HolderState, ListOptions, Write};
 use super::wire::{Epoch, Event, EventOutcome, Reply, Request, Step, Version};
@@ -84,11 +85,12 @@ impl ObjectContext {
             return Err(DurableError::Fenced(state.promised));
         }
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        let base = progress.version;
-        let version = Version { term: self.epoch.term, seq: base.seq + 1 };
-        let next = HolderState { namespace: self.namespace.0.clone(), promised: self.epoch.clone(), version };
+        let base = progress.version.clone();
+        let version = Version { epoch: self.epoch.clone(), seq: base.seq + 1 };
+        let next =
+            HolderState { namespace: self.namespace.0.clone(), promised: self.epoch.clone(), version: version.clone() };
         storage.apply(&self.id, &writes, &next)?;
-        progress.version = version;
+        progress.version = version.clone();
         progress.steps.push(Step { base, version, writes });
         Ok(())
     }
@@ -125,8 +127,10 @@ impl ObjectContext {
         self.durable.inner.sockets.tags(&self.id, socket).map_err(socket_error)
     }
 
-    fn take_steps(&self) -> Vec<Step> {
-        std::mem::take(&mut self.progress().steps)
+    /// The steps not yet handed to the replicator, and the version they lead to.
+    fn take_steps(&self) -> (Vec<Step>, Version) {
+        let mut progress = self.progress();
+        (std::mem::take(&mut progress.steps), progress.version.clone())
     }
 }
 
@@ -148,6 +152,8 @@ pub struct Actor {
 /// An event that ran, waiting for its writes to reach the successors.
 struct Pending {
     steps: Vec<Step>,
+    /// The owner's version once `steps` are applied.
+    head: Version,
     outbox: Vec<(u64, Frame)>,
     outcome: Result<EventOutcome, DurableError>,
     reply: oneshot::Sender<Result<EventOutcome, DurableError>>,
@@ -245,13 +251,21 @@ impl Actor {
                 }
             }
             let Some(running) = instance.as_mut() else { continue };
-            let outcome = self.handle(running.as_mut(), &context, &delivery.event).await;
+            let outcome = match self.handle(running.as_mut(), &context, &delivery.event).await {
+                // The event ran: its caller must not take it for one that did not and send
+                // it again (an alarm whose clearing was fenced would run twice at once).
+                Err(e) if e.is_retryable() => {
+                    Err(DurableError::Unavailable(format!("the event ran, but its outcome cannot be kept: {e}")))
+                }
+                other => other,
+            };
             if matches!(outcome, Err(DurableError::Handler(_))) {
                 // A trap or a limit: this instance never runs again; the next event gets a new one.
                 instance = None;
             }
             let outbox = std::mem::take(&mut context.progress().outbox);
-            let pending = Pending { steps: context.take_steps(), outbox, outcome, reply: delivery.reply };
+            let (steps, head) = context.take_steps();
+            let pending = Pending { steps, head, outbox, outcome, reply: delivery.reply };
             if let Err(unsent) = confirm.send(pending) {
                 let _ = unsent.0.reply.send(Err(DurableError::Unavailable("the replicator stopped".into())));
             }
@@ -360,7 +374,7 @@ impl Actor {
         let successors = &holders[1..];
         let peers: Vec<Member> = view.live.iter().filter(|m| m.node_id != view.me).cloned().collect();
         let known = view.known.max(view.live.len());
-        let quorum = (known / 2 + 1).max((known + 1).saturating_sub(holders.len()));
+        let quorum = rules::quorum(known, holders.len());
         if view.live.len() < quorum {
             return Err(DurableError::Unavailable(format!(
                 "{} of {known} members are live; {quorum} must promise to take ownership",
@@ -371,14 +385,14 @@ impl Actor {
         let me = self.durable.inner.me.clone();
         let mut term = {
             let state = storage.state(&self.id)?.unwrap_or_default();
-            state.promised.term.max(state.version.term) + 1
+            rules::next_term(&state.promised, &state.version)
         };
         for _ in 0..3 {
             let epoch = Epoch { term, node: me.clone() };
             let local = {
                 let _guard = self.durable.lock(&self.id);
                 let mut state = storage.state(&self.id)?.unwrap_or_default();
-                if state.promised > epoch {
+                if !rules::admits_promise(&state.promised, &epoch) {
                     term = state.promised.term + 1;
                     continue;
                 }
@@ -388,10 +402,17 @@ impl Actor {
                 state.version
             };
             let timeout = Duration::from_secs(1);
-            let request = Request::Promise { namespace: self.namespace.0.clone(), id: self.id.0, epoch: epoch.clone() };
-            let replies =
-                futures::future::join_all(peers.iter().map(|s| self.durable.peer_call(s, &request, timeout))).await;
-            let mut versions = vec![(None, local)];
+            let replies = futures::future::join_all(peers.iter().map(|peer| {
+                let request = Request::Promise {
+                    to: peer.node_id.clone(),
+                    namespace: self.namespace.0.clone(),
+                    id: self.id.0,
+                    epoch: epoch.clone(),
+                };
+                async move { self.durable.peer_call(peer, &request, timeout).await }
+            }))
+            .await;
+            let mut versions = vec![(None, local.clone())];
             let mut newer: Option<Epoch> = None;
             for (holder, reply) in peers.iter().zip(replies) {
                 match reply {
@@ -415,28 +436,31 @@ impl Actor {
                     }
                 }
             }
-            let (from, mut best) = versions.iter().max_by_key(|(_, v)| *v).cloned().unwrap_or((None, local));
+            let (from, newest) = rules::newest(versions.iter().map(|(holder, v)| (*holder, v)))
+                .map(|(holder, v)| (holder, v.clone()))
+                .unwrap_or((None, local.clone()));
+            let mut best = newest;
             if let (Some(holder), true) = (from, best > local) {
                 best = self.pull(holder, &epoch).await?;
             }
-            let version = Version { term, seq: best.seq };
+            let version = Version { epoch: epoch.clone(), seq: best.seq };
             let _guard = self.durable.lock(&self.id);
             let mut state = storage.state(&self.id)?.unwrap_or_default();
             if state.promised != epoch {
                 return Err(DurableError::Fenced(state.promised));
             }
-            state.version = version;
+            state.version = version.clone();
             storage.set_state(&self.id, &state)?;
             let quorum_set = QuorumSet { successors: successors.to_vec() };
             tracing::debug!(object = %self.id, promised = versions.len(), needed = quorum, "epoch promised");
-            return Ok((epoch, version, Step { base: best, version, writes: Vec::new() }, quorum_set));
+            return Ok((epoch, version.clone(), Step { base: best, version, writes: Vec::new() }, quorum_set));
         }
         Err(DurableError::Unavailable("ownership is contended; try again".into()))
     }
 
     /// Copies the newest copy of the object from `holder` into this node.
     async fn pull(&self, holder: &Member, epoch: &Epoch) -> Result<Version, DurableError> {
-        let request = Request::Pull { id: self.id.0, epoch: epoch.clone() };
+        let request = Request::Pull { to: holder.node_id.clone(), id: self.id.0, epoch: epoch.clone() };
         let snapshot =
             match self.durable.peer_call(holder, &request, self.durable.inner.settings.request_timeout).await? {
                 Reply::Snapshot(snapshot) => snapshot,
@@ -448,10 +472,13 @@ impl Actor {
         if state.promised != *epoch {
             return Err(DurableError::Fenced(state.promised));
         }
-        let next =
-            HolderState { namespace: self.namespace.0.clone(), promised: epoch.clone(), version: snapshot.version };
+        let next = HolderState {
+            namespace: self.namespace.0.clone(),
+            promised: epoch.clone(),
+            version: snapshot.version.clone(),
+        };
         storage.install(&self.id, &snapshot, &next)?;
-        tracing::debug!(object = %self.id, from = %holder.node_id, version = ?snapshot.version, "pulled the newest copy");
+        tracing::debug!(object = %self.id, from = %holder.node_id, version = %snapshot.version, "pulled the newest copy");
         Ok(snapshot.version)
     }
 }
@@ -487,10 +514,11 @@ impl Replicator {
                 }
             }
             let steps: Vec<Step> = batch.iter_mut().flat_map(|p| std::mem::take(&mut p.steps)).collect();
+            let head = batch.last().map(|p| p.head.clone()).unwrap_or_default();
             let confirmed = if self.fenced.is_cancelled() {
                 Err(DurableError::Unavailable("a newer owner took over before the writes were confirmed".into()))
             } else {
-                self.confirm(steps).await
+                self.confirm(steps, head).await
             };
             for pending in batch {
                 // These events ran: their callers must not send them again, so no error here
@@ -510,17 +538,27 @@ impl Replicator {
         }
     }
 
-    /// Waits until every successor the epoch was taken with, and every successor live in
-    /// the current view, has accepted `steps` under this epoch.
-    async fn confirm(&self, steps: Vec<Step>) -> Result<(), DurableError> {
-        let storage = &self.durable.inner.storage;
-        let promised = storage.state(&self.id)?.unwrap_or_default().promised;
+    /// Fences this owner if this node has promised a newer epoch than its own.
+    fn check_own_promise(&self) -> Result<(), DurableError> {
+        let promised = self.durable.inner.storage.state(&self.id)?.unwrap_or_default().promised;
         if promised > self.epoch {
             return Err(self.fence(promised));
         }
+        Ok(())
+    }
+
+    /// Waits until every successor the epoch was taken with, and every successor live in
+    /// the current view, has accepted `steps` (leading to `head`) under this epoch.
+    async fn confirm(&self, steps: Vec<Step>, head: Version) -> Result<(), DurableError> {
+        self.check_own_promise()?;
+        self.replicate_all(steps, head).await?;
+        // Once more after the successors: this node may itself have promised a newer owner
+        // while they answered, and a read released then could miss that owner's writes.
+        self.check_own_promise()
+    }
+
+    async fn replicate_all(&self, steps: Vec<Step>, head: Version) -> Result<(), DurableError> {
         let deadline = Instant::now() + self.durable.inner.settings.request_timeout;
-        let request =
-            Request::Replicate { namespace: self.namespace.0.clone(), id: self.id.0, epoch: self.epoch.clone(), steps };
         let mut acked: HashSet<String> = HashSet::new();
         let quorum = &self.quorum_set;
         loop {
@@ -535,7 +573,9 @@ impl Replicator {
                 if acked.contains(&member.node_id) {
                     continue;
                 }
-                if !view.live.iter().any(|m| m.node_id == member.node_id) {
+                // Its record as the view has it now: a restarted holder has new addresses,
+                // and the ones saved at activation may belong to another node by now.
+                let Some(current) = view.live.iter().find(|m| m.node_id == member.node_id) else {
                     // A holder of this epoch is gone: its writes can no longer reach all of
                     // them. Stop; the next event takes a new epoch with the live holders.
                     self.fenced.cancel();
@@ -543,16 +583,27 @@ impl Replicator {
                         "holder {} left before the writes were confirmed; the object moves",
                         member.node_id
                     )));
-                }
+                };
                 if !waiting.iter().any(|m| m.node_id == member.node_id) {
-                    waiting.push(member.clone());
+                    waiting.push(current.clone());
                 }
             }
             if waiting.is_empty() {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let results = futures::future::join_all(waiting.iter().map(|m| self.replicate_to(m, &request, left))).await;
+            let results = futures::future::join_all(waiting.iter().map(|member| {
+                let request = Request::Replicate {
+                    to: member.node_id.clone(),
+                    namespace: self.namespace.0.clone(),
+                    id: self.id.0,
+                    epoch: self.epoch.clone(),
+                    steps: steps.clone(),
+                    head: head.clone(),
+                };
+                async move { self.replicate_to(member, &request, left).await }
+            }))
+            .await;
             for (member, result) in waiting.iter().zip(results) {
                 match result {
                     Ok(()) => {
@@ -594,6 +645,7 @@ impl Replicator {
             self.durable.inner.storage.snapshot(&self.id)?
         };
         let install = Request::Install {
+            to: holder.node_id.clone(),
             namespace: self.namespace.0.clone(),
             id: self.id.0,
             epoch: self.epoch.clone(),

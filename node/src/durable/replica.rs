@@ -1,51 +1,67 @@
 //! A holder's side of the ownership protocol.
 //!
-//! A holder keeps one promise per object: the highest epoch it has accepted. It refuses
-//! anything from an older epoch ([`Reply::Fenced`]), which is what stops a deposed owner from
-//! releasing a response. Steps apply only in order from the version held; a holder that is
-//! behind or diverged answers [`Reply::NeedSnapshot`] and gets the owner's whole copy. Every
-//! change to a copy and its holder state is one atomic write.
+//! A holder keeps one promise per object: the highest epoch it has accepted. It promises
+//! only a newer epoch than that, and refuses anything from an older one ([`Reply::Fenced`]),
+//! which is what stops a deposed owner from releasing a response. Steps apply only in order
+//! from the version held, skipping only those of the copy's own lineage it already has
+//! ([`rules::plan_steps`]); a holder that is behind or of another lineage answers
+//! [`Reply::NeedSnapshot`] and gets the owner's whole copy, which never moves it backwards.
+//! Every change to a copy and its holder state is one atomic write. A request addressed to
+//! another node (a stale address) is refused before anything is read.
 
+use super::rules::{self, StepPlan};
 use super::storage::HolderState;
 use super::wire::{Epoch, Reply, Request};
 use super::{error_reply, Durable, DurableError, ObjectId};
 
 /// Answers one protocol request; runs on the blocking pool (RocksDB).
 pub fn serve(durable: &Durable, request: Request) -> Reply {
+    if let Some(to) = addressee(&request) {
+        if to != durable.inner.me {
+            return Reply::Failed {
+                client_error: false,
+                message: format!("addressed to {to}, but this is {}", durable.inner.me),
+            };
+        }
+    }
     let result = match request {
-        Request::Promise { namespace, id, epoch } => promise(durable, ObjectId(id), namespace, epoch),
-        Request::Replicate { namespace, id, epoch, steps } => {
+        Request::Promise { namespace, id, epoch, .. } => promise(durable, ObjectId(id), namespace, epoch),
+        Request::Replicate { namespace, id, epoch, steps, head, .. } => {
             with_epoch(durable, ObjectId(id), namespace, epoch, |state, storage, id| {
-                // Each applied step records the state with it; only a batch that applied
-                // nothing needs the (possibly newer) promise recorded alone.
-                let mut recorded = false;
-                let mut reply = Reply::Replicated;
-                for step in steps {
-                    if step.version <= state.version {
-                        continue; // already here (a retried batch, or covered by a snapshot)
+                match rules::plan_steps(&state.version, &steps, &head) {
+                    StepPlan::NeedSnapshot => {
+                        // Record the (possibly newer) promise all the same.
+                        storage.set_state(id, state)?;
+                        Ok(Reply::NeedSnapshot)
                     }
-                    if step.base != state.version {
-                        reply = Reply::NeedSnapshot;
-                        break;
+                    StepPlan::ApplyFrom(first) if first == steps.len() => {
+                        storage.set_state(id, state)?;
+                        Ok(Reply::Replicated)
                     }
-                    state.version = step.version;
-                    storage.apply(id, &step.writes, state)?;
-                    recorded = true;
+                    StepPlan::ApplyFrom(first) => {
+                        // Each applied step records the state with it.
+                        for step in &steps[first..] {
+                            state.version = step.version.clone();
+                            storage.apply(id, &step.writes, state)?;
+                        }
+                        Ok(Reply::Replicated)
+                    }
                 }
-                if !recorded {
-                    storage.set_state(id, state)?;
-                }
-                Ok(reply)
             })
         }
-        Request::Install { namespace, id, epoch, snapshot } => {
+        Request::Install { namespace, id, epoch, snapshot, .. } => {
             with_epoch(durable, ObjectId(id), namespace, epoch, |state, storage, id| {
-                state.version = snapshot.version;
-                storage.install(id, &snapshot, state)?;
+                if rules::install_replaces(&state.version, &snapshot.version) {
+                    state.version = snapshot.version.clone();
+                    storage.install(id, &snapshot, state)?;
+                } else {
+                    // A late install of what this copy already has (or has passed).
+                    storage.set_state(id, state)?;
+                }
                 Ok(Reply::Replicated)
             })
         }
-        Request::Pull { id, epoch } => {
+        Request::Pull { id, epoch, .. } => {
             let id = ObjectId(id);
             let _guard = durable.lock(&id);
             let storage = &durable.inner.storage;
@@ -64,22 +80,30 @@ pub fn serve(durable: &Durable, request: Request) -> Reply {
     result.unwrap_or_else(error_reply)
 }
 
+fn addressee(request: &Request) -> Option<&str> {
+    match request {
+        Request::Promise { to, .. }
+        | Request::Replicate { to, .. }
+        | Request::Install { to, .. }
+        | Request::Pull { to, .. } => Some(to),
+        Request::Event { .. } | Request::Attach { .. } => None,
+    }
+}
+
 fn promise(durable: &Durable, id: ObjectId, namespace: String, epoch: Epoch) -> Result<Reply, DurableError> {
     let _guard = durable.lock(&id);
     let storage = &durable.inner.storage;
     let mut state = storage.state(&id)?.unwrap_or_else(|| HolderState { namespace, ..HolderState::default() });
-    if state.promised > epoch {
+    if !rules::admits_promise(&state.promised, &epoch) {
         return Ok(Reply::Fenced { promised: state.promised });
     }
-    if state.promised < epoch {
-        state.promised = epoch;
-        storage.set_state(&id, &state)?;
-    }
+    state.promised = epoch;
+    storage.set_state(&id, &state)?;
     Ok(Reply::Promised(state.version))
 }
 
 /// Runs `change` on the object's holder state if `epoch` is not older than the promise
-/// (accepting it as the promise if newer: its owner reached a majority without this node).
+/// (accepting it as the promise if newer: its owner reached a quorum without this node).
 fn with_epoch(
     durable: &Durable,
     id: ObjectId,
@@ -90,7 +114,7 @@ fn with_epoch(
     let _guard = durable.lock(&id);
     let storage = &durable.inner.storage;
     let mut state = storage.state(&id)?.unwrap_or_else(|| HolderState { namespace, ..HolderState::default() });
-    if state.promised > epoch {
+    if !rules::admits_writes(&state.promised, &epoch) {
         return Ok(Reply::Fenced { promised: state.promised });
     }
     state.promised = epoch;

@@ -141,7 +141,30 @@ pub fn check_writes(writes: &[Write]) -> Result<(), DurableError> {
 }
 
 fn decode_state(bytes: &[u8]) -> Result<HolderState, DurableError> {
-    postcard::from_bytes(bytes).map_err(|e| DurableError::Internal(format!("corrupt holder state: {e}")))
+    postcard::from_bytes(bytes)
+        .or_else(|e| legacy_state(bytes).ok_or(e))
+        .map_err(|e| DurableError::Internal(format!("corrupt holder state: {e}")))
+}
+
+/// A holder state written before versions carried their epoch (`version: (term, seq)`):
+/// read as a version of an epoch of that term with no node, which orders below every epoch
+/// activated since (they all take a higher term). The bytes of the old form are too short
+/// for the new one, so the two cannot be mistaken for each other.
+fn legacy_state(bytes: &[u8]) -> Option<HolderState> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        namespace: String,
+        promised: Epoch,
+        term: u64,
+        seq: u64,
+    }
+    let legacy: Legacy = postcard::from_bytes(bytes).ok()?;
+    let epoch = Epoch { term: legacy.term, node: String::new() };
+    Some(HolderState {
+        namespace: legacy.namespace,
+        promised: legacy.promised,
+        version: Version { epoch, seq: legacy.seq },
+    })
 }
 
 fn encode_state(state: &HolderState) -> Result<Vec<u8>, DurableError> {
@@ -334,7 +357,8 @@ mod tests {
     }
 
     fn state(seq: u64) -> HolderState {
-        HolderState { namespace: "app:Counter".into(), version: Version { term: 1, seq }, ..Default::default() }
+        let version = Version { epoch: Epoch { term: 1, node: "node-1".into() }, seq };
+        HolderState { namespace: "app:Counter".into(), version, ..Default::default() }
     }
 
     #[test]
@@ -376,6 +400,25 @@ mod tests {
         let keys: Vec<String> = (0..129).map(|i| i.to_string()).collect();
         assert!(store.get(&id, &keys).is_err(), "129 keys in one call");
         assert!(store.apply(&id, &[put(&"k".repeat(MAX_KEY_BYTES + 1), "v")], &state(1)).is_err());
+    }
+
+    #[test]
+    fn a_holder_state_of_the_old_form_is_still_read() {
+        #[derive(Serialize)]
+        struct Old {
+            namespace: String,
+            promised: Epoch,
+            version: (u64, u64),
+        }
+        let promised = Epoch { term: 4, node: "node-2".into() };
+        for seq in [0, 1, 300] {
+            let old = Old { namespace: "app:Counter".into(), promised: promised.clone(), version: (4, seq) };
+            let state = decode_state(&postcard::to_allocvec(&old).expect("encode")).expect("decoded");
+            assert_eq!(state.promised, promised);
+            assert_eq!(state.version, Version { epoch: Epoch { term: 4, node: String::new() }, seq });
+        }
+        let new = state(7);
+        assert_eq!(decode_state(&encode_state(&new).expect("encode")).expect("decoded"), new);
     }
 
     #[test]

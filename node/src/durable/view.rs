@@ -7,7 +7,10 @@
 //!
 //! "Known" includes members this node has seen in the last [`REMEMBER`], persisted across
 //! restarts: a node that has just restarted and not yet heard from anyone must not count
-//! itself a majority of one and take over objects the running cluster still owns.
+//! itself a majority of one and take over objects the running cluster still owns. Until
+//! [`follow`] has published its first view (the persisted memory merged with what gossip
+//! says), the channel holds an [`View::unpublished`] view, which owns nothing: requests
+//! wait for the first view (or fail with 503) and the alarm scheduler does not start.
 
 use super::placement;
 use super::ObjectId;
@@ -25,17 +28,20 @@ pub struct View {
     pub live: Vec<Member>,
     /// Members gossip still remembers, down ones included.
     pub known: usize,
+    /// False until the first view built from the member memory and gossip is published.
+    pub ready: bool,
 }
 
 impl View {
-    /// A view of this node alone (before gossip has run).
-    pub fn alone(me: Member) -> Self {
-        View { me: me.node_id.clone(), live: vec![me], known: 1 }
+    /// The view before the first one is published: this node alone, owning nothing.
+    pub fn unpublished(me: Member) -> Self {
+        View { me: me.node_id.clone(), live: vec![me], known: 1, ready: false }
     }
 
-    /// True when this node sees a strict majority of the members it knows.
+    /// True when this node has published a view and sees a strict majority of the members
+    /// it knows in it.
     pub fn has_majority(&self) -> bool {
-        self.live.len() * 2 > self.known
+        self.ready && self.live.len() * 2 > self.known
     }
 
     /// The owner then the successors of `id`.
@@ -78,16 +84,40 @@ fn remembered(storage: &Storage) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-/// Keeps `publish` up to date with membership until shutdown.
+/// The channel [`follow`] publishes on, holding the unpublished view until it does.
+pub fn channel(me: Member) -> (watch::Sender<View>, watch::Receiver<View>) {
+    watch::channel(View::unpublished(me))
+}
+
+/// Keeps `publish` up to date with membership until shutdown. `hold_first` delays the first
+/// view (a debug-build test knob, `admin.unsafe_hold_durable_view_ms`: it widens the window
+/// a restarted node spends without a view, so a test can aim requests into it).
+///
+/// The first view is published only when it can be trusted: the member memory is loaded
+/// (its members count as seen now, so a node that was down longer than [`REMEMBER`] still
+/// knows them) and, for a node that joins through seeds (`seeded`), either the memory or
+/// gossip names another member: a new node that has heard from nobody yet is not a
+/// majority of one.
 pub async fn follow(
     membership: Membership,
     storage: Storage,
     publish: watch::Sender<View>,
+    seeded: bool,
+    hold_first: Duration,
     shutdown: CancellationToken,
 ) {
+    if !hold_first.is_zero() {
+        tracing::warn!(?hold_first, "admin.unsafe_hold_durable_view_ms: holding back the first durable view");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(hold_first) => {}
+        }
+    }
     let mut events = membership.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut seen = remembered(&storage);
+    let loaded = now_ms();
+    // Forgetting counts time this node has run without seeing a member, not time it was down.
+    let mut seen: BTreeMap<String, u64> = remembered(&storage).into_keys().map(|id| (id, loaded)).collect();
     let mut persisted_at = 0u64;
     loop {
         if let Ok(members) = membership.members().await {
@@ -106,13 +136,23 @@ pub async fn follow(
                     persisted_at = now;
                 }
             }
+            let me = &membership.me().node_id;
+            if seeded && !publish.borrow().ready && !seen.keys().any(|id| id != me) {
+                // Nobody known yet: wait for gossip to reach a seed.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = events.recv() => {}
+                    _ = tick.tick() => {}
+                }
+                continue;
+            }
             let known = seen.len().max(members.len()).max(1);
             let mut live: Vec<Member> = members.into_iter().filter(|m| m.state != "down").map(|m| m.member).collect();
             if !live.iter().any(|m| m.node_id == membership.me().node_id) {
                 live.push(membership.me().clone());
             }
             live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-            let view = View { me: membership.me().node_id.clone(), live, known };
+            let view = View { me: membership.me().node_id.clone(), live, known, ready: true };
             publish.send_if_modified(|current| {
                 if *current == view {
                     false

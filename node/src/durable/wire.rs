@@ -24,12 +24,20 @@ impl std::fmt::Display for Epoch {
     }
 }
 
-/// The version of a copy of an object's storage: the term of the owner that wrote it and
-/// the count of its writes. Two copies at the same version hold the same data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The version of a copy of an object's storage: the epoch whose owner wrote it last and
+/// the count of the object's writes. One owner writes under an epoch and an epoch activates
+/// once, so two copies at the same version hold the same data; versions order by epoch, then
+/// seq (see [`super::rules`] for why a newer epoch wins whatever its seq).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
-    pub term: u64,
+    pub epoch: Epoch,
     pub seq: u64,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.epoch, self.seq)
+    }
 }
 
 /// One step of an object's history: the writes that move a copy from `base` to `version`
@@ -96,13 +104,15 @@ pub enum Request {
     /// Run `event` on the object; sent to the node believed to own it.
     Event { namespace: String, id: [u8; 32], event: Event },
     /// A new owner asks a holder to accept `epoch` and say what version it holds.
-    Promise { namespace: String, id: [u8; 32], epoch: Epoch },
-    /// The owner's writes since the last batch, in order.
-    Replicate { namespace: String, id: [u8; 32], epoch: Epoch, steps: Vec<Step> },
+    /// The ownership requests name the node they are for (`to`): an address seen earlier
+    /// may belong to another node by now, and a holder refuses what is not addressed to it.
+    Promise { to: String, namespace: String, id: [u8; 32], epoch: Epoch },
+    /// The owner's writes since the last batch, in order, leaving its copy at `head`.
+    Replicate { to: String, namespace: String, id: [u8; 32], epoch: Epoch, steps: Vec<Step>, head: Version },
     /// The owner's whole copy, for a holder that cannot apply the steps.
-    Install { namespace: String, id: [u8; 32], epoch: Epoch, snapshot: Snapshot },
+    Install { to: String, namespace: String, id: [u8; 32], epoch: Epoch, snapshot: Snapshot },
     /// A new owner fetches the newest copy from the holder that has it.
-    Pull { id: [u8; 32], epoch: Epoch },
+    Pull { to: String, id: [u8; 32], epoch: Epoch },
     /// The client's node attaches to WebSocket `socket` of the object (the `DurableAttach`
     /// stream: the frames the object sends, postcard `Frame`s).
     Attach { id: [u8; 32], socket: u64 },

@@ -360,3 +360,46 @@ async fn a_chat_room_reaches_everyone_through_any_node_and_survives_hibernation(
     assert_eq!(history.lines().collect::<Vec<_>>(), ["hello from 0", "hello from 1", "hello from 2", "wake up"]);
     cluster.stop().await.expect("stop");
 }
+
+/// A successor killed, the object written on without it, then restarted with its first
+/// membership view held back (a debug-build knob): requests sent to it in that window must
+/// be refused (503) or forwarded to the owner, never answered from its stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_holder_answers_nothing_from_its_stale_copy_before_it_knows_the_cluster() {
+    let mut cluster = do_cluster(3, &[]).await;
+    let id = id_of(&cluster, "r").await;
+    let owner = cluster.durable_live_on(&id).await.expect("live")[0].0;
+    let successor = (0..3).find(|i| *i != owner).expect("a successor");
+    let mut acked = increments(&cluster, &[owner], "r", 20, 2).await;
+    assert_eq!(acked.len(), 20);
+    cluster.kill_node(successor).await.expect("kill the successor");
+    // Written on without it: its copy stays at 20 while the object moves past it.
+    // (The first ones wait for the owner to see the successor gone and move its epoch.)
+    for _ in 0..60 {
+        if acked.iter().filter(|v| **v > 20).count() >= 20 {
+            break;
+        }
+        acked.extend(increments(&cluster, &[owner], "r", 10, 2).await);
+    }
+    assert!(acked.iter().filter(|v| **v > 20).count() >= 20, "the object was not written on without its successor");
+    cluster
+        .restart_node_with(successor, &[("NIMBUS_ADMIN__UNSAFE_HOLD_DURABLE_VIEW_MS", "3000")])
+        .await
+        .expect("restart with the view held back");
+    let mut refused = 0;
+    for _ in 0..5 {
+        match get(&cluster, successor, "/r").await {
+            (200, body) => acked.push(body.parse::<u64>().expect("a count")),
+            (503, _) => refused += 1,
+            other => panic!("the restarted holder answered {other:?}"),
+        }
+    }
+    acked.extend(increments(&cluster, &[owner, successor], "r", 10, 2).await);
+    distinct(&acked);
+    let max = *acked.iter().max().expect("values");
+    let (status, value) = get(&cluster, owner, "/r/value").await;
+    assert_eq!(status, 200, "{value}");
+    assert!(value.parse::<u64>().expect("count") >= max, "value {value} is below an acknowledged {max}");
+    println!("{} acknowledged, {refused} of 5 refused while the restarted holder had no view", acked.len());
+    cluster.stop().await.expect("stop");
+}
