@@ -185,7 +185,11 @@ fn stored_version(node: &Node, id: &ObjectId) -> Version {
 const HOLDER: &str = "node-3";
 
 fn promise(id: &ObjectId, epoch: Epoch) -> Request {
-    Request::Promise { to: HOLDER.into(), namespace: "app:Counter".into(), id: id.0, epoch }
+    promise_to(HOLDER, id, epoch)
+}
+
+fn promise_to(to: &str, id: &ObjectId, epoch: Epoch) -> Request {
+    Request::Promise { to: to.into(), namespace: "app:Counter".into(), id: id.0, epoch }
 }
 
 fn replicate(id: &ObjectId, epoch: Epoch, steps: Vec<Step>) -> Request {
@@ -276,12 +280,7 @@ async fn an_alarm_whose_clearing_is_fenced_is_not_run_again_as_if_it_had_not_run
     // this node): the handler ran, but clearing the alarm is fenced.
     let during = Arc::new(move || {
         if let Some(durable) = slot.get() {
-            let promise = Request::Promise {
-                to: "node-1".into(),
-                namespace: "app:Counter".into(),
-                id: id.0,
-                epoch: epoch(99, "node-9"),
-            };
+            let promise = promise_to("node-1", &id, epoch(99, "node-9"));
             let _ = replica::serve(durable, promise);
         }
     });
@@ -322,8 +321,7 @@ async fn a_node_serves_once_its_first_view_is_published() {
 fn a_request_for_another_node_is_refused_and_changes_nothing() {
     let (_, id) = counter_ns();
     let holder = node(HOLDER, Counters::default(), |_| {});
-    let misaddressed =
-        Request::Promise { to: "node-7".into(), namespace: "app:Counter".into(), id: id.0, epoch: epoch(1, "node-1") };
+    let misaddressed = promise_to("node-7", &id, epoch(1, "node-1"));
     let reply = replica::serve(&holder.durable, misaddressed);
     assert!(matches!(&reply, Reply::Failed { message, .. } if message.contains("node-7")), "{reply:?}");
     assert_eq!(holder.durable.inner.storage.state(&id).expect("state"), None, "nothing was promised");
