@@ -130,19 +130,27 @@ pub async fn d1(api: &Api, urls: &[String], db: &str, ops: &[Op]) -> Result<(Vec
         },
     ));
 
-    let bookmark_reads: Vec<&Op> =
-        ops.iter().filter(|o| o.kind == OpKind::D1BookmarkRead && o.outcome == Outcome::Ok).collect();
-    let stale: Vec<String> = bookmark_reads
-        .iter()
-        .filter(|o| o.result != o.value)
-        .map(|o| format!("{} wrote {:?}, read {:?} at bookmark {:?}", o.key, o.value, o.result, o.bookmark))
-        .collect();
-    checks.push(Check::new(
-        "d1: bookmark reads see own writes",
-        stale.is_empty(),
-        if stale.is_empty() { format!("{} bookmark reads", bookmark_reads.len()) } else { stale.join("; ") },
+    checks.push(own_writes_check(ops, OpKind::D1BookmarkRead, "d1: bookmark reads see own writes", "bookmark"));
+    checks.push(own_writes_check(
+        ops,
+        OpKind::D1PrimaryRead,
+        "d1: reads without a session see own writes",
+        "session-less",
     ));
     Ok((checks, lost))
+}
+
+/// Read-your-writes: every answered read of `kind` returned the value its client had just
+/// written (and seen acknowledged) on another node.
+fn own_writes_check(ops: &[Op], kind: OpKind, name: &'static str, what: &str) -> Check {
+    let reads: Vec<&Op> = ops.iter().filter(|o| o.kind == kind && o.outcome == Outcome::Ok).collect();
+    let stale: Vec<String> = reads
+        .iter()
+        .filter(|o| o.result != o.value)
+        .map(|o| format!("{} wrote {:?}, read {:?} (write's bookmark {:?})", o.key, o.value, o.result, o.bookmark))
+        .collect();
+    let detail = if stale.is_empty() { format!("{} {what} reads", reads.len()) } else { stale.join("; ") };
+    Check::new(name, stale.is_empty(), detail)
 }
 
 /// KV: after the heal the replicas converge (the time it took is returned); then every key

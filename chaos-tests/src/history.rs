@@ -23,10 +23,12 @@ pub enum Outcome {
 pub enum OpKind {
     /// D1: upsert the register `key` to `value` and record `value` in the ledger.
     D1Write,
-    /// D1: `linearizable` read of the register `key`.
+    /// D1: a `linearizable` or session-less (primary) read of the register `key`.
     D1Read,
     /// D1: a `bookmark` read of the client's own register right after writing it.
     D1BookmarkRead,
+    /// D1: a read without a session of the client's own register right after writing it.
+    D1PrimaryRead,
     KvPut,
     KvDelete,
     /// Durable Object counter increment; `result` is the value it answered.

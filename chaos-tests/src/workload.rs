@@ -119,15 +119,14 @@ pub async fn d1_client(ctx: Ctx, client: usize) {
             if roll < 0.4 {
                 write_register(&ctx, client, node, &url, &db, &key, unique(client, &mut n)).await;
             } else {
+                // Half `linearizable` (this replica after the read index), half without a
+                // session (primary semantics, D1's default): both must linearize.
                 let mut op = Op::new(client, node, OpKind::D1Read, key.clone(), ctx.history.now());
-                let answer = ctx
-                    .api
-                    .d1(
-                        &url,
-                        &db,
-                        json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key], "consistency": "linearizable"}),
-                    )
-                    .await;
+                let mut body = json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key]});
+                if roll < 0.6 {
+                    body["consistency"] = json!("linearizable");
+                }
+                let answer = ctx.api.d1(&url, &db, body).await;
                 finish(&mut op, &ctx.history, &answer);
                 // A read that failed says nothing; only answered reads are checked.
                 if op.outcome == Outcome::Ok {
@@ -136,22 +135,23 @@ pub async fn d1_client(ctx: Ctx, client: usize) {
                 ctx.history.record(op);
             }
         } else {
-            // Read your own write with a bookmark, on another node.
+            // Read your own write on another node: with the write's bookmark, or without a
+            // session at all (primary semantics must give read-your-writes by themselves).
             let key = format!("own-{client}");
             let value = unique(client, &mut n);
             let Some(bookmark) = write_register(&ctx, client, node, &url, &db, &key, value).await else { continue };
             let (node, url) = ctx.pick(&mut rng);
-            let mut op = Op::new(client, node, OpKind::D1BookmarkRead, key.clone(), ctx.history.now());
+            let with_bookmark = roll < 0.9;
+            let kind = if with_bookmark { OpKind::D1BookmarkRead } else { OpKind::D1PrimaryRead };
+            let mut op = Op::new(client, node, kind, key.clone(), ctx.history.now());
             op.value = Some(value);
             op.bookmark = Some(bookmark);
-            let answer = ctx
-                .api
-                .d1(
-                    &url,
-                    &db,
-                    json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key], "consistency": "bookmark", "bookmark": bookmark.to_string()}),
-                )
-                .await;
+            let mut body = json!({"sql": "SELECT v FROM reg WHERE k = ?", "params": [key]});
+            if with_bookmark {
+                body["consistency"] = json!("bookmark");
+                body["bookmark"] = json!(bookmark.to_string());
+            }
+            let answer = ctx.api.d1(&url, &db, body).await;
             finish(&mut op, &ctx.history, &answer);
             if op.outcome == Outcome::Ok {
                 op.result = answer.json().and_then(|v| v["results"][0]["rows"][0][0].as_i64());

@@ -1,5 +1,6 @@
 //! `nimbus d1`: create and list databases, run SQL, and an interactive shell, through any
-//! node's REST API (reads are served by that node's replica, writes go to the leader).
+//! node's REST API. Writes go to the leader; a read has primary semantics unless it asks
+//! for a replica (`--consistency local|bookmark|linearizable`); the shell is a session.
 
 use crate::node::Node;
 use crate::output::{bytes, table, Style};
@@ -26,7 +27,9 @@ pub enum D1Command {
         /// Positional parameters for `?1`, `?2` … (JSON values; anything else binds as text).
         #[arg(long = "param")]
         params: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Consistency::Local)]
+        /// How to read: `primary` (the leader, after its read index; D1's default) or this
+        /// node's replica (`local`, `bookmark`, `linearizable`).
+        #[arg(long, value_enum, default_value_t = Consistency::Primary)]
         consistency: Consistency,
         /// Read at least the state this bookmark names (implies `--consistency bookmark`).
         #[arg(long)]
@@ -42,6 +45,7 @@ pub enum D1Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Consistency {
+    Primary,
     Local,
     Bookmark,
     Linearizable,
@@ -50,6 +54,7 @@ pub enum Consistency {
 impl Consistency {
     fn as_str(self) -> &'static str {
         match self {
+            Consistency::Primary => "primary",
             Consistency::Local => "local",
             Consistency::Bookmark => "bookmark",
             Consistency::Linearizable => "linearizable",

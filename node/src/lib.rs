@@ -122,6 +122,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
     let d1 = d1::D1::start(
         &config.d1,
+        &config.region,
         config.admin.unsafe_ack_d1_before_commit,
         &config.data_dir,
         storage.clone(),

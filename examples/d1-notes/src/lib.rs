@@ -1,12 +1,16 @@
-//! Notes in D1 (the database bound as `DB`), with D1 sessions: every reply carries the
-//! session's bookmark in `x-d1-bookmark`, and a request that sends it back reads at least
-//! that state, whichever node serves it.
+//! Notes in D1 (the database bound as `DB`), written the Cloudflare way. Without a session
+//! every query has primary semantics, so a note added through one node is read back through
+//! any other at once. A request may open a session instead: `x-d1-session:
+//! first-unconstrained` (the nearest replica as it is), `first-primary`, or a bookmark; every
+//! reply carries the newest bookmark in `x-d1-bookmark`, and a request that sends it back (as
+//! `x-d1-session` or `x-d1-bookmark`) reads at least that state, whichever node serves it.
 //!
 //! - `POST /notes` with a text body adds a note → `{"id": …}`
 //! - `GET /notes` lists them → `[{"id": …, "body": "…", "created_at": "…"}]`
 //! - `GET /notes/<id>` one note, or 404
 //! - `POST /batch` with lines of text adds them all, or none if one is empty (a `CHECK` fails)
-//! - `GET /notes?consistency=linearizable` reads through the leader's read index
+//! - `GET /notes?consistency=linearizable` reads this node's replica after the leader's read
+//!   index
 
 use nimbus::d1::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,10 +70,15 @@ impl nimbus::Handler for Notes {
             MIGRATED.store(true, Ordering::Relaxed);
         }
         let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
+        // No session unless the client asks for one: every query then has primary semantics.
         let db = if query.contains("consistency=linearizable") {
             base.linearizable()
+        } else if let Some(constraint) = req.header("x-d1-session") {
+            base.with_session(Some(constraint))
+        } else if let Some(bookmark) = req.header("x-d1-bookmark") {
+            base.with_session(Some(bookmark))
         } else {
-            base.with_session(req.header("x-d1-bookmark"))
+            base
         };
         let response = match (req.method.as_str(), path) {
             ("POST", "/notes") => {

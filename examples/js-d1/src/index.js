@@ -3,7 +3,8 @@
 //   POST /setup            creates the table (exec)
 //   POST /notes            body {"title", "body"}: inserts one note, returns it with the bookmark
 //   GET  /notes            every note (all)
-//   GET  /notes/<id>       one note (first), 404 when missing
+//   GET  /notes/<id>       one note, 404 when missing; ?session=first-unconstrained|first-primary|<bookmark>
+//                          reads it in a session (otherwise: primary semantics)
 //   GET  /count            the number of notes (first with a column)
 //   GET  /raw              rows as arrays, column names first (raw)
 //   POST /batch            body [{"title","body"}…]: inserts all or none (batch)
@@ -33,8 +34,13 @@ export default {
         return Response.json(results);
       }
       if (request.method === "GET" && parts[0] === "notes" && parts.length === 2) {
-        const note = await env.DB.prepare("SELECT id, title, body FROM notes WHERE id = ?").bind(Number(parts[1])).first();
-        return note ? Response.json(note) : new Response("no such note\n", { status: 404 });
+        // Without `?session=` no session: primary semantics, as on Cloudflare.
+        const constraint = url.searchParams.get("session");
+        const db = constraint === null ? env.DB : env.DB.withSession(constraint);
+        const { results, meta } = await db.prepare("SELECT id, title, body FROM notes WHERE id = ?").bind(Number(parts[1])).all();
+        const headers = { "x-d1-served-by": meta.served_by, "x-d1-served-by-primary": String(meta.served_by_primary) };
+        if (db.getBookmark) headers["x-d1-bookmark"] = db.getBookmark();
+        return results.length ? Response.json(results[0], { headers }) : new Response("no such note\n", { status: 404, headers });
       }
       if (request.method === "GET" && url.pathname === "/count") {
         const count = await env.DB.prepare("SELECT COUNT(*) AS n FROM notes").first("n");

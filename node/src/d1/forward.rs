@@ -1,7 +1,8 @@
-//! What crosses the wire when a node forwards a write to the leader: the proposal, the
-//! leader's answer, and errors in a form the forwarding node turns back into [`D1Error`].
+//! What crosses the wire when a node forwards work to the leader: a proposal (a write, a
+//! database creation) or a read with primary semantics, the leader's answer, and errors in a
+//! form the forwarding node turns back into [`D1Error`].
 
-use super::types::{WriteReply, WriteRequest};
+use super::types::{Statement, WriteReply, WriteRequest};
 use super::D1Error;
 use serde::{Deserialize, Serialize};
 
@@ -15,16 +16,26 @@ pub enum Proposal {
 /// The leader's answer to a [`Proposal`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Proposed {
-    Write { reply: WriteReply, leader: String },
+    Write { reply: WriteReply, leader: String, region: String },
     Created { created: bool, bookmark: u64 },
 }
 
-/// A D1 error as it crosses the wire to the node that forwarded the request.
+/// A read the leader runs after its read index (D1 without a session).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrimaryRead {
+    pub database: String,
+    pub statements: Vec<Statement>,
+}
+
+/// A D1 error as it crosses the wire to the node that forwarded the request. The request's
+/// own faults keep their kind, so the caller still gets a 400 or a 404, not a 500.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RemoteError {
     ForwardToLeader(String),
     Unavailable(String),
     Failed(String),
+    Sql { index: usize, message: String },
+    UnknownDatabase(String),
 }
 
 impl From<D1Error> for RemoteError {
@@ -32,6 +43,9 @@ impl From<D1Error> for RemoteError {
         match error {
             D1Error::ForwardToLeader { leader } => RemoteError::ForwardToLeader(leader),
             D1Error::Unavailable(reason) => RemoteError::Unavailable(reason),
+            e @ D1Error::BookmarkTimeout { .. } => RemoteError::Unavailable(e.to_string()),
+            D1Error::Sql { index, message } => RemoteError::Sql { index, message },
+            D1Error::UnknownDatabase(name) => RemoteError::UnknownDatabase(name),
             other => RemoteError::Failed(other.to_string()),
         }
     }
@@ -43,6 +57,8 @@ impl From<RemoteError> for D1Error {
             RemoteError::ForwardToLeader(leader) => D1Error::ForwardToLeader { leader },
             RemoteError::Unavailable(reason) => D1Error::Unavailable(reason),
             RemoteError::Failed(reason) => D1Error::Internal(reason),
+            RemoteError::Sql { index, message } => D1Error::Sql { index, message },
+            RemoteError::UnknownDatabase(name) => D1Error::UnknownDatabase(name),
         }
     }
 }

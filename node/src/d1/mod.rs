@@ -8,9 +8,13 @@
 //!   carries the same request id and is answered from the record, never applied twice;
 //! - a write (`query`, `batch`, `exec`) applies all its statements or none, and every replica
 //!   ends with the same rows, also for `random()` or `datetime('now')` (see [`sqlite`]);
-//! - reads run on the local replica at the consistency the caller picks: `local` (as is, with
-//!   its staleness reported), `bookmark` (after this replica applied the bookmark) or
-//!   `linearizable` (after the leader's read index, confirmed by a quorum);
+//! - a read without a session has primary semantics, as on Cloudflare: the leader runs it
+//!   after its read index (confirmed by a quorum), so it sees every write acknowledged
+//!   before it, through any node;
+//! - a read may instead run on the local replica at the consistency the caller picks:
+//!   `local` (as is, with its staleness reported), `bookmark` (after this replica applied
+//!   the bookmark; a session's every query after its first) or `linearizable` (after the
+//!   leader's read index);
 //! - a replica that is far behind (or new) receives a snapshot made with SQLite's backup API.
 //!
 //! # Layout
@@ -22,6 +26,7 @@
 //! - [`forward`]: writes forwarded to the leader, as they cross the wire.
 //! - [`status`]: this node's view of the group.
 //! - [`batcher`]: the leader's actor that groups concurrent writes into log entries.
+//! - [`read_index`]: the leader's actor that lets concurrent reads share one quorum round.
 //! - [`group`]: forms the group from the configured voters and adds every other node as a
 //!   learner, following gossip.
 //! - [`D1Error`]: what the caller should do about a failure.
@@ -35,6 +40,7 @@ pub mod group;
 #[allow(clippy::result_large_err)]
 pub mod log_store;
 pub mod network;
+pub mod read_index;
 pub mod sqlite;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
@@ -45,7 +51,7 @@ mod tests;
 pub mod types;
 
 pub use error::D1Error;
-pub use forward::{Proposal, Proposed, RemoteError};
+pub use forward::{PrimaryRead, Proposal, Proposed, RemoteError};
 pub use status::D1Status;
 pub use types::{QueryResult, Statement, Value};
 
@@ -53,7 +59,6 @@ use crate::config::{D1Config, D1Role};
 use crate::membership::peers::PeerChannels;
 use log_store::LogStore;
 use network::{AddressBook, Method, Network};
-use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use state_machine::StateMachine;
@@ -70,24 +75,32 @@ pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
-    /// The local replica as it is (D1's default).
+    /// Run by the leader after its read index: every write acknowledged before the read is
+    /// seen, whichever node took either (D1 without a session, Cloudflare's default).
     #[default]
+    Primary,
+    /// The local replica as it is (a session's first query, `first-unconstrained`).
     Local,
-    /// The local replica once it has applied the given bookmark (D1 Sessions).
+    /// The local replica once it has applied the given bookmark (a session's later queries).
     Bookmark,
-    /// The local replica once it has applied the leader's read index (rqlite's `strong`).
+    /// The local replica once it has applied the leader's read index (rqlite's `strong`):
+    /// primary semantics without shipping the rows, for the price of waiting on the replica.
     Linearizable,
 }
 
 /// The answer to a query or batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryReply {
     pub results: Vec<QueryResult>,
-    /// For a write, its commit index; for a read, what this replica had applied. Either way,
-    /// a later read with it as bookmark sees at least this state.
+    /// For a write, its commit index; for a read, what the serving replica had applied.
+    /// Either way, a later read with it as bookmark sees at least this state.
     pub bookmark: u64,
-    /// The node whose SQLite answered (the leader, for a write).
+    /// The node whose SQLite answered (the leader, for a write or a primary read).
     pub served_by: String,
+    /// That node's region.
+    pub served_by_region: String,
+    /// Whether the leader answered, after confirming with a quorum that it leads.
+    pub served_by_primary: bool,
     pub wrote: bool,
     /// For a read: how long since this replica last heard from a leader (ms), if ever.
     pub staleness_ms: Option<u64>,
@@ -103,6 +116,8 @@ pub struct DatabaseInfo {
 
 #[derive(Debug, Clone)]
 pub struct D1Settings {
+    /// This node's region, reported with every reply it serves.
+    pub region: String,
     pub role: D1Role,
     pub bootstrap_expect: usize,
     pub write_timeout: Duration,
@@ -125,6 +140,8 @@ struct Inner {
     settings: D1Settings,
     /// Writes for the leader's batcher (only drained while this node leads).
     batcher: mpsc::Sender<batcher::Input>,
+    /// Read-index requests for the leader's confirmation rounds.
+    read_index: mpsc::Sender<read_index::Input>,
     /// The low half of the next request id (see [`D1::next_request_id`]).
     request_sequence: std::sync::atomic::AtomicU64,
     /// When a leader last reached this node (append or heartbeat), for reported staleness.
@@ -148,8 +165,10 @@ fn raft_config(config: &D1Config) -> Result<openraft::Config, D1Error> {
 
 impl D1 {
     /// Opens the log and the databases and starts this node's Raft member and batcher.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &D1Config,
+        region: &str,
         ack_before_commit: bool,
         data_dir: &Path,
         storage: crate::storage::Storage,
@@ -169,12 +188,16 @@ impl D1 {
         if ack_before_commit {
             tracing::error!("admin.unsafe_ack_d1_before_commit is set: D1 acknowledges writes before they commit");
         }
+        let read_timeout = Duration::from_millis(config.read_timeout_ms.max(1));
+        let (read_index, confirmations) = mpsc::channel(read_index::MAX_WAITING);
+        tokio::spawn(read_index::run(raft.clone(), confirmations, read_timeout, shutdown.clone()));
         tokio::spawn(batcher::run(raft.clone(), inputs, ack_before_commit, shutdown));
         let settings = D1Settings {
+            region: region.to_owned(),
             role: config.role,
             bootstrap_expect: config.bootstrap_expect.max(1),
             write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
-            read_timeout: Duration::from_millis(config.read_timeout_ms.max(1)),
+            read_timeout,
         };
         Ok(D1 {
             inner: Arc::new(Inner {
@@ -186,6 +209,7 @@ impl D1 {
                 network,
                 settings,
                 batcher,
+                read_index,
                 request_sequence: std::sync::atomic::AtomicU64::new(
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -290,20 +314,7 @@ impl D1 {
         consistency: Consistency,
         bookmark: Option<u64>,
     ) -> Result<QueryReply, D1Error> {
-        validate_name(database)?;
-        if statements.is_empty() {
-            return Err(D1Error::Invalid("no statements given".into()));
-        }
-        if statements.len() > sqlite::MAX_BATCH_STATEMENTS {
-            return Err(D1Error::Invalid(format!(
-                "{} statements in one batch, over the limit of {}",
-                statements.len(),
-                sqlite::MAX_BATCH_STATEMENTS
-            )));
-        }
-        for (index, statement) in statements.iter().enumerate() {
-            sqlite::check_limits(statement, index).map_err(D1Error::from)?;
-        }
+        check_request(database, &statements)?;
         self.wait_for(consistency, bookmark).await?;
         let db = match self.inner.sm.database(database) {
             Some(db) => db,
@@ -318,12 +329,14 @@ impl D1 {
         // async thread (and a write goes straight to the leader).
         let read_only = db.reads_only(&statements).map_err(D1Error::from)?;
         if !read_only {
-            let (reply, leader) = self.write(database, WriteKind::Statements(statements)).await?;
+            let (reply, leader, region) = self.write(database, WriteKind::Statements(statements)).await?;
             return match reply.outcome {
                 Outcome::Statements(results) => Ok(QueryReply {
                     results,
                     bookmark: reply.bookmark,
                     served_by: leader,
+                    served_by_region: region,
+                    served_by_primary: true,
                     wrote: true,
                     staleness_ms: None,
                 }),
@@ -332,14 +345,59 @@ impl D1 {
                 Outcome::Script(_) => Err(D1Error::Internal("statements answered as a script".into())),
             };
         }
+        if consistency == Consistency::Primary {
+            return self.read_on_primary(PrimaryRead { database: database.to_owned(), statements }).await;
+        }
         let applied = self.inner.sm.applied_now();
         let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
         Ok(QueryReply {
             results,
             bookmark: applied,
             served_by: self.inner.me.name.clone(),
+            served_by_region: self.inner.settings.region.clone(),
+            served_by_primary: consistency == Consistency::Linearizable && self.leads(),
             wrote: false,
             staleness_ms: self.staleness_ms(),
+        })
+    }
+
+    fn leads(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// A read with primary semantics: run by the leader once it has applied its read index,
+    /// forwarded there from any other node (a read is safe to send again).
+    async fn read_on_primary(&self, read: PrimaryRead) -> Result<QueryReply, D1Error> {
+        let read = &read;
+        self.follow_leader(self.inner.settings.read_timeout, |leader, remaining| async move {
+            match leader {
+                None => self.read_as_primary(read).await,
+                Some(node) => self.call_leader(&node, Method::Read, read, remaining).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a read on this node, which must lead (else `ForwardToLeader`), once it has
+    /// applied its read index. `read` may come from a peer: it is checked like a client's.
+    pub async fn read_as_primary(&self, read: &PrimaryRead) -> Result<QueryReply, D1Error> {
+        check_request(&read.database, &read.statements)?;
+        let index = self.read_index_here().await?;
+        self.wait_applied(index).await?;
+        let db =
+            self.inner.sm.database(&read.database).ok_or_else(|| D1Error::UnknownDatabase(read.database.clone()))?;
+        let applied = self.inner.sm.applied_now();
+        let statements = read.statements.clone();
+        // The read connection is read-only: a statement that would write fails here.
+        let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
+        Ok(QueryReply {
+            results,
+            bookmark: applied,
+            served_by: self.inner.me.name.clone(),
+            served_by_region: self.inner.settings.region.clone(),
+            served_by_primary: true,
+            wrote: false,
+            staleness_ms: Some(0),
         })
     }
 
@@ -349,7 +407,7 @@ impl D1 {
         if script.len() > MAX_SCRIPT_BYTES {
             return Err(D1Error::TooLarge { what: "the script", size: script.len(), limit: MAX_SCRIPT_BYTES });
         }
-        let (reply, _) = self.write(database, WriteKind::Script(script.to_owned())).await?;
+        let (reply, _, _) = self.write(database, WriteKind::Script(script.to_owned())).await?;
         match reply.outcome {
             Outcome::Script(count) => Ok((count, reply.bookmark)),
             Outcome::UnknownDatabase => Err(D1Error::UnknownDatabase(database.to_owned())),
@@ -358,10 +416,11 @@ impl D1 {
         }
     }
 
-    async fn write(&self, database: &str, kind: WriteKind) -> Result<(WriteReply, String), D1Error> {
+    /// A write through the leader: its reply, and the leader's name and region.
+    async fn write(&self, database: &str, kind: WriteKind) -> Result<(WriteReply, String, String), D1Error> {
         let request = WriteRequest { id: self.next_request_id(), database: database.to_owned(), time_ms: 0, kind };
         match self.propose(Proposal::Write(request)).await? {
-            Proposed::Write { reply, leader } => Ok((reply, leader)),
+            Proposed::Write { reply, leader, region } => Ok((reply, leader, region)),
             other => Err(D1Error::Internal(format!("a write answered with {other:?}"))),
         }
     }
@@ -376,40 +435,75 @@ impl D1 {
     /// Sends a proposal to the leader, following leader changes until the write timeout. The
     /// proposal keeps its request id across attempts, so a retry is never applied twice.
     async fn propose(&self, proposal: Proposal) -> Result<Proposed, D1Error> {
-        let deadline = Instant::now() + self.inner.settings.write_timeout;
+        let timeout = self.inner.settings.write_timeout;
+        let proposal = &proposal;
+        let result = self
+            .follow_leader(timeout, |leader, remaining| async move {
+                match leader {
+                    None => tokio::time::timeout(remaining, self.propose_here(proposal.clone()))
+                        .await
+                        .unwrap_or_else(|_| Err(D1Error::Unavailable(no_quorum(timeout)))),
+                    Some(node) => self.call_leader(&node, Method::Propose, proposal, remaining).await,
+                }
+            })
+            .await;
+        result.map_err(|e| match e {
+            D1Error::Unavailable(reason) if reason.starts_with("no quorum") => D1Error::Unavailable(reason),
+            e @ (D1Error::Unavailable(_) | D1Error::ForwardToLeader { .. }) => {
+                D1Error::Unavailable(format!("{e}; gave up after {} ms", timeout.as_millis()))
+            }
+            other => other,
+        })
+    }
+
+    /// Runs `attempt` against the leader of the moment (`None`: this node leads) until it
+    /// answers anything but "another node leads" or "unavailable", or `timeout` has passed;
+    /// a pause between tries ends as soon as Raft's view changes. Only for requests that are
+    /// safe to send again.
+    async fn follow_leader<T, Attempt>(
+        &self,
+        timeout: Duration,
+        mut attempt: impl FnMut(Option<D1Node>, Duration) -> Attempt,
+    ) -> Result<T, D1Error>
+    where
+        Attempt: std::future::Future<Output = Result<T, D1Error>>,
+    {
+        let deadline = Instant::now() + timeout;
         let mut metrics = self.inner.raft.metrics();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = match self.leader() {
-                Some((id, _)) if id == self.inner.id => {
-                    tokio::time::timeout(remaining, self.propose_here(proposal.clone()))
-                        .await
-                        .unwrap_or_else(|_| Err(D1Error::Unavailable(no_quorum(self.inner.settings.write_timeout))))
-                }
-                Some((_, Some(node))) => self.forward(&node, &proposal, remaining).await,
+            let result = match self.leader() {
+                Some((id, _)) if id == self.inner.id => attempt(None, remaining).await,
+                Some((_, Some(node))) => attempt(Some(node), remaining).await,
                 _ => Err(D1Error::Unavailable(
                     "no leader is known (an election is under way or this node is cut off)".into(),
                 )),
             };
-            match attempt {
-                Err(e @ (D1Error::ForwardToLeader { .. } | D1Error::Unavailable(_))) => {
-                    if Instant::now() >= deadline {
-                        return Err(match e {
-                            D1Error::Unavailable(reason) if reason.starts_with("no quorum") => {
-                                D1Error::Unavailable(reason)
-                            }
-                            other => D1Error::Unavailable(format!(
-                                "{other}; gave up after {} ms",
-                                self.inner.settings.write_timeout.as_millis()
-                            )),
-                        });
-                    }
+            match result {
+                Err(D1Error::ForwardToLeader { .. } | D1Error::Unavailable(_)) if Instant::now() < deadline => {
                     let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
                     let _ = tokio::time::timeout(pause, metrics.changed()).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// One call to the leader's peer service; its answer, or why it could not be had.
+    async fn call_leader<Req: Serialize, Reply: serde::de::DeserializeOwned>(
+        &self,
+        leader: &D1Node,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Reply, D1Error> {
+        let reply: Result<Reply, RemoteError> =
+            self.inner
+                .network
+                .call(leader, method, request, Some(timeout))
+                .await
+                .map_err(|e| D1Error::Unavailable(format!("leader {}: {e}", leader.name)))?;
+        reply.map_err(D1Error::from)
     }
 
     /// Proposes on this node, which must lead (else `ForwardToLeader`).
@@ -423,7 +517,11 @@ impl D1 {
                     .await
                     .map_err(|_| D1Error::Unavailable("the node is shutting down".into()))?;
                 let reply = answer.await.map_err(|_| D1Error::Unavailable("the node is shutting down".into()))??;
-                Ok(Proposed::Write { reply, leader: self.inner.me.name.clone() })
+                Ok(Proposed::Write {
+                    reply,
+                    leader: self.inner.me.name.clone(),
+                    region: self.inner.settings.region.clone(),
+                })
             }
             Proposal::Create(name) => {
                 let response = self
@@ -442,20 +540,11 @@ impl D1 {
         }
     }
 
-    async fn forward(&self, leader: &D1Node, proposal: &Proposal, timeout: Duration) -> Result<Proposed, D1Error> {
-        let reply: Result<Proposed, RemoteError> = self
-            .inner
-            .network
-            .call(leader, Method::Propose, proposal, Some(timeout))
-            .await
-            .map_err(|e| D1Error::Unavailable(format!("leader {}: {e}", leader.name)))?;
-        reply.map_err(D1Error::from)
-    }
-
     /// Waits until this replica may serve a read at `consistency`.
     async fn wait_for(&self, consistency: Consistency, bookmark: Option<u64>) -> Result<(), D1Error> {
         match consistency {
-            Consistency::Local => Ok(()),
+            // The leader waits for its own read index (see `read_on_primary`).
+            Consistency::Primary | Consistency::Local => Ok(()),
             Consistency::Bookmark => match bookmark {
                 Some(index) => self.wait_applied(index).await,
                 None => Ok(()),
@@ -484,45 +573,29 @@ impl D1 {
 
     /// The leader's read index: every write acknowledged before this call is at or below it.
     pub async fn read_index(&self) -> Result<u64, D1Error> {
-        let deadline = Instant::now() + self.inner.settings.read_timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = match self.leader() {
-                Some((id, _)) if id == self.inner.id => tokio::time::timeout(remaining, self.read_index_here())
+        self.follow_leader(self.inner.settings.read_timeout, |leader, remaining| async move {
+            match leader {
+                None => tokio::time::timeout(remaining, self.read_index_here())
                     .await
                     .unwrap_or_else(|_| Err(D1Error::Unavailable("no quorum confirmed the leader in time".into()))),
-                Some((_, Some(node))) => {
-                    let reply: Result<Result<u64, RemoteError>, _> =
-                        self.inner.network.call(&node, Method::ReadIndex, &(), Some(remaining)).await;
-                    match reply {
-                        Ok(result) => result.map_err(D1Error::from),
-                        Err(e) => Err(D1Error::Unavailable(format!("leader {}: {e}", node.name))),
-                    }
-                }
-                _ => Err(D1Error::Unavailable("no leader is known".into())),
-            };
-            match attempt {
-                Err(D1Error::ForwardToLeader { .. } | D1Error::Unavailable(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50).min(remaining)).await;
-                }
-                other => return other,
+                Some(node) => self.call_leader(&node, Method::ReadIndex, &(), remaining).await,
             }
-        }
+        })
+        .await
     }
 
-    /// The read index on the leader (confirms leadership with a quorum first).
+    /// The read index on the leader (confirms leadership with a quorum first, in a round
+    /// shared with the reads waiting at the same time; see [`read_index`]).
     pub async fn read_index_here(&self) -> Result<u64, D1Error> {
-        match self.inner.raft.ensure_linearizable().await {
-            Ok(read) => Ok(read.map_or(0, |id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => match forward.leader_node {
-                Some(node) => Err(D1Error::ForwardToLeader { leader: node.name }),
-                None => Err(D1Error::Unavailable("no leader is known".into())),
-            },
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(D1Error::Unavailable(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(D1Error::Unavailable(e.to_string())),
-        }
+        let (reply, answer) = oneshot::channel();
+        self.inner.read_index.try_send(read_index::Input::Confirm(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => D1Error::Unavailable(format!(
+                "{} reads are already waiting for the leader's read index",
+                read_index::MAX_WAITING
+            )),
+            mpsc::error::TrySendError::Closed(_) => D1Error::Unavailable("the node is shutting down".into()),
+        })?;
+        answer.await.map_err(|_| D1Error::Unavailable("the node is shutting down".into()))?.map_err(D1Error::from)
     }
 
     /// SHA-256 of a database's schema and rows on this replica.
@@ -537,6 +610,26 @@ fn no_quorum(timeout: Duration) -> String {
         "no quorum: the write was not committed within {} ms (the leader cannot reach a majority of voters); it may or may not apply later",
         timeout.as_millis()
     )
+}
+
+/// The checks every query gets before it runs, from a client or a peer: the name, the number
+/// of statements and each statement's limits.
+fn check_request(database: &str, statements: &[Statement]) -> Result<(), D1Error> {
+    validate_name(database)?;
+    if statements.is_empty() {
+        return Err(D1Error::Invalid("no statements given".into()));
+    }
+    if statements.len() > sqlite::MAX_BATCH_STATEMENTS {
+        return Err(D1Error::Invalid(format!(
+            "{} statements in one batch, over the limit of {}",
+            statements.len(),
+            sqlite::MAX_BATCH_STATEMENTS
+        )));
+    }
+    for (index, statement) in statements.iter().enumerate() {
+        sqlite::check_limits(statement, index).map_err(D1Error::from)?;
+    }
+    Ok(())
 }
 
 /// Database names as D1 allows them.

@@ -53,6 +53,7 @@ pub enum Method {
     Snapshot,
     Propose,
     ReadIndex,
+    Read,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,7 @@ impl Network {
             Method::Snapshot => client.raft_snapshot(request).await,
             Method::Propose => client.d1_propose(request).await,
             Method::ReadIndex => client.d1_read_index(request).await,
+            Method::Read => client.d1_read(request).await,
         }
         .map_err(|status| CallError::Unreachable(format!("{node}: {}", status.message())))?;
         postcard::from_bytes(&reply.into_inner().payload).map_err(|e| CallError::Encoding(e.to_string()))

@@ -1,7 +1,8 @@
 //! The D1 REST API on every node:
 //! - `GET /v1/d1/databases`, `PUT /v1/d1/databases/{name}` (create, idempotent);
-//! - `POST /v1/d1/{db}/query` with `{sql, params, consistency, bookmark}` or
-//!   `{batch: [{sql, params}…], consistency, bookmark}`: rows, meta and a bookmark;
+//! - `POST /v1/d1/{db}/query` with `{sql, params}` or `{batch: [{sql, params}…]}`, plus how
+//!   to read (see [`read_level`]): rows, meta (who served it, where, whether the primary)
+//!   and a bookmark;
 //! - `POST /v1/d1/{db}/exec` with `{sql}`: a `;`-separated script as one write;
 //! - `GET /v1/d1/{db}/checksum`: this replica's checksum of the data, to compare replicas;
 //! - `GET /v1/node/d1`: this node's view of the Raft group.
@@ -98,9 +99,11 @@ struct QueryBody {
     #[serde(default)]
     params: Vec<JsonValue>,
     batch: Option<Vec<StatementBody>>,
-    #[serde(default)]
-    consistency: Consistency,
+    consistency: Option<Consistency>,
     bookmark: Option<JsonValue>,
+    /// A session step, as `withSession` takes it: `first-unconstrained`, `first-primary`, or
+    /// the bookmark of the session's previous reply.
+    session: Option<String>,
 }
 
 fn to_value(json: &JsonValue) -> Result<Value, String> {
@@ -145,8 +148,37 @@ fn parse_bookmark(json: &Option<JsonValue>) -> Result<Option<u64>, String> {
     }
 }
 
+/// How a query is read. Without `session` or `consistency` it has primary semantics
+/// (Cloudflare's default); a `bookmark` alone continues a session. `session` takes the
+/// Workers API's constraints: `first-unconstrained` reads the local replica as it is,
+/// `first-primary` reads with primary semantics, a bookmark waits for it here; the reply's
+/// `bookmark` is what to send as `session` next. `consistency` names a level outright.
+fn read_level(
+    consistency: Option<Consistency>,
+    bookmark: Option<u64>,
+    session: Option<&str>,
+) -> Result<(Consistency, Option<u64>), String> {
+    match (session, consistency, bookmark) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            Err("give `session` alone, or `consistency` (with a `bookmark` for `bookmark`)".into())
+        }
+        (Some("first-unconstrained"), ..) => Ok((Consistency::Local, None)),
+        (Some("first-primary"), ..) => Ok((Consistency::Primary, None)),
+        (Some(text), ..) => match text.parse() {
+            Ok(index) => Ok((Consistency::Bookmark, Some(index))),
+            Err(_) => Err(format!(
+                "`{text}` is not a session constraint: use first-unconstrained, first-primary or a bookmark"
+            )),
+        },
+        (None, None, None) => Ok((Consistency::Primary, None)),
+        (None, None | Some(Consistency::Local), Some(index)) => Ok((Consistency::Bookmark, Some(index))),
+        (None, Some(level), bookmark) => Ok((level, bookmark)),
+    }
+}
+
 pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
     let served_by = reply.served_by.clone();
+    let (region, primary) = (reply.served_by_region.clone(), reply.served_by_primary);
     let results: Vec<JsonValue> = reply
         .results
         .into_iter()
@@ -159,6 +191,8 @@ pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
                     "last_row_id": r.last_row_id,
                     "duration_ms": r.duration_us as f64 / 1000.0,
                     "served_by": served_by,
+                    "served_by_region": region,
+                    "served_by_primary": primary,
                 },
             })
         })
@@ -167,6 +201,8 @@ pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
         "results": results,
         "bookmark": reply.bookmark.to_string(),
         "served_by": reply.served_by,
+        "served_by_region": reply.served_by_region,
+        "served_by_primary": reply.served_by_primary,
         "wrote": reply.wrote,
         "consistency": consistency,
         "staleness_ms": reply.staleness_ms,
@@ -187,13 +223,11 @@ async fn query(State(edge): State<Edge>, Path(database): Path<String>, body: Jso
         Ok(statements) => statements,
         Err(e) => return bad_request(e),
     };
-    let bookmark = match parse_bookmark(&body.bookmark) {
-        Ok(b) => b,
+    let level = parse_bookmark(&body.bookmark)
+        .and_then(|bookmark| read_level(body.consistency, bookmark, body.session.as_deref()));
+    let (consistency, bookmark) = match level {
+        Ok(level) => level,
         Err(e) => return bad_request(e),
-    };
-    let consistency = match (body.consistency, bookmark) {
-        (Consistency::Local, Some(_)) => Consistency::Bookmark,
-        (c, _) => c,
     };
     match edge.d1.query(&database, statements, consistency, bookmark).await {
         Ok(reply) => Json(reply_json(reply, consistency)).into_response(),
@@ -230,4 +264,33 @@ async fn checksum(State(edge): State<Edge>, Path(database): Path<String>) -> Res
 
 async fn status(State(edge): State<Edge>) -> Response {
     Json(edge.d1.status()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_without_a_session_reads_with_primary_semantics() {
+        assert_eq!(read_level(None, None, None), Ok((Consistency::Primary, None)));
+    }
+
+    #[test]
+    fn sessions_start_as_the_workers_api_starts_them_and_continue_from_a_bookmark() {
+        assert_eq!(read_level(None, None, Some("first-unconstrained")), Ok((Consistency::Local, None)));
+        assert_eq!(read_level(None, None, Some("first-primary")), Ok((Consistency::Primary, None)));
+        assert_eq!(read_level(None, None, Some("42")), Ok((Consistency::Bookmark, Some(42))));
+        assert_eq!(read_level(None, Some(42), None), Ok((Consistency::Bookmark, Some(42))));
+        assert_eq!(read_level(Some(Consistency::Local), Some(7), None), Ok((Consistency::Bookmark, Some(7))));
+        assert_eq!(read_level(Some(Consistency::Local), None, None), Ok((Consistency::Local, None)));
+        assert_eq!(read_level(Some(Consistency::Linearizable), None, None), Ok((Consistency::Linearizable, None)));
+    }
+
+    #[test]
+    fn a_session_with_another_level_or_a_bad_constraint_is_refused() {
+        assert!(read_level(Some(Consistency::Local), None, Some("first-primary")).is_err());
+        assert!(read_level(None, Some(3), Some("first-primary")).is_err());
+        let error = read_level(None, None, Some("first-whatever")).expect_err("a bad constraint");
+        assert!(error.contains("first-unconstrained"), "{error}");
+    }
 }

@@ -8,7 +8,7 @@
 //! (which answers `ForwardToLeader` if this node no longer leads). Durable Object events and
 //! the ownership protocol go to [`crate::durable::Durable`].
 
-use crate::d1::{Proposal, RemoteError, D1};
+use crate::d1::{PrimaryRead, Proposal, RemoteError, D1};
 use crate::durable::Durable;
 use crate::kv::replication::{apply_remote, bucket_versions, encode_digests, fetch};
 use crate::kv::wire::to_wire;
@@ -186,6 +186,12 @@ impl Peer for PeerService {
     async fn d1_read_index(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
         self.peers.admit(&request)?;
         encode(&self.d1.read_index_here().await.map_err(RemoteError::from))
+    }
+
+    async fn d1_read(&self, request: Request<D1Message>) -> Result<Response<D1Message>, Status> {
+        self.peers.admit(&request)?;
+        let read: PrimaryRead = decode(request)?;
+        encode(&self.d1.read_as_primary(&read).await.map_err(RemoteError::from))
     }
 
     type DurableAttachStream = Pin<Box<dyn Stream<Item = Result<DurableMessage, Status>> + Send>>;

@@ -1,7 +1,8 @@
 //! The `d1` binding: a worker's queries, batches and scripts, run by the node's D1 service.
 //!
-//! Reads run on this node's replica at the session's consistency; writes go through the
-//! leader. The database a binding names is created on first use if the deployment's
+//! A read without a session has primary semantics (the leader runs it after its read index);
+//! a session's reads run on this node's replica at the session's consistency; writes go
+//! through the leader. The database a binding names is created on first use if the deployment's
 //! creation has not reached this node yet. Errors never trap: SQL and limit errors are
 //! `invalid-input`, a missing leader or quorum is `unavailable`.
 
@@ -60,6 +61,8 @@ fn to_results(reply: QueryReply) -> Vec<QueryResult> {
                 last_row_id: r.last_row_id,
                 duration_ms: r.duration_us as f64 / 1000.0,
                 served_by: reply.served_by.clone(),
+                served_by_region: reply.served_by_region.clone(),
+                served_by_primary: reply.served_by_primary,
             },
             bookmark: Some(bookmark.clone()),
         })
@@ -82,6 +85,7 @@ impl Host {
 
 fn session_args(session: &Session) -> Result<(d1::Consistency, Option<u64>), BindingError> {
     let consistency = match session.consistency {
+        Consistency::Primary => d1::Consistency::Primary,
         Consistency::Local => d1::Consistency::Local,
         Consistency::Bookmark => d1::Consistency::Bookmark,
         Consistency::Linearizable => d1::Consistency::Linearizable,

@@ -311,6 +311,7 @@ fn statement(ctx: &Ctx<'_>, sql: String, params: &Array<'_>) -> Result<d1::State
 
 fn session(ctx: &Ctx<'_>, consistency: &str, bookmark: Option<String>) -> Result<d1::Session> {
     let consistency = match consistency {
+        "primary" => d1::Consistency::Primary,
         "local" => d1::Consistency::Local,
         "bookmark" => d1::Consistency::Bookmark,
         "linearizable" => d1::Consistency::Linearizable,
@@ -337,6 +338,8 @@ fn query_result<'js>(ctx: &Ctx<'js>, result: d1::QueryResult) -> Result<Object<'
     meta.set("last_row_id", result.meta.last_row_id as f64)?;
     meta.set("duration", result.meta.duration_ms)?;
     meta.set("served_by", result.meta.served_by)?;
+    meta.set("served_by_region", result.meta.served_by_region)?;
+    meta.set("served_by_primary", result.meta.served_by_primary)?;
     let out = Object::new(ctx.clone())?;
     out.set("columns", columns)?;
     out.set("rows", rows)?;

@@ -1183,6 +1183,8 @@
       results,
       meta: {
         served_by: r.meta.served_by,
+        served_by_region: r.meta.served_by_region,
+        served_by_primary: r.meta.served_by_primary,
         duration: r.meta.duration,
         changes: r.meta.changes,
         last_row_id: r.meta.last_row_id,
@@ -1234,25 +1236,33 @@
     }
   }
 
-  /** `env.DB`, and the sessions `withSession` opens on it. */
+  /** The newer of two bookmarks (decimal commit indexes), either of which may be null. */
+  function newerBookmark(a, b) {
+    if (a == null) return b;
+    if (b == null) return a;
+    return BigInt(b) > BigInt(a) ? b : a;
+  }
+
+  /**
+   * `env.DB`. Without a session every query has primary semantics, as on Cloudflare: the
+   * leader runs it after confirming it leads, so it sees every write acknowledged before,
+   * whichever node took it. `withSession` opens a session that may read nearby replicas.
+   */
   class D1Database {
     #binding;
-    #consistency;
-    #bookmark;
-    constructor(binding, consistency = "local", bookmark = null) {
+    constructor(binding) {
       this.#binding = binding;
-      this.#consistency = consistency;
-      this.#bookmark = bookmark;
     }
-    _note(bookmark) {
-      if (bookmark && this.#consistency !== "local") {
-        this.#bookmark = bookmark;
-        if (this.#consistency === "linearizable") this.#consistency = "bookmark";
-      }
+    /** How the next query reads: [consistency, bookmark]. */
+    _level() {
+      return ["primary", null];
     }
+    /** Notes the bookmark of a result (a session advances to it). */
+    _seen(_bookmark) {}
     _query(sql, params) {
-      const r = native.d1Query(this.#binding, sql, params, this.#consistency, this.#bookmark);
-      this._note(r.bookmark);
+      const [consistency, bookmark] = this._level();
+      const r = native.d1Query(this.#binding, sql, params, consistency, bookmark);
+      this._seen(r.bookmark);
       return r;
     }
     prepare(sql) {
@@ -1264,8 +1274,9 @@
         if (!(s instanceof D1PreparedStatement)) throw new TypeError("D1 batch() takes prepared statements only");
         return s._parts();
       });
-      const results = native.d1Batch(this.#binding, parts, this.#consistency, this.#bookmark);
-      for (const r of results) this._note(r.bookmark);
+      const [consistency, bookmark] = this._level();
+      const results = native.d1Batch(this.#binding, parts, consistency, bookmark);
+      for (const r of results) this._seen(r.bookmark);
       return results.map(d1Result);
     }
     async exec(sql) {
@@ -1273,16 +1284,51 @@
       const count = native.d1Exec(this.#binding, String(sql));
       return { count, duration: Date.now() - start };
     }
+    /**
+     * A session (Cloudflare's D1 Sessions API): `"first-unconstrained"` (the default) lets the
+     * first query read this node's replica as it is, `"first-primary"` gives it primary
+     * semantics, a bookmark makes it see at least that state. Every later query sees at least
+     * what the previous ones saw.
+     */
     withSession(constraint = "first-unconstrained") {
-      if (constraint === "first-unconstrained") return new D1Database(this.#binding, "local", null);
-      if (constraint === "first-primary") return new D1Database(this.#binding, "linearizable", null);
-      return new D1Database(this.#binding, "bookmark", String(constraint));
-    }
-    getBookmark() {
-      return this.#bookmark;
+      return new D1DatabaseSession(this.#binding, constraint);
     }
     async dump() {
       throw new Error("D1 dump() is not supported; use `nimbus d1 export`");
+    }
+  }
+
+  /** A session: sequentially consistent reads, from whichever replica can serve them. */
+  class D1DatabaseSession extends D1Database {
+    #consistency;
+    #bookmark;
+    constructor(binding, constraint) {
+      super(binding);
+      if (constraint === "first-unconstrained") {
+        this.#consistency = "local";
+        this.#bookmark = null;
+      } else if (constraint === "first-primary") {
+        this.#consistency = "primary";
+        this.#bookmark = null;
+      } else if (typeof constraint === "string" && /^[0-9]{1,20}$/.test(constraint)) {
+        this.#consistency = "bookmark";
+        this.#bookmark = constraint;
+      } else {
+        throw new TypeError(`D1 withSession(): \`${String(constraint)}\` is neither "first-unconstrained", "first-primary" nor a bookmark`);
+      }
+    }
+    _level() {
+      return [this.#consistency, this.#bookmark];
+    }
+    _seen(bookmark) {
+      if (bookmark) {
+        this.#bookmark = newerBookmark(this.#bookmark, bookmark);
+        this.#consistency = "bookmark";
+      }
+    }
+    /** The newest bookmark this session has seen (null before its first query). */
+    getBookmark() {
+      return this.#bookmark;
     }
   }
 
@@ -1774,5 +1820,5 @@
     const origin = Date.now();
     G.performance = { now: () => Date.now() - origin, timeOrigin: origin };
   }
-  native.classes = { DurableObjectState, DurableObjectStorage, KVNamespace, D1Database, DurableObjectNamespace };
+  native.classes = { DurableObjectState, DurableObjectStorage, KVNamespace, D1Database, D1DatabaseSession, DurableObjectNamespace };
 })();

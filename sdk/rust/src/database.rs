@@ -1,6 +1,10 @@
 //! D1 the way Cloudflare's Workers API shapes it: `prepare(sql).bind(..)` then `first`,
-//! `all`, `run` or `raw`; `batch` (all or nothing); `exec`; and sessions that carry a
-//! bookmark so every read sees at least the session's last write, on any node.
+//! `all`, `run` or `raw`; `batch` (all or nothing); `exec`; and sessions.
+//!
+//! Without a session every query has primary semantics: the leader runs it after confirming
+//! it leads, so it sees every write acknowledged before, whichever node took it. A session
+//! (`with_session`) may read the nearest replica instead and carries a bookmark, so every
+//! query in it sees at least what the previous ones saw, on any node.
 //!
 //! ```ignore
 //! let db = nimbus::D1Database::new("DB");
@@ -40,34 +44,54 @@ impl From<Vec<u8>> for Value {
     }
 }
 
-/// A database bound to the worker as `binding`.
+/// A database bound to the worker as `binding`, with or without a session.
 pub struct D1Database {
     binding: String,
-    session: RefCell<Session>,
+    /// How the next query reads.
+    level: RefCell<Session>,
+    /// A session advances `level` to the bookmark of every reply; without one every query
+    /// keeps primary semantics.
+    in_session: bool,
+    /// The newest bookmark a reply carried.
+    latest: RefCell<Option<String>>,
 }
 
 impl D1Database {
-    /// Reads the local replica as it is (D1's default, no session).
+    /// No session: every query has primary semantics (Cloudflare's default).
     pub fn new(binding: &str) -> Self {
-        D1Database { binding: binding.into(), session: RefCell::new(Session { consistency: Consistency::Local, bookmark: None }) }
+        D1Database::at(binding, Consistency::Primary, None, false)
     }
 
-    /// A session: reads wait until this node's replica has applied `bookmark` (from an earlier
-    /// reply, e.g. a client's header) and then every bookmark a reply in the session returns.
-    pub fn with_session(&self, bookmark: Option<&str>) -> D1Database {
-        let session = Session { consistency: Consistency::Bookmark, bookmark: bookmark.map(str::to_string) };
-        D1Database { binding: self.binding.clone(), session: RefCell::new(session) }
+    fn at(binding: &str, consistency: Consistency, bookmark: Option<String>, in_session: bool) -> Self {
+        D1Database {
+            binding: binding.into(),
+            latest: RefCell::new(bookmark.clone()),
+            level: RefCell::new(Session { consistency, bookmark }),
+            in_session,
+        }
     }
 
-    /// Every read goes through the leader's read index: it sees every acknowledged write.
+    /// A session, as `withSession` opens one: `None` or `"first-unconstrained"` lets the first
+    /// query read this node's replica as it is, `"first-primary"` gives it primary semantics,
+    /// a bookmark (from an earlier reply, e.g. a client's header) makes it see at least that
+    /// state. Every later query sees at least what the previous ones saw.
+    pub fn with_session(&self, constraint: Option<&str>) -> D1Database {
+        match constraint {
+            None | Some("first-unconstrained") => D1Database::at(&self.binding, Consistency::Local, None, true),
+            Some("first-primary") => D1Database::at(&self.binding, Consistency::Primary, None, true),
+            Some(bookmark) => D1Database::at(&self.binding, Consistency::Bookmark, Some(bookmark.to_string()), true),
+        }
+    }
+
+    /// Every read on this node's replica after the leader's read index: primary semantics
+    /// without shipping the rows, for the price of waiting for the replica to apply it.
     pub fn linearizable(&self) -> D1Database {
-        let session = Session { consistency: Consistency::Linearizable, bookmark: None };
-        D1Database { binding: self.binding.clone(), session: RefCell::new(session) }
+        D1Database::at(&self.binding, Consistency::Linearizable, None, false)
     }
 
-    /// The latest bookmark this session has seen.
+    /// The newest bookmark a reply has carried (a session's is where it stands).
     pub fn bookmark(&self) -> Option<String> {
-        self.session.borrow().bookmark.clone()
+        self.latest.borrow().clone()
     }
 
     pub fn prepare(&self, sql: &str) -> PreparedStatement<'_> {
@@ -77,7 +101,7 @@ impl D1Database {
     /// Runs the statements as one atomic write (or one consistent read).
     pub fn batch(&self, statements: &[PreparedStatement<'_>]) -> Result<Vec<QueryResult>, BindingError> {
         let list: Vec<Statement> = statements.iter().map(|s| s.statement.clone()).collect();
-        let session = self.session.borrow().clone();
+        let session = self.level.borrow().clone();
         let results = d1::batch(&self.binding, &list, &session)?;
         if let Some(bookmark) = results.last().and_then(|r| r.bookmark.clone()) {
             self.advance(bookmark);
@@ -91,7 +115,7 @@ impl D1Database {
     }
 
     fn query(&self, statement: &Statement) -> Result<QueryResult, BindingError> {
-        let session = self.session.borrow().clone();
+        let session = self.level.borrow().clone();
         let result = d1::query(&self.binding, statement, &session)?;
         if let Some(bookmark) = result.bookmark.clone() {
             self.advance(bookmark);
@@ -100,13 +124,16 @@ impl D1Database {
     }
 
     fn advance(&self, bookmark: String) {
-        let mut session = self.session.borrow_mut();
-        let newer = match &session.bookmark {
+        let mut latest = self.latest.borrow_mut();
+        let newer = match latest.as_deref() {
             Some(old) => bookmark.parse::<u64>().ok() > old.parse::<u64>().ok(),
             None => true,
         };
         if newer {
-            session.bookmark = Some(bookmark);
+            *latest = Some(bookmark);
+        }
+        if self.in_session {
+            *self.level.borrow_mut() = Session { consistency: Consistency::Bookmark, bookmark: latest.clone() };
         }
     }
 }

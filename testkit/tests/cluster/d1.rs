@@ -304,14 +304,19 @@ async fn a_minority_partition_cannot_commit_and_catches_up_after_the_heal() {
     assert_eq!(status, 200, "{after}");
     cluster
         .eventually(CONVERGE, "the cut-off replica reports its staleness", || async {
-            let (status, reply) =
-                cluster.d1_query(replica, "split", json!({ "sql": "SELECT k FROM t ORDER BY k" })).await?;
+            let (status, reply) = cluster
+                .d1_query(replica, "split", json!({ "sql": "SELECT k FROM t ORDER BY k", "consistency": "local" }))
+                .await?;
             Ok(status == 200
                 && rows(&reply) == vec![json!(["before"])]
                 && reply["staleness_ms"].as_u64().is_some_and(|ms| ms >= 2_000))
         })
         .await
         .expect("local reads on the minority");
+    // Without a session a read needs the primary, which the minority cannot reach.
+    let (status, reply) =
+        cluster.d1_query(replica, "split", json!({ "sql": "SELECT k FROM t ORDER BY k" })).await.expect("call");
+    assert_eq!((status, reply["kind"].as_str()), (503, Some("unavailable")), "{reply}");
 
     for i in 0..5 {
         cluster.partition(i, &[]).await.expect("heal");

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// `nimbus deploy -c <dir>/nimbus.toml` (which bundles the modules and waits for rollout).
-async fn cli_deploy(cluster: &Cluster, dir: &str) {
+pub async fn cli_deploy(cluster: &Cluster, dir: &str) {
     let config = repo_root().join(dir).join("nimbus.toml");
     let config = config.to_string_lossy();
     let output = cluster.nimbus(&["deploy", "-c", &config, "--json"]).await.expect("nimbus runs");

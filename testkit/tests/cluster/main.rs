@@ -1,6 +1,7 @@
 //! Cluster tests: real control plane and node processes on loopback, started by the testkit.
 
 mod d1;
+mod d1_sessions;
 mod deploy;
 mod durable;
 mod js;
