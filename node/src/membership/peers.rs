@@ -2,9 +2,12 @@
 //! fault-injection rule applied on both ends, so a test partition cuts gRPC like gossip.
 //!
 //! Every request carries the caller's gossip address in `x-nimbus-from`; a server refuses
-//! requests from a blocked peer, and a client refuses to call one. Calls pass through a
-//! [`ShapedChannel`], which applies the simulated network's delay and loss (see
-//! [`super::faults`]).
+//! requests from a blocked peer, and a client refuses to call one. Every request also names
+//! the node it is meant for (its gossip address, in `x-nimbus-to`), and a server refuses one
+//! meant for another node: a caller with a stale address (the node restarted on new ports,
+//! and another took the old one) must not get, say, a Raft vote from the wrong node. Calls
+//! pass through a [`ShapedChannel`], which adds that header and applies the simulated
+//! network's delay and loss (see [`super::faults`]).
 
 use super::faults::Faults;
 use super::Member;
@@ -21,6 +24,8 @@ pub type PeerClient = nimbus_proto::peer::peer_client::PeerClient<ShapedChannel>
 
 /// The metadata key naming the calling node's gossip address.
 pub const FROM_HEADER: &str = "x-nimbus-from";
+/// The metadata key naming the gossip address of the node a request is meant for.
+pub const TO_HEADER: &str = "x-nimbus-to";
 /// Large enough for a 25 MiB KV value and its envelope.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -112,10 +117,21 @@ impl PeerChannels {
         request
     }
 
-    /// Refuses a request from a peer that fault injection cuts off.
+    /// Refuses a request from a peer that fault injection cuts off, and one meant for another
+    /// node (the caller's address for it is stale).
     pub fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
-        let from = request.metadata().get(FROM_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        match from {
+        let address = |key: &str| -> Option<SocketAddr> {
+            request.metadata().get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+        };
+        if let Some(to) = address(TO_HEADER) {
+            if to != self.me {
+                return Err(tonic::Status::unavailable(format!(
+                    "this request is meant for the node at {to}, and this node is at {}: the caller's address is stale",
+                    self.me
+                )));
+            }
+        }
+        match address(FROM_HEADER) {
             Some(addr) if self.faults.blocks(addr) => Err(tonic::Status::unavailable("cut off by fault injection")),
             _ => Ok(()),
         }
@@ -141,7 +157,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for ShapedChannel {
         tower::Service::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Ok(to) = http::HeaderValue::from_str(&self.peer.to_string()) {
+            request.headers_mut().insert(TO_HEADER, to);
+        }
         let link = self.faults.link_to(self.peer);
         if link.is_clear() {
             return Box::pin(tower::Service::call(&mut self.inner, request));
@@ -156,5 +175,34 @@ impl tower::Service<http::Request<tonic::body::Body>> for ShapedChannel {
             tokio::time::sleep(back).await;
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channels(me: &str) -> PeerChannels {
+        PeerChannels::new(me.parse().expect("address"), Arc::new(Faults::default()))
+    }
+
+    fn request(to: Option<&str>) -> tonic::Request<()> {
+        let mut request = tonic::Request::new(());
+        if let Some(to) = to {
+            request.metadata_mut().insert(TO_HEADER, to.parse().expect("header"));
+        }
+        request
+    }
+
+    /// node-2 restarted on the ports node-4 had: a caller that still has node-4's address
+    /// reaches node-2, which must refuse to answer for node-4.
+    #[test]
+    fn a_request_meant_for_another_node_is_refused() {
+        let node_2 = channels("127.0.0.1:7002");
+        let status = node_2.admit(&request(Some("127.0.0.1:7004"))).expect_err("meant for node-4");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("stale"), "{}", status.message());
+        assert!(node_2.admit(&request(Some("127.0.0.1:7002"))).is_ok(), "meant for node-2");
+        assert!(node_2.admit(&request(None)).is_ok(), "a caller that names no node");
     }
 }
