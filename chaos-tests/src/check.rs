@@ -55,6 +55,7 @@ pub async fn d1(api: &Api, urls: &[String], db: &str, ops: &[Op]) -> Result<(Vec
     let mut checks = Vec::new();
     // A barrier write through any node; its bookmark covers everything committed before it.
     let barrier = until(Duration::from_secs(60), "a D1 write after the heal", || async {
+        let mut last = String::new();
         for url in urls {
             let answer = api.d1(url, db, json!({"sql": "INSERT INTO ledger (v) VALUES (-1)"})).await;
             if answer.status() == Some(200) {
@@ -63,10 +64,15 @@ pub async fn d1(api: &Api, urls: &[String], db: &str, ops: &[Op]) -> Result<(Vec
                     return Ok(Some(b));
                 }
             }
+            last = format!("{url}: {}", answer.describe());
         }
-        Ok(None)
+        Err(anyhow!("the last answer: {last}"))
     })
-    .await?;
+    .await;
+    let barrier = match barrier {
+        Ok(barrier) => barrier,
+        Err(e) => bail!("{e}; each node's view of the D1 group: {}", d1_views(api, urls).await),
+    };
     let acked: BTreeSet<i64> =
         ops.iter().filter(|o| o.kind == OpKind::D1Write && o.outcome == Outcome::Ok).filter_map(|o| o.value).collect();
     let mut lost_anywhere: BTreeSet<i64> = BTreeSet::new();
@@ -138,6 +144,21 @@ pub async fn d1(api: &Api, urls: &[String], db: &str, ops: &[Op]) -> Result<(Vec
         "session-less",
     ));
     Ok((checks, lost))
+}
+
+/// Each node's view of the D1 group in one line, for a report that D1 made no progress.
+async fn d1_views(api: &Api, urls: &[String]) -> String {
+    let mut views = Vec::new();
+    for url in urls {
+        views.push(match api.d1_status(url).await {
+            Ok(v) => format!(
+                "{url}: {} term {} leader {} commit {} applied {} voters {}",
+                v["state"], v["term"], v["leader"], v["commit_index"], v["applied_index"], v["voters"]
+            ),
+            Err(e) => format!("{url}: {e}"),
+        });
+    }
+    views.join("; ")
 }
 
 /// Read-your-writes: every answered read of `kind` returned the value its client had just
