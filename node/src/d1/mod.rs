@@ -348,6 +348,18 @@ impl D1 {
         if consistency == Consistency::Primary {
             return self.read_on_primary(PrimaryRead { database: database.to_owned(), statements }).await;
         }
+        let primary = consistency == Consistency::Linearizable && self.leads();
+        self.read_here(db, statements, primary, self.staleness_ms()).await
+    }
+
+    /// Runs a read on this replica as it stands; the reply names this node.
+    async fn read_here(
+        &self,
+        db: Arc<sqlite::Database>,
+        statements: Vec<Statement>,
+        served_by_primary: bool,
+        staleness_ms: Option<u64>,
+    ) -> Result<QueryReply, D1Error> {
         let applied = self.inner.sm.applied_now();
         let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
         Ok(QueryReply {
@@ -355,9 +367,9 @@ impl D1 {
             bookmark: applied,
             served_by: self.inner.me.name.clone(),
             served_by_region: self.inner.settings.region.clone(),
-            served_by_primary: consistency == Consistency::Linearizable && self.leads(),
+            served_by_primary,
             wrote: false,
-            staleness_ms: self.staleness_ms(),
+            staleness_ms,
         })
     }
 
@@ -386,19 +398,8 @@ impl D1 {
         self.wait_applied(index).await?;
         let db =
             self.inner.sm.database(&read.database).ok_or_else(|| D1Error::UnknownDatabase(read.database.clone()))?;
-        let applied = self.inner.sm.applied_now();
-        let statements = read.statements.clone();
         // The read connection is read-only: a statement that would write fails here.
-        let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
-        Ok(QueryReply {
-            results,
-            bookmark: applied,
-            served_by: self.inner.me.name.clone(),
-            served_by_region: self.inner.settings.region.clone(),
-            served_by_primary: true,
-            wrote: false,
-            staleness_ms: Some(0),
-        })
+        self.read_here(db, read.statements.clone(), true, Some(0)).await
     }
 
     /// Runs a `;`-separated script without parameters as one write (D1's `exec`).
