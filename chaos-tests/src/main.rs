@@ -43,6 +43,10 @@ struct Args {
     /// Also write the report as Markdown to this file (e.g. under bench/results/).
     #[arg(long, value_name = "FILE")]
     report: Option<std::path::PathBuf>,
+    /// When a check fails, copy the process cluster's logs (every node's and the control
+    /// plane's) into this folder before the cluster's temporary directory goes.
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -75,6 +79,9 @@ async fn main() -> Result<()> {
     };
     let reports = scenario::run_all(&mut target, &nemeses, timing, seed).await?;
     if let Target::Processes(cluster) = target {
+        if let Some(dir) = args.keep_logs.as_deref().filter(|_| !scenario::failures(&reports).is_empty()) {
+            keep_logs(&cluster.logs_dir(), dir)?;
+        }
         cluster.stop().await?;
     }
     if args.json {
@@ -100,5 +107,16 @@ async fn main() -> Result<()> {
         }
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// Copies every log in `from` into `to` (created), so a failed run can be read afterwards.
+fn keep_logs(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    scenario::progress(&format!("logs of the failed run kept in {}", to.display()));
     Ok(())
 }

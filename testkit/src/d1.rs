@@ -19,6 +19,11 @@ pub struct D1Status {
     pub snapshots_installed: u64,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
+    #[serde(default)]
+    pub last_log_index: u64,
+    /// The RPC address the group's membership records for each node (by name).
+    #[serde(default)]
+    pub addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl Cluster {

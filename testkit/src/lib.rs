@@ -452,6 +452,11 @@ impl Cluster {
         Ok(output)
     }
 
+    /// The folder holding every process's log (`<node id>.log`, `control-plane.log`).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
     /// The log of node `index` so far.
     pub fn node_log(&self, index: usize) -> Result<String> {
         let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;

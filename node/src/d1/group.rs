@@ -72,9 +72,16 @@ async fn step(d1: &D1, membership: &Membership) -> Result<(), String> {
             continue;
         }
         // Keep the address Raft records current (it is what a node learns on a snapshot).
+        // `SetNodes`, not `add_learner`: openraft's `AddNodes` never overwrites a known node,
+        // so re-adding would append a membership entry every tick and change nothing.
         let recorded = config.get_node(&id);
-        if recorded.is_some_and(|n| n.rpc_addr != member.rpc_addr.to_string()) {
-            raft.add_learner(id, node_of(member), false).await.map_err(|e| e.to_string())?;
+        if recorded.is_some_and(|n| {
+            n.rpc_addr != member.rpc_addr.to_string() || n.gossip_addr != member.gossip_addr.to_string()
+        }) {
+            tracing::info!(node = %member.node_id, rpc = %member.rpc_addr, "recording a D1 node's new address");
+            raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node_of(member))])), true)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         if member.d1_voter && !voters.contains(&id) {
             let last = metrics.last_log_index.unwrap_or(0);

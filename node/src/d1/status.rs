@@ -4,6 +4,7 @@
 use super::D1;
 use crate::config::D1Role;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The node's view of the Raft group, for `nimbus cluster status` and `/v1/node/d1`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct D1Status {
     pub snapshots_installed: u64,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
+    /// The RPC address the group's membership records for each node (by name).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
     pub databases: usize,
     pub staleness_ms: Option<u64>,
 }
@@ -35,6 +39,7 @@ impl D1 {
         let name_of = |id: &u64| membership.get_node(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("#{id}"));
         let voters: Vec<String> = membership.voter_ids().map(|id| name_of(&id)).collect();
         let learners: Vec<String> = membership.learner_ids().map(|id| name_of(&id)).collect();
+        let addresses = membership.nodes().map(|(_, n)| (n.name.clone(), n.rpc_addr.clone())).collect();
         let applied_index = metrics.last_applied.map_or(0, |id| id.index);
         let commit_index = self.inner.log.committed_index().max(applied_index);
         D1Status {
@@ -56,6 +61,7 @@ impl D1 {
             snapshots_installed: self.inner.sm.snapshots_installed(),
             voters,
             learners,
+            addresses,
             databases: self.inner.sm.databases().len(),
             staleness_ms: self.staleness_ms(),
         }

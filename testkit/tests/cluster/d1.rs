@@ -391,6 +391,63 @@ async fn a_replica_far_behind_installs_a_snapshot() {
     replicas_agree(&cluster, "big").await;
 }
 
+/// A node restarted on a new RPC port: the leader records the new address in the group's
+/// membership once, and then stops writing membership entries (before the fix it re-added
+/// the node every group tick, which changed nothing and grew the log for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_s_new_address_is_recorded_once() {
+    let mut cluster = d1_cluster(3, 3, &[]).await;
+    let leader = cluster.d1_leader().await.expect("leader");
+    let follower = (leader + 1) % 3;
+    let name = cluster.nodes[follower].id.clone();
+    let rpc_seen_by_leader = |cluster: &Cluster| {
+        let url = cluster.nodes[leader].url();
+        let name = name.clone();
+        let http = cluster.http().clone();
+        async move {
+            let view: Value = http.get(format!("{url}/v1/cluster")).send().await?.json().await?;
+            let rpc = view["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["node_id"] == name.as_str() && m["state"] == "alive")
+                .and_then(|m| m["rpc_addr"].as_str().map(str::to_owned));
+            anyhow::Ok(rpc)
+        }
+    };
+    let old = rpc_seen_by_leader(&cluster).await.expect("members").expect("the follower is alive");
+    let recorded = cluster.d1_status(leader).await.expect("status").addresses.get(&name).cloned();
+    assert_eq!(recorded.as_deref(), Some(old.as_str()), "the group records the follower's first address");
+
+    cluster.restart_node(follower).await.expect("restart the follower");
+    cluster
+        .eventually(CONVERGE, "gossip carries the follower's new RPC address", || async {
+            Ok(rpc_seen_by_leader(&cluster).await?.is_some_and(|rpc| rpc != old))
+        })
+        .await
+        .expect("new address gossiped");
+    let new = rpc_seen_by_leader(&cluster).await.expect("members").expect("the follower is alive");
+    cluster
+        .eventually(CONVERGE, "the group records the follower's new RPC address", || async {
+            let status = cluster.d1_status(leader).await?;
+            Ok(status.addresses.get(&name) == Some(&new))
+        })
+        .await
+        .expect("new address recorded");
+
+    // Once recorded, the leader's log holds still with no writes: a write lands right after it.
+    let before = cluster.d1_status(leader).await.expect("status").last_log_index;
+    cluster.d1_create(leader, "after_restart").await.expect("create");
+    cluster
+        .eventually(CONVERGE, "the leader's metrics show the create", || async {
+            Ok(cluster.d1_status(leader).await?.last_log_index > before)
+        })
+        .await
+        .expect("create appended");
+    let after = cluster.d1_status(leader).await.expect("status").last_log_index;
+    assert_eq!(after, before + 1, "only the create was appended ({before} -> {after})");
+}
+
 /// The `d1-notes` worker: the `d1` binding creates its database on first use, writes go
 /// through the leader from any node, the session bookmark a reply carries makes a read on
 /// another node see the write, and a batch with a bad row adds nothing.
