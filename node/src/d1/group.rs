@@ -75,9 +75,7 @@ async fn step(d1: &D1, membership: &Membership) -> Result<(), String> {
         // `SetNodes`, not `add_learner`: openraft's `AddNodes` never overwrites a known node,
         // so re-adding would append a membership entry every tick and change nothing.
         let recorded = config.get_node(&id);
-        if recorded.is_some_and(|n| {
-            n.rpc_addr != member.rpc_addr.to_string() || n.gossip_addr != member.gossip_addr.to_string()
-        }) {
+        if recorded.is_some_and(|n| *n != node_of(member)) {
             tracing::info!(node = %member.node_id, rpc = %member.rpc_addr, "recording a D1 node's new address");
             raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node_of(member))])), true)
                 .await
