@@ -1,38 +1,36 @@
 //! The Nimbus edge node: runs Workers on wasmtime and serves them over HTTP.
 //!
-//! [`run`] opens the node's storage, restores the deployments persisted by an earlier run,
-//! starts the HTTP edge, reports readiness on stdout (one JSON line, for scripts and the
-//! testkit), then follows the control plane until the shutdown future completes.
+//! [`run`] builds the node in stages, each layer given what it uses at construction:
+//! storage → cluster (membership, peer transport) → stores (KV, D1, Durable Objects, and the
+//! peer service that reaches them) → runtime (restoring the deployments an earlier run
+//! persisted) → front ends (the HTTP edge, the control-plane watch). It then reports
+//! readiness on stdout (one JSON line, for scripts and the testkit) and runs until the
+//! shutdown future completes; every long-lived task goes through one [`tasks::Tasks`], so
+//! shutdown waits for all of them.
 //!
-//! # Layout (modules depend downward only)
-//! - [`storage`]: RocksDB, one column family per subsystem.
-//! - [`membership`]: SWIM gossip (foca): who is in the cluster.
-//! - [`kv`]: Workers KV: a full replica per node, spread by gossip, repaired by anti-entropy.
-//! - [`d1`]: SQLite databases behind one Raft group, with a read replica on every node.
-//! - [`durable`]: Durable Objects: placement, one live instance per id, replicated storage,
-//!   ownership epochs, alarms.
-//! - [`runtime`]: wasmtime engine, component cache, warm instance pools, limits, bindings.
+//! The layers are crates under `node/crates/` (see `ARCHITECTURE.md`): `nimbus-util`
+//! ([`config`], [`metrics`], [`tasks`]), `nimbus-storage`, `nimbus-cluster`, `nimbus-kv`,
+//! `nimbus-d1`, `nimbus-durable`, `nimbus-runtime`. This crate holds what sits on top.
+//!
+//! # Layout
 //! - [`deploy`]: persisted deployments and the control-plane watch.
 //! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
 //! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes,
 //!   Durable Object events and replication).
-//! - [`config`], [`metrics`], [`tasks`]: configuration tree, Prometheus registry, task
-//!   spawning with shutdown.
 
-pub mod config;
-pub mod d1;
 pub mod deploy;
-pub mod durable;
 pub mod http;
-pub mod kv;
-pub mod membership;
-pub mod metrics;
 pub mod rpc;
-pub mod runtime;
-pub mod storage;
-pub mod tasks;
+
+pub use nimbus_util::{config, metrics, tasks};
 
 use config::NodeConfig;
+use nimbus_cluster as membership;
+use nimbus_d1 as d1;
+use nimbus_durable as durable;
+use nimbus_kv as kv;
+use nimbus_runtime as runtime;
+use nimbus_storage as storage;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -59,16 +57,7 @@ pub enum NodeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// The line a node prints on stdout once it serves.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Ready {
-    pub node_id: String,
-    pub region: String,
-    pub http: std::net::SocketAddr,
-    pub rpc: std::net::SocketAddr,
-    pub gossip: std::net::SocketAddr,
-    pub workers_restored: usize,
-}
+pub use nimbus_api::node::Ready;
 
 pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     for change in config.fit_to_network() {
@@ -86,23 +75,18 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             "admin.unsafe_hold_durable_view_ms is a test knob; only debug (test) builds accept it".into(),
         ));
     }
+    let tasks = tasks::Tasks::new();
+
+    // 1. Storage, and the listeners whose addresses go into this node's member identity.
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
+    let (listener, http_addr) = bind(config.http.listen).await?;
+    let (rpc_listener, rpc_addr) = bind(config.rpc.listen).await?;
+
+    // 2. The cluster: membership (gossip carries KV's small writes, an upward call handed in
+    //    as `Rumors`) and the peer transport.
     let (kv, kv_changes) =
         kv::KvStore::open(storage.clone(), &config.node_id, config.kv.min_ttl_secs, metrics.clone())?;
-    let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), Some(kv.clone()))?);
-    let workers_restored = deploy::restore(&runtime, &storage).await?;
-
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
-    let http_addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.http.listen, source })?;
-    let rpc_listener = tokio::net::TcpListener::bind(config.rpc.listen)
-        .await
-        .map_err(|source| NodeError::Bind { addr: config.rpc.listen, source })?;
-    let rpc_addr = rpc_listener.local_addr().map_err(|source| NodeError::Bind { addr: config.rpc.listen, source })?;
-
-    let tasks = tasks::Tasks::new();
     let me = membership::Member {
         node_id: config.node_id.clone(),
         region: config.region.clone(),
@@ -117,9 +101,18 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     };
     let rumors = Arc::new(kv::replication::KvRumors { kv: kv.clone(), metrics: metrics.clone() });
     let membership =
-        membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), tasks.token())
-            .await?;
+        membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), &tasks).await?;
     let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
+
+    // 3. The stores and their peer service: KV replication, D1's Raft member, Durable Objects (which run their
+    //    classes through the runtime's worker table, an upward call handed in as `ClassHost`).
+    let replicator =
+        kv::replication::Replicator::new(kv.clone(), membership.clone(), peers.clone(), metrics.clone(), replication)?;
+    {
+        let spreader = replicator.clone();
+        tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
+    }
+    tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
     let d1 = d1::D1::start(
         &config.d1,
         &config.region,
@@ -128,7 +121,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         storage.clone(),
         d1::group::node_of(membership.me()),
         peers.clone(),
-        tasks.token(),
+        &tasks,
     )
     .await?;
     {
@@ -144,23 +137,34 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             durable::view::follow(membership, storage, view, seeded, hold, shutdown)
         });
     }
-    let durable = durable::Durable::new(membership.me(), storage.clone(), view_rx, peers.clone(), &config.durable);
-    runtime.set_durable(durable.clone());
+    let workers = runtime::Workers::new(&config.http.worker_host_suffix);
+    let durable = durable::Durable::new(
+        membership.me(),
+        storage.clone(),
+        view_rx,
+        peers.clone(),
+        &config.durable,
+        Arc::new(workers.clone()),
+        tasks.clone(),
+    );
     {
         let durable = durable.clone();
         tasks.spawn("durable-alarms", move |shutdown| durable::alarms::run(durable, shutdown));
     }
+    // Peers reach the stores from here on (Raft, replication, object events).
     {
         let (kv, d1, durable, peers, metrics) =
             (kv.clone(), d1.clone(), durable.clone(), peers.clone(), metrics.clone());
         tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, d1, durable, peers, metrics, shutdown));
     }
-    let replicator =
-        kv::replication::Replicator::new(kv.clone(), membership.clone(), peers, metrics.clone(), replication)?;
-    let spreader = replicator.clone();
-    tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
-    tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
-    runtime.set_d1(d1.clone());
+
+    // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
+    //    persisted.
+    let stores = runtime::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone() };
+    let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
+    let workers_restored = deploy::restore(&runtime, &storage).await?;
+
+    // 5. Front ends: the HTTP edge and the control-plane watch.
     let edge = http::Edge::new(
         runtime.clone(),
         metrics.clone(),
@@ -207,6 +211,13 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     d1.shutdown().await;
     tasks.shutdown().await;
     Ok(())
+}
+
+/// Binds a TCP listener and says where it listens (port 0 becomes the port it got).
+async fn bind(addr: std::net::SocketAddr) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| NodeError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 fn replication_settings(config: &NodeConfig) -> Result<kv::replication::ReplicationSettings, NodeError> {

@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! - [`deploy`]: generated messages and the `Deployments` service (client and server).
-//! - [`peer`]: node-to-node messages and the `Peer` service (KV replication).
+//! - [`peer`]: node-to-node messages and the `KvPeer`, `D1Peer` and `DurablePeer` services.
 //! - [`manifest`]: [`manifest::WorkerManifest`], what a deployment says about a worker
 //!   beyond its component: routes, limits, isolation, bindings.
 

@@ -3,28 +3,8 @@
 
 use crate::Cluster;
 use anyhow::{anyhow, bail, Result};
+pub use nimbus_api::node::D1Status;
 use serde_json::{json, Value};
-
-/// A node's view of the Raft group, as `/v1/node/d1` reports it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct D1Status {
-    pub node_id: String,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<String>,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub snapshots_installed: u64,
-    pub voters: Vec<String>,
-    pub learners: Vec<String>,
-    #[serde(default)]
-    pub last_log_index: u64,
-    /// The RPC address the group's membership records for each node (by name).
-    #[serde(default)]
-    pub addresses: std::collections::BTreeMap<String, String>,
-}
 
 impl Cluster {
     fn d1_url(&self, index: usize, path: &str) -> Result<String> {

@@ -3,29 +3,7 @@
 
 use crate::Cluster;
 use anyhow::Result;
-
-/// A live object, as `/v1/node/durable` reports it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct LiveObject {
-    pub namespace: String,
-    pub id: String,
-    pub epoch: Option<String>,
-    pub live_ms: u64,
-}
-
-/// A node's Durable Objects, as `/v1/node/durable` reports them.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DurableStatus {
-    pub node_id: String,
-    pub live: Vec<LiveObject>,
-    pub activations: u64,
-    pub evictions: u64,
-    pub members_live: usize,
-    pub members_known: usize,
-    pub has_majority: bool,
-    /// WebSockets accepted by objects this node owns.
-    pub websockets: usize,
-}
+pub use nimbus_api::node::{DurableStatus, LiveObject};
 
 impl Cluster {
     pub async fn durable_status(&self, index: usize) -> Result<DurableStatus> {

@@ -1,5 +1,5 @@
-use crate::runtime::RuntimeError;
-use crate::storage::StorageError;
+use nimbus_runtime::RuntimeError;
+use nimbus_storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

@@ -14,12 +14,12 @@ mod error;
 
 pub use error::DeployError;
 
-use crate::config::NodeConfig;
-use crate::metrics::Metrics;
-use crate::runtime::{Runtime, WorkerSpec};
-use crate::storage::{Batch, Storage, CF_DEPLOYMENTS, CF_META};
 use nimbus_proto::deploy::deployments_client::DeploymentsClient;
 use nimbus_proto::deploy::{AckRequest, GetComponentRequest, WatchEvent, WatchRequest, WorkerDeployment};
+use nimbus_runtime::{Runtime, WorkerSpec};
+use nimbus_storage::{Batch, Storage, CF_DEPLOYMENTS, CF_META};
+use nimbus_util::config::NodeConfig;
+use nimbus_util::metrics::Metrics;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,13 +12,13 @@
 //! the one place for this API.
 
 use super::Edge;
-use crate::d1::{Consistency, D1Error, QueryReply, Statement, Value};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
+use nimbus_d1::{Consistency, D1Error, QueryReply, Statement, Value};
 use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 
@@ -69,7 +69,7 @@ async fn list_databases(State(edge): State<Edge>) -> Response {
     let d1 = edge.d1.clone();
     match tokio::task::spawn_blocking(move || d1.list()).await {
         Ok(list) => Json(json!({ "databases": list })).into_response(),
-        Err(e) => d1_response(D1Error::internal(e)),
+        Err(e) => d1_response(D1Error::Internal(e.to_string())),
     }
 }
 

@@ -4,13 +4,13 @@
 //! [`kv_response`] maps KV errors to HTTP, the one place for this API.
 
 use super::Edge;
-use crate::kv::{KvError, PutOptions, MAX_LIST_LIMIT, MAX_VALUE_BYTES};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use nimbus_kv::{KvError, PutOptions, MAX_LIST_LIMIT, MAX_VALUE_BYTES};
 use serde::Deserialize;
 
 pub fn routes() -> Router<Edge> {

@@ -9,18 +9,18 @@ mod d1;
 mod kv;
 mod websocket;
 
-use crate::config::NodeConfig;
-use crate::kv::KvStore;
-use crate::membership::faults::{LinkShape, ShapingStats};
-use crate::membership::{MemberView, Membership};
-use crate::metrics::Metrics;
-use crate::runtime::{Runtime, RuntimeError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, Request, StatusCode};
+use nimbus_cluster::faults::{LinkShape, ShapingStats};
+use nimbus_cluster::{MemberView, Membership};
+use nimbus_kv::KvStore;
+use nimbus_runtime::{Runtime, RuntimeError};
+use nimbus_util::config::NodeConfig;
+use nimbus_util::metrics::Metrics;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -34,8 +34,8 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     pub membership: Membership,
     pub kv: KvStore,
-    pub d1: crate::d1::D1,
-    pub durable: crate::durable::Durable,
+    pub d1: nimbus_d1::D1,
+    pub durable: nimbus_durable::Durable,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     colo_header: header::HeaderValue,
@@ -54,8 +54,8 @@ impl Edge {
         metrics: Arc<Metrics>,
         membership: Membership,
         kv: KvStore,
-        d1: crate::d1::D1,
-        durable: crate::durable::Durable,
+        d1: nimbus_d1::D1,
+        durable: nimbus_durable::Durable,
         config: &NodeConfig,
     ) -> Self {
         let mut edge = Edge {
@@ -101,7 +101,7 @@ impl Edge {
 }
 
 /// The live Durable Objects on this node and the view placement runs on.
-async fn durable_status(State(edge): State<Edge>) -> Json<crate::durable::DurableStatus> {
+async fn durable_status(State(edge): State<Edge>) -> Json<nimbus_durable::DurableStatus> {
     Json(edge.durable.status())
 }
 

@@ -10,17 +10,17 @@
 //! object moved), the client is closed with 1012 so it reconnects.
 
 use super::{error_response, Edge};
-use crate::durable::object::{ACCEPTED_HEADER, UPGRADE_HEADER};
-use crate::durable::sockets::Frame;
-use crate::durable::wire::Event;
-use crate::durable::{Durable, Namespace, ObjectId};
-use crate::runtime::Worker;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request};
+use nimbus_durable::Event;
+use nimbus_durable::Frame;
+use nimbus_durable::{Durable, Namespace, ObjectId};
+use nimbus_durable::{ACCEPTED_HEADER, UPGRADE_HEADER};
+use nimbus_runtime::Worker;
 use std::sync::Arc;
 
 /// True for a request that asks for a WebSocket.

@@ -1,0 +1,12 @@
+//! The JSON a node and the control plane say over HTTP, as types: one definition for the
+//! server that writes it and for the CLI, testkit and chaos suite that read it, so a renamed
+//! field breaks the build instead of a script.
+//!
+//! Serde only: no logic, no dependency on any other Nimbus crate. A field added to a response
+//! is `#[serde(default)]` on the reading side when older servers may not send it.
+//!
+//! # Layout
+//! - [`node`]: a node's own status endpoints (`/v1/node/d1`, `/v1/node/durable`) and
+//!   the ready line it prints on stdout.
+
+pub mod node;
