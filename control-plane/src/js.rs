@@ -15,15 +15,14 @@
 
 use crate::error::ControlPlaneError;
 use nimbus_proto::manifest::WorkerManifest;
-use std::borrow::Cow;
-use std::collections::HashMap;
+use nimbus_wasm::{FunctionCache, OutboundPolicy};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// File name of the engine next to the control plane's executable.
 pub const ENGINE_FILE: &str = "nimbus-js.wasm";
@@ -92,7 +91,7 @@ impl JsBuilder {
         // The instrumented engine differs from the last one only in its data: compile each
         // function once per process.
         config
-            .enable_incremental_compilation(Arc::new(MemoryCacheStore::default()))
+            .enable_incremental_compilation(Arc::new(FunctionCache::default()))
             .map_err(|e| ControlPlaneError::Internal(format!("cannot configure wasmtime: {e}")))?;
         let engine =
             Engine::new(&config).map_err(|e| ControlPlaneError::Internal(format!("cannot configure wasmtime: {e}")))?;
@@ -186,7 +185,8 @@ struct InitHost {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    no_outbound: NoOutbound,
+    /// A script's top level may not make requests (nor could it on Cloudflare).
+    no_outbound: OutboundPolicy,
 }
 
 impl WasiView for InitHost {
@@ -198,29 +198,6 @@ impl WasiView for InitHost {
 impl WasiHttpView for InitHost {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.no_outbound }
-    }
-}
-
-/// A script's top level may not make requests (nor could it on Cloudflare).
-struct NoOutbound;
-
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<wasmtime_wasi_http::WasiBody>,
-                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for NoOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -257,7 +234,7 @@ async fn snapshot(engine: Engine, component: Arc<[u8]>, call: String) -> Result<
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            no_outbound: NoOutbound,
+            no_outbound: OutboundPolicy::deny_all(),
             limits: StoreLimitsBuilder::new().memory_size(INIT_MEMORY_BYTES).build(),
         },
     );
@@ -319,23 +296,6 @@ fn init_failure(store: &Store<InitHost>, error: wasmtime::Error) -> ControlPlane
         ));
     }
     ControlPlaneError::Invalid(format!("the script could not be pre-initialised: {text}"))
-}
-
-/// Wasmtime's incremental compilation cache, in memory for the life of the process.
-#[derive(Debug, Default)]
-struct MemoryCacheStore(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
-
-impl wasmtime::CacheStore for MemoryCacheStore {
-    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        let map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(key).map(|value| Cow::Owned(value.clone()))
-    }
-
-    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.insert(key.to_vec(), value);
-        true
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::process::Command;
 /// of one layer are siblings and never depend on each other.
 const LAYERS: &[&[&str]] = &[
     &["nimbus-proto", "nimbus-api"],
-    &["nimbus-util"],
+    &["nimbus-util", "nimbus-wasm"],
     &["nimbus-storage"],
     &["nimbus-cluster"],
     &["nimbus-kv", "nimbus-d1", "nimbus-durable"],
@@ -27,9 +27,9 @@ const OWNED: &[(&str, &[&str])] = &[
     ("axum", &["nimbus-node", "nimbus-control-plane"]),
     ("hyper-util", &["nimbus-node", "nimbus-control-plane"]),
     // Only the runtime (and the control plane's deploy-time checks) run WebAssembly.
-    ("wasmtime", &["nimbus-runtime", "nimbus-control-plane"]),
+    ("wasmtime", &["nimbus-wasm", "nimbus-runtime", "nimbus-control-plane"]),
     ("wasmtime-wasi", &["nimbus-runtime", "nimbus-control-plane"]),
-    ("wasmtime-wasi-http", &["nimbus-runtime", "nimbus-control-plane"]),
+    ("wasmtime-wasi-http", &["nimbus-wasm", "nimbus-runtime", "nimbus-control-plane"]),
     // RocksDB sits behind the storage crate.
     ("rocksdb", &["nimbus-storage"]),
     // SQLite and Raft are D1's (the control plane keeps its own SQLite store).

@@ -3,9 +3,7 @@
 use super::limits::TICK;
 use super::RuntimeError;
 use nimbus_util::config::RuntimeConfig;
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Largest memory any worker may be configured for (the manifest caps `memory_mb` at 4096).
@@ -32,7 +30,7 @@ pub fn build(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Deployments of one language share most of their code (every JavaScript worker is the
     // same engine with other data): compile each function once per process.
-    wasm.enable_incremental_compilation(Arc::new(FunctionCache::default()))
+    wasm.enable_incremental_compilation(Arc::new(nimbus_wasm::FunctionCache::default()))
         .map_err(|e| RuntimeError::Internal(format!("cannot configure wasmtime: {e}")))?;
     Engine::new(&wasm).map_err(|e| RuntimeError::Internal(format!("cannot configure wasmtime: {e}")))
 }
@@ -49,23 +47,5 @@ pub fn start_epoch_ticker(engine: &Engine) {
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch thread, CPU limits will not apply: {e}");
-    }
-}
-
-/// Wasmtime's incremental compilation cache: compiled functions by the hash of their IR,
-/// in memory for the life of the node (components themselves are cached on disk).
-#[derive(Debug, Default)]
-struct FunctionCache(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
-
-impl wasmtime::CacheStore for FunctionCache {
-    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        let map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(key).map(|value| Cow::Owned(value.clone()))
-    }
-
-    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.insert(key.to_vec(), value);
-        true
     }
 }

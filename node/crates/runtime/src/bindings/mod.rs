@@ -12,7 +12,7 @@
 //!   [`Declared`]: the bindings a deployment declared, looked up by name.
 //! - `kv`, `d1`, `durable` (stubs), `storage` (an object's own storage), `websocket`,
 //!   `console`: one `nimbus:worker` interface each.
-//! - `outbound`: which outbound HTTP requests leave the node.
+//! - outbound HTTP: [`nimbus_wasm::OutboundPolicy`], by the manifest's allow-list.
 //!
 //! Adding a binding: its WIT interface in `wit/`, a store in [`Stores`], one file here with
 //! `impl nimbus::worker::<interface>::Host for Host`, and its kind in [`Declared`]'s callers.
@@ -21,13 +21,12 @@ mod console;
 mod d1;
 mod durable;
 mod kv;
-mod outbound;
 mod storage;
 mod websocket;
 
 use crate::limits::{CpuBudget, MemoryGuard};
 use nimbus_proto::manifest::Binding;
-use outbound::OutboundPolicy;
+use nimbus_wasm::OutboundPolicy;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

@@ -1,24 +1,56 @@
-//! Outbound HTTP (`wasi:http/outgoing-handler`): which requests leave the node.
+//! The wasmtime pieces that both the node's runtime and the control plane's deploy-time
+//! checks use, so neither keeps a copy: wasmtime's incremental compilation cache in memory,
+//! and the policy that decides which outbound HTTP requests a guest may make.
 //!
-//! A request leaves only to a host the manifest's `allowed_outbound_hosts` names (exactly,
-//! with its port, or by a `*.suffix` pattern; `*` allows any host); any other is refused
-//! with `HttpRequestDenied` before a connection is made.
+//! Must never: depend on another Nimbus crate, or hold a worker's state.
+//!
+//! # Layout
+//! - [`FunctionCache`]: compiled functions by the hash of their IR, for the life of the process.
+//! - [`OutboundPolicy`]: `wasi:http/outgoing-handler` by allow-list; an empty list refuses all.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::WasiHttpHooks;
 
-/// Decides which outbound requests leave the node.
-pub(super) struct OutboundPolicy {
-    /// Host patterns from the manifest's `allowed_outbound_hosts`.
+/// Wasmtime's incremental compilation cache: compiled functions by the hash of their IR, in
+/// memory for the life of the process (a second component built from the same engine, such
+/// as every JavaScript worker, compiles only what is new).
+#[derive(Debug, Default)]
+pub struct FunctionCache(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).map(|value| Cow::Owned(value.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(key.to_vec(), value);
+        true
+    }
+}
+
+/// Decides which outbound requests leave: only to a host the allow-list names (exactly, with
+/// its port, or by a `*.suffix` pattern; `*` allows any host). Any other request is refused
+/// with `HttpRequestDenied` before a connection is made.
+pub struct OutboundPolicy {
+    /// Host patterns (a manifest's `allowed_outbound_hosts`).
     allowed: Arc<[String]>,
 }
 
 impl OutboundPolicy {
-    pub(super) fn new(allowed: Arc<[String]>) -> Self {
+    pub fn new(allowed: Arc<[String]>) -> Self {
         OutboundPolicy { allowed }
     }
 
-    fn allows(&self, authority: &str) -> bool {
+    /// A policy that refuses every request.
+    pub fn deny_all() -> Self {
+        OutboundPolicy { allowed: Arc::from(Vec::new()) }
+    }
+
+    pub fn allows(&self, authority: &str) -> bool {
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         self.allowed.iter().any(|pattern| {
             pattern == "*"
@@ -77,6 +109,7 @@ mod tests {
         assert!(!p.allows("127.0.0.1:9001"));
         assert!(!p.allows("evil.com"));
         assert!(!policy(&[]).allows("api.example.com"));
+        assert!(!OutboundPolicy::deny_all().allows("api.example.com"));
         assert!(policy(&["*"]).allows("anything:1"));
     }
 }
