@@ -196,7 +196,8 @@ impl Api {
 
     /// The version of `worker` `node` serves.
     pub async fn serves(&self, node: &str, worker: &str) -> Result<Option<u64>> {
-        let status: Value = self.http.get(format!("{node}/v1/node")).send().await?.error_for_status()?.json().await?;
+        let status: nimbus_api::node::NodeStatus =
+            self.http.get(format!("{node}/v1/node")).send().await?.error_for_status()?.json().await?;
         Ok(nimbus_testkit::served_version(&status, worker))
     }
 }

@@ -1,6 +1,7 @@
 //! The control-plane API as the CLI uses it, and how the CLI finds the cluster.
 
 use anyhow::{anyhow, bail, Context, Result};
+use nimbus_api::control::NodeInfo;
 use nimbus_testkit::ClusterFile;
 use serde_json::Value;
 use std::path::Path;
@@ -53,6 +54,22 @@ impl Client {
             bail!("{message} (HTTP {})", status.as_u16());
         }
         Ok(value)
+    }
+
+    /// [`Client::call`], its answer read as `T` (a type of `nimbus_api::control`).
+    pub async fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let value = self.call(method, path, body).await?;
+        serde_json::from_value(value).with_context(|| format!("reading the control plane's answer to {path}"))
+    }
+
+    /// The nodes the control plane knows (`/v1/cluster`).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.call_as(reqwest::Method::GET, "/v1/cluster", None).await
     }
 
     pub fn http(&self) -> &reqwest::Client {

@@ -4,15 +4,16 @@
 use crate::client;
 use crate::output::{table, Style};
 use anyhow::Result;
-use nimbus_api::node::{D1Status, DurableStatus};
+use nimbus_api::control::NodeInfo;
+use nimbus_api::node::{D1Status, DurableStatus, NodeStatus};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 /// What one node answered (`None` where it did not).
 struct NodeReport {
     /// The control plane's entry for the node (`/v1/cluster`).
-    node: Value,
-    status: Option<Value>,
+    node: NodeInfo,
+    status: Option<NodeStatus>,
     d1: Option<D1Status>,
     durable: Option<DurableStatus>,
 }
@@ -22,7 +23,7 @@ fn raft_rows(report: &[NodeReport], style: &Style) -> Vec<Vec<String>> {
     report
         .iter()
         .map(|r| {
-            let id = r.node["node_id"].as_str().unwrap_or("").to_string();
+            let id = r.node.node_id.clone();
             let Some(d1) = &r.d1 else {
                 let mut row = vec![String::new(); 8];
                 row[0] = id;
@@ -57,19 +58,19 @@ async fn fetch<T: serde::de::DeserializeOwned>(client: &client::Client, base: &s
 }
 
 pub async fn status(client: &client::Client, json_out: bool, style: &Style) -> Result<()> {
-    let nodes = client.call(reqwest::Method::GET, "/v1/cluster", None).await?;
+    let nodes = client.nodes().await?;
     let mut report = Vec::new();
     // The gossip view, as the first node that answers sees it.
     let mut gossip: Option<Value> = None;
-    for node in nodes.as_array().into_iter().flatten() {
-        let base = format!("http://{}", node["http_addr"].as_str().unwrap_or(""));
-        let status: Option<Value> = fetch(client, &base, "/v1/node").await;
+    for node in nodes {
+        let base = format!("http://{}", node.http_addr);
+        let status: Option<NodeStatus> = fetch(client, &base, "/v1/node").await;
         let d1 = fetch(client, &base, "/v1/node/d1").await;
         let durable = fetch(client, &base, "/v1/node/durable").await;
         if gossip.is_none() && status.is_some() {
             gossip = fetch(client, &base, "/v1/cluster").await;
         }
-        report.push(NodeReport { node: node.clone(), status, d1, durable });
+        report.push(NodeReport { node, status, d1, durable });
     }
     if json_out {
         let nodes: Vec<Value> = report
@@ -93,28 +94,20 @@ pub async fn status(client: &client::Client, json_out: bool, style: &Style) -> R
         .iter()
         .map(|r| {
             let node = &r.node;
-            let id = node["node_id"].as_str().unwrap_or("");
-            let watching = if node["connected"].as_bool() == Some(true) {
-                style.ok("connected")
-            } else {
-                style.warn("disconnected")
-            };
-            let (health, workers) = match r.status.as_ref().and_then(Value::as_object) {
+            let id = node.node_id.as_str();
+            let watching = if node.connected { style.ok("connected") } else { style.warn("disconnected") };
+            let (health, workers) = match &r.status {
                 Some(status) => {
-                    let workers: Vec<String> = status["workers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|w| format!("{}@v{}", w["name"].as_str().unwrap_or(""), w["version"]))
-                        .collect();
+                    let workers: Vec<String> =
+                        status.workers.iter().map(|w| format!("{}@v{}", w.name, w.version)).collect();
                     (style.ok("up"), workers.join(" "))
                 }
                 None => (style.bad("unreachable"), String::new()),
             };
             vec![
                 id.to_string(),
-                node["region"].as_str().unwrap_or("").to_string(),
-                node["http_addr"].as_str().unwrap_or("").to_string(),
+                node.region.clone(),
+                node.http_addr.clone(),
                 health,
                 gossip_state(id),
                 watching,
@@ -150,7 +143,7 @@ fn durable_rows(report: &[NodeReport], style: &Style) -> Vec<Vec<String>> {
     report
         .iter()
         .map(|r| {
-            let id = r.node["node_id"].as_str().unwrap_or("").to_string();
+            let id = r.node.node_id.clone();
             let Some(d) = &r.durable else {
                 return vec![id, style.dim("unknown"), String::new(), String::new(), String::new(), String::new()];
             };

@@ -5,7 +5,8 @@ use crate::output::{self, table, Style};
 use crate::{bundle, client, manifest, DeploymentsCommand};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
-use serde_json::{json, Value};
+use nimbus_api::control::{Deployed, NodeRollout, RolledBack, RolloutState, WorkerDetail, WorkerSummary};
+use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -65,10 +66,9 @@ pub async fn deploy(client: &client::Client, options: DeployOptions<'_>, json_ou
             "message": message,
         })
     };
-    let deployed =
-        client.call(reqwest::Method::POST, &format!("/v1/deployments/{}", project.name), Some(&body)).await?;
-    let version = deployed["version"].as_u64().unwrap_or(0);
-    let hash = deployed["component_hash"].as_str().unwrap_or("");
+    let deployed: Deployed =
+        client.call_as(reqwest::Method::POST, &format!("/v1/deployments/{}", project.name), Some(&body)).await?;
+    let (version, hash) = (deployed.version, deployed.component_hash.as_str());
     if !json_out {
         println!(
             "{} Deployed {} version {} {}",
@@ -79,7 +79,7 @@ pub async fn deploy(client: &client::Client, options: DeployOptions<'_>, json_ou
         );
     }
     let rollout =
-        if no_wait { Value::Null } else { wait_for_rollout(client, &project.name, version, json_out, style).await? };
+        if no_wait { None } else { Some(wait_for_rollout(client, &project.name, version, json_out, style).await?) };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&json!({ "deployment": deployed, "rollout": rollout }))?);
     }
@@ -93,29 +93,22 @@ async fn wait_for_rollout(
     version: u64,
     quiet: bool,
     style: &Style,
-) -> Result<Value> {
+) -> Result<Vec<NodeRollout>> {
     let started = Instant::now();
     let timeout = Duration::from_secs(60);
     let repaint = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_shown = None;
     loop {
-        let nodes = client.call(reqwest::Method::GET, "/v1/cluster", None).await?;
-        let connected: Vec<String> = nodes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["connected"].as_bool() == Some(true))
-            .filter_map(|n| n["node_id"].as_str().map(str::to_string))
-            .collect();
-        let detail = client.call(reqwest::Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-        let rollout = detail["rollout"].as_array().cloned().unwrap_or_default();
-        let on = |node: &str, state: &str| {
-            rollout
-                .iter()
-                .any(|r| r["node_id"] == node && r["version"].as_u64() == Some(version) && r["state"] == state)
+        let connected: Vec<String> =
+            client.nodes().await?.into_iter().filter(|n| n.connected).map(|n| n.node_id).collect();
+        let detail: WorkerDetail =
+            client.call_as(reqwest::Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+        let rollout = detail.rollout;
+        let on = |node: &str, state: RolloutState| {
+            rollout.iter().any(|r| r.ack.node_id == node && r.ack.version == version && r.state == state)
         };
-        let current = connected.iter().filter(|n| on(n, "current")).count();
-        let failed: Vec<&String> = connected.iter().filter(|n| on(n, "failed")).collect();
+        let current = connected.iter().filter(|n| on(n, RolloutState::Current)).count();
+        let failed: Vec<&String> = connected.iter().filter(|n| on(n, RolloutState::Failed)).collect();
         let done = current + failed.len() == connected.len();
         if !quiet && (repaint || done || last_shown != Some(current)) {
             let line = format!(
@@ -137,8 +130,8 @@ async fn wait_for_rollout(
                 for node in &failed {
                     let error = rollout
                         .iter()
-                        .find(|r| r["node_id"] == node.as_str())
-                        .and_then(|r| r["error"].as_str())
+                        .find(|r| r.ack.node_id == node.as_str())
+                        .and_then(|r| r.ack.error.as_deref())
                         .unwrap_or("");
                     eprintln!("  {} {node}: {error}", style.bad("✗"));
                 }
@@ -150,7 +143,7 @@ async fn wait_for_rollout(
                     connected.len()
                 );
             }
-            return Ok(Value::Array(rollout));
+            return Ok(rollout);
         }
         if started.elapsed() > timeout {
             if !quiet && repaint {
@@ -165,21 +158,19 @@ async fn wait_for_rollout(
 pub async fn run(client: &client::Client, command: &DeploymentsCommand, json_out: bool, style: &Style) -> Result<()> {
     match command {
         DeploymentsCommand::List => {
-            let list = client.call(reqwest::Method::GET, "/v1/deployments", None).await?;
+            let list: Vec<WorkerSummary> = client.call_as(reqwest::Method::GET, "/v1/deployments", None).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = list
-                .as_array()
-                .into_iter()
-                .flatten()
+                .iter()
                 .map(|w| {
                     vec![
-                        w["name"].as_str().unwrap_or("").to_string(),
-                        format!("v{}", w["active_version"]),
-                        format!("v{}", w["latest_version"]),
-                        output::ago(w["updated_at"].as_i64().unwrap_or(0)),
+                        w.name.clone(),
+                        format!("v{}", w.active_version),
+                        format!("v{}", w.latest_version),
+                        output::ago(w.updated_at),
                     ]
                 })
                 .collect();
@@ -190,47 +181,44 @@ pub async fn run(client: &client::Client, command: &DeploymentsCommand, json_out
             }
         }
         DeploymentsCommand::Show { name } => {
-            let detail = client.call(reqwest::Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+            let detail: WorkerDetail =
+                client.call_as(reqwest::Method::GET, &format!("/v1/deployments/{name}"), None).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&detail)?);
                 return Ok(());
             }
-            let active = detail["active_version"].as_u64().unwrap_or(0);
+            let active = detail.active_version;
             println!("{} {}", style.bold(name), style.dim(&format!("(active: v{active})")));
-            let versions: Vec<Vec<String>> = detail["versions"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let versions: Vec<Vec<String>> = detail
+                .versions
+                .iter()
                 .map(|v| {
-                    let n = v["version"].as_u64().unwrap_or(0);
-                    let marker = if n == active { style.ok("●") } else { " ".into() };
+                    let marker = if v.version == active { style.ok("●") } else { " ".into() };
                     vec![
-                        format!("{marker} v{n}"),
-                        v["component_hash"].as_str().unwrap_or("").chars().take(12).collect(),
-                        output::bytes(v["component_size"].as_u64().unwrap_or(0)),
-                        output::ago(v["created_at"].as_i64().unwrap_or(0)),
-                        v["message"].as_str().unwrap_or("").to_string(),
+                        format!("{marker} v{}", v.version),
+                        v.component_hash.chars().take(12).collect(),
+                        output::bytes(v.component_size),
+                        output::ago(v.created_at),
+                        v.message.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
             table(style, &["VERSION", "SHA256", "SIZE", "CREATED", "MESSAGE"], &versions);
             println!();
-            let rollout: Vec<Vec<String>> = detail["rollout"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rollout: Vec<Vec<String>> = detail
+                .rollout
+                .iter()
                 .map(|r| {
-                    let state = r["state"].as_str().unwrap_or("");
-                    let painted = match state {
-                        "current" => style.ok(state),
-                        "failed" => style.bad(state),
-                        _ => style.warn(state),
+                    let painted = match r.state {
+                        RolloutState::Current => style.ok("current"),
+                        RolloutState::Failed => style.bad("failed"),
+                        RolloutState::Behind => style.warn("behind"),
                     };
                     vec![
-                        r["node_id"].as_str().unwrap_or("").to_string(),
-                        format!("v{}", r["version"]),
+                        r.ack.node_id.clone(),
+                        format!("v{}", r.ack.version),
                         painted,
-                        r["error"].as_str().unwrap_or("").to_string(),
+                        r.ack.error.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
@@ -238,11 +226,11 @@ pub async fn run(client: &client::Client, command: &DeploymentsCommand, json_out
         }
         DeploymentsCommand::Rollback { name, version } => {
             let body = json!({ "version": version });
-            let result =
-                client.call(reqwest::Method::POST, &format!("/v1/deployments/{name}/rollback"), Some(&body)).await?;
-            let target = result["version"].as_u64().unwrap_or(0);
+            let result: RolledBack =
+                client.call_as(reqwest::Method::POST, &format!("/v1/deployments/{name}/rollback"), Some(&body)).await?;
+            let target = result.version;
             if !json_out {
-                println!("{} {name}: v{} → v{target}", style.ok("✓ Rolled back"), result["previous_version"]);
+                println!("{} {name}: v{} → v{target}", style.ok("✓ Rolled back"), result.previous_version);
             }
             let rollout = wait_for_rollout(client, name, target, json_out, style).await?;
             if json_out {

@@ -5,7 +5,7 @@
 
 use crate::error::ControlPlaneError;
 use crate::js::{JsBuilder, Script};
-use crate::store::{NodeInfo, Rollout, Store, VersionInfo, WorkerSummary};
+use crate::store::Store;
 use crate::validate::validate_component;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -14,8 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use nimbus_api::control::{
+    ApiError, Deployed, NodeInfo, NodeRollout, RolledBack, RolloutState, WorkerDetail, WorkerSummary,
+};
 use nimbus_proto::manifest::{validate_worker_name, WorkerManifest};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -92,7 +95,7 @@ impl IntoResponse for ControlPlaneError {
         if status.is_server_error() {
             tracing::error!("api error: {self}");
         }
-        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (status, Json(ApiError { error: self.to_string() })).into_response()
     }
 }
 
@@ -108,18 +111,6 @@ pub struct DeployRequest {
     pub script: Option<Script>,
     #[serde(default)]
     pub message: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct Deployed {
-    pub name: String,
-    pub version: u64,
-    pub seq: u64,
-    pub component_hash: String,
-    pub component_size: usize,
-    pub imports: Vec<String>,
-    /// `wasm` (an uploaded component) or `js` (the engine snapshot built from a script).
-    pub runtime: &'static str,
 }
 
 async fn deploy(
@@ -187,31 +178,15 @@ async fn deploy(
             version,
             seq,
             component_hash: hash,
-            component_size: component.len(),
+            component_size: component.len() as u64,
             imports: info.imports,
-            runtime,
+            runtime: runtime.into(),
         }),
     ))
 }
 
 async fn list(State(api): State<Api>) -> Result<Json<Vec<WorkerSummary>>, ControlPlaneError> {
     Ok(Json(api.store.list()?))
-}
-
-#[derive(Serialize)]
-pub struct WorkerDetail {
-    pub name: String,
-    pub active_version: u64,
-    pub versions: Vec<VersionInfo>,
-    pub rollout: Vec<NodeRollout>,
-}
-
-#[derive(Serialize)]
-pub struct NodeRollout {
-    #[serde(flatten)]
-    pub ack: Rollout,
-    /// `current`, `behind` (serves an older version) or `failed` (could not apply).
-    pub state: &'static str,
 }
 
 async fn show(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<WorkerDetail>, ControlPlaneError> {
@@ -223,9 +198,9 @@ async fn show(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<W
         .into_iter()
         .map(|ack| {
             let state = match (ack.ok, ack.version == active_version) {
-                (false, true) => "failed",
-                (true, true) => "current",
-                _ => "behind",
+                (false, true) => RolloutState::Failed,
+                (true, true) => RolloutState::Current,
+                _ => RolloutState::Behind,
             };
             NodeRollout { ack, state }
         })
@@ -239,14 +214,6 @@ pub struct RollbackRequest {
     /// The version to serve; default: the one before the active version.
     #[serde(default)]
     pub version: Option<u64>,
-}
-
-#[derive(Serialize)]
-pub struct RolledBack {
-    pub name: String,
-    pub version: u64,
-    pub previous_version: u64,
-    pub seq: u64,
 }
 
 async fn rollback(

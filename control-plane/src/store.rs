@@ -10,50 +10,15 @@
 //! a delete), `rollout` (node, worker → last acknowledged version), `nodes` (last watch).
 
 use crate::error::ControlPlaneError;
+pub use nimbus_api::control::{NodeInfo, Rollout, VersionInfo, WorkerSummary};
 use nimbus_proto::deploy::WorkerDeployment;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use std::path::Path;
 use std::sync::Mutex;
 
 pub struct Store {
     /// One connection: SQLite serialises writers anyway, and every call is short.
     conn: Mutex<Connection>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionInfo {
-    pub version: u64,
-    pub component_hash: String,
-    pub component_size: u64,
-    pub created_at: i64,
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerSummary {
-    pub name: String,
-    pub active_version: u64,
-    pub latest_version: u64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Rollout {
-    pub node_id: String,
-    pub version: u64,
-    pub ok: bool,
-    pub error: Option<String>,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeInfo {
-    pub node_id: String,
-    pub region: String,
-    pub http_addr: String,
-    pub connected: bool,
-    pub last_seen: i64,
 }
 
 /// A change after some sequence number.

@@ -104,8 +104,8 @@ pub fn deployment_body(component: &[u8], manifest: serde_json::Value) -> serde_j
 }
 
 /// The version of `worker` in a node's `/v1/node` status, if it serves it.
-pub fn served_version(status: &serde_json::Value, worker: &str) -> Option<u64> {
-    status["workers"].as_array().into_iter().flatten().find(|w| w["name"] == worker).and_then(|w| w["version"].as_u64())
+pub fn served_version(status: &nimbus_api::node::NodeStatus, worker: &str) -> Option<u64> {
+    status.workers.iter().find(|w| w.name == worker).map(|w| w.version)
 }
 
 /// One started node.
@@ -499,7 +499,8 @@ impl Cluster {
 
     /// The version of `worker` that `node` serves, if any.
     pub async fn node_version(&self, node: &Node, worker: &str) -> Result<Option<u64>> {
-        let status: serde_json::Value = self.http.get(format!("{}/v1/node", node.url())).send().await?.json().await?;
+        let status: nimbus_api::node::NodeStatus =
+            self.http.get(format!("{}/v1/node", node.url())).send().await?.json().await?;
         Ok(served_version(&status, worker))
     }
 

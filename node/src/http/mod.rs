@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, Request, StatusCode};
+use nimbus_api::node::{NodeStatus, WorkerStatus};
 use nimbus_cluster::faults::{LinkShape, ShapingStats};
 use nimbus_cluster::{MemberView, Membership};
 use nimbus_kv::KvStore;
@@ -196,21 +197,6 @@ async fn metrics_text(State(edge): State<Edge>) -> Response {
     gauges.websockets.set(durable.websockets as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode())
         .into_response()
-}
-
-#[derive(serde::Serialize)]
-struct NodeStatus {
-    node_id: String,
-    region: String,
-    workers: Vec<WorkerStatus>,
-}
-
-#[derive(serde::Serialize)]
-struct WorkerStatus {
-    name: String,
-    version: u64,
-    component_hash: String,
-    idle_instances: usize,
 }
 
 async fn node_status(State(edge): State<Edge>) -> Json<NodeStatus> {

@@ -6,7 +6,9 @@
 //! is `#[serde(default)]` on the reading side when older servers may not send it.
 //!
 //! # Layout
+//! - [`control`]: the control plane's API (deployments, versions, rollout, nodes).
 //! - [`node`]: a node's own status endpoints (`/v1/node/d1`, `/v1/node/durable`) and
 //!   the ready line it prints on stdout.
 
+pub mod control;
 pub mod node;

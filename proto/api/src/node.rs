@@ -68,3 +68,21 @@ pub struct DurableStatus {
     /// WebSockets accepted by objects this node owns.
     pub websockets: usize,
 }
+
+/// What a node serves: `GET /v1/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub region: String,
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One installed worker on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub version: u64,
+    pub component_hash: String,
+    /// Warm instances waiting for a request.
+    pub idle_instances: usize,
+}
