@@ -145,8 +145,10 @@ impl Api {
     }
 
     /// `node`'s replica summary (entry count and digest), to compare replicas.
-    pub async fn kv_summary(&self, node: &str) -> Result<Value> {
-        Ok(self.http.get(format!("{node}/v1/node/kv")).send().await?.error_for_status()?.json().await?)
+    pub async fn kv_summary(&self, node: &str) -> Result<nimbus_api::kv::ReplicaSummary> {
+        let replica: nimbus_api::kv::Replica =
+            self.http.get(format!("{node}/v1/node/kv")).send().await?.error_for_status()?.json().await?;
+        Ok(replica.summary)
     }
 
     /// A request to worker `worker` through `node`.
@@ -154,7 +156,7 @@ impl Api {
         self.send(self.http.get(format!("{node}{path}")).header("host", format!("{worker}.workers.localhost"))).await
     }
 
-    pub async fn durable_status(&self, node: &str) -> Result<Value> {
+    pub async fn durable_status(&self, node: &str) -> Result<nimbus_api::node::DurableStatus> {
         Ok(self.http.get(format!("{node}/v1/node/durable")).send().await?.error_for_status()?.json().await?)
     }
 

@@ -183,7 +183,7 @@ pub async fn kv(api: &Api, urls: &[String], namespace: &str, ops: &[Op]) -> Resu
         let mut summaries = BTreeSet::new();
         for url in urls {
             let summary = api.kv_summary(url).await?;
-            summaries.insert((summary["entries"].as_u64(), summary["digest"].to_string()));
+            summaries.insert((summary.entries, summary.digest));
         }
         Ok((summaries.len() == 1).then_some(()))
     })
@@ -277,7 +277,7 @@ pub async fn counter(api: &Api, urls: &[String], name: &str, id: &str, ops: &[Op
         let mut holders = Vec::new();
         for url in urls {
             let status = api.durable_status(url).await?;
-            if status["live"].as_array().into_iter().flatten().any(|o| o["id"] == id) {
+            if status.live.iter().any(|o| o.id == id) {
                 holders.push(url.clone());
             }
         }
@@ -315,10 +315,8 @@ pub async fn counter_id(api: &Api, urls: &[String], name: &str) -> Result<(Strin
     let live = |api: Api, urls: Vec<String>| async move {
         let mut ids = BTreeSet::new();
         for (i, url) in urls.iter().enumerate() {
-            for object in api.durable_status(url).await?["live"].as_array().cloned().unwrap_or_default() {
-                if let Some(id) = object["id"].as_str() {
-                    ids.insert((id.to_owned(), i));
-                }
+            for object in api.durable_status(url).await?.live {
+                ids.insert((object.id, i));
             }
         }
         anyhow::Ok(ids)

@@ -6,6 +6,7 @@ use crate::node::Node;
 use crate::output::{bytes, table, Style};
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
+use nimbus_api::d1::{Created, Databases, Executed, QueryReply, SqlValue};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -66,43 +67,39 @@ fn param(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-fn cell(value: &Value) -> String {
+fn cell(value: &SqlValue) -> String {
     match value {
-        Value::Null => "NULL".into(),
-        Value::String(s) => s.clone(),
-        Value::Object(o) if o.contains_key("blob") => format!("x'{}'", o["blob"].as_str().unwrap_or("")),
-        other => other.to_string(),
+        SqlValue::Null => "NULL".into(),
+        SqlValue::Integer(i) => i.to_string(),
+        SqlValue::Real(r) => serde_json::to_string(r).unwrap_or_else(|_| r.to_string()),
+        SqlValue::Text(s) => s.clone(),
+        SqlValue::Blob { blob } => format!("x'{blob}'"),
     }
 }
 
 /// Prints each statement's rows as a table, then one line of meta.
-fn print_reply(reply: &Value, style: &Style) {
-    for result in reply["results"].as_array().into_iter().flatten() {
-        let columns: Vec<&str> = result["columns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let rows: Vec<Vec<String>> = result["rows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|row| row.as_array().into_iter().flatten().map(cell).collect())
-            .collect();
+fn print_reply(reply: &QueryReply, style: &Style) {
+    for result in &reply.results {
+        let columns: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+        let rows: Vec<Vec<String>> = result.rows.iter().map(|row| row.iter().map(cell).collect()).collect();
         if !columns.is_empty() {
             table(style, &columns, &rows);
         }
-        let meta = &result["meta"];
+        let meta = &result.meta;
         println!(
             "{}",
             style.dim(&format!(
                 "{} row(s), {} change(s), last row id {}, {:.3} ms on {}",
                 rows.len(),
-                meta["changes"],
-                meta["last_row_id"],
-                meta["duration_ms"].as_f64().unwrap_or(0.0),
-                meta["served_by"].as_str().unwrap_or("?")
+                meta.changes,
+                meta.last_row_id,
+                meta.duration_ms,
+                meta.served_by
             ))
         );
     }
-    let mut tail = format!("bookmark {}", reply["bookmark"].as_str().unwrap_or("?"));
-    if let Some(ms) = reply["staleness_ms"].as_u64() {
+    let mut tail = format!("bookmark {}", reply.bookmark);
+    if let Some(ms) = reply.staleness_ms {
         tail.push_str(&format!(", replica last confirmed fresh {ms} ms ago"));
     }
     println!("{}", style.dim(&tail));
@@ -112,32 +109,25 @@ pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style)
     let node = Node::new(url, Duration::from_secs(120))?;
     match command {
         D1Command::Create { name } => {
-            let reply = node.call(reqwest::Method::PUT, &format!("/v1/d1/databases/{name}"), None).await?;
+            let reply: Created = node.call_as(reqwest::Method::PUT, &format!("/v1/d1/databases/{name}"), None).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
-            } else if reply["created"].as_bool() == Some(true) {
+            } else if reply.created {
                 println!("{} created database {name}", style.ok("✓"));
             } else {
                 println!("database {name} already exists");
             }
         }
         D1Command::List => {
-            let reply = node.call(reqwest::Method::GET, "/v1/d1/databases", None).await?;
+            let reply: Databases = node.call_as(reqwest::Method::GET, "/v1/d1/databases", None).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = reply["databases"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| {
-                    vec![
-                        d["name"].as_str().unwrap_or("").to_string(),
-                        bytes(d["size_bytes"].as_u64().unwrap_or(0)),
-                        d["applied_index"].to_string(),
-                    ]
-                })
+            let rows: Vec<Vec<String>> = reply
+                .databases
+                .iter()
+                .map(|d| vec![d.name.clone(), bytes(d.size_bytes), d.applied_index.to_string()])
                 .collect();
             if rows.is_empty() {
                 println!("No databases yet: create one with `nimbus d1 create <name>`.");
@@ -145,37 +135,36 @@ pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style)
                 table(style, &["NAME", "SIZE", "LAST WRITE INDEX"], &rows);
             }
         }
-        D1Command::Execute { database, command, file, params, consistency, bookmark } => {
-            let reply = match (command, file) {
-                (Some(sql), _) => {
-                    let consistency = if bookmark.is_some() { Consistency::Bookmark } else { consistency };
-                    let body = json!({
-                        "sql": sql,
-                        "params": params.iter().map(|p| param(p)).collect::<Vec<_>>(),
-                        "consistency": consistency.as_str(),
-                        "bookmark": bookmark,
-                    });
-                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await?
+        D1Command::Execute { database, command, file, params, consistency, bookmark } => match (command, file) {
+            (Some(sql), _) => {
+                let consistency = if bookmark.is_some() { Consistency::Bookmark } else { consistency };
+                let body = json!({
+                    "sql": sql,
+                    "params": params.iter().map(|p| param(p)).collect::<Vec<_>>(),
+                    "consistency": consistency.as_str(),
+                    "bookmark": bookmark,
+                });
+                let reply: QueryReply =
+                    node.call_as(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await?;
+                if json_out {
+                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                } else {
+                    print_reply(&reply, style);
                 }
-                (None, Some(path)) => {
-                    let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/exec"), Some(&json!({ "sql": sql })))
-                        .await?
-                }
-                (None, None) => bail!("give --command or --file"),
-            };
-            if json_out {
-                println!("{}", serde_json::to_string_pretty(&reply)?);
-            } else if let Some(count) = reply["count"].as_u64() {
-                println!(
-                    "{} ran {count} statement(s); bookmark {}",
-                    style.ok("✓"),
-                    reply["bookmark"].as_str().unwrap_or("?")
-                );
-            } else {
-                print_reply(&reply, style);
             }
-        }
+            (None, Some(path)) => {
+                let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let body = json!({ "sql": sql });
+                let reply: Executed =
+                    node.call_as(reqwest::Method::POST, &format!("/v1/d1/{database}/exec"), Some(&body)).await?;
+                if json_out {
+                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                } else {
+                    println!("{} ran {} statement(s); bookmark {}", style.ok("✓"), reply.count, reply.bookmark);
+                }
+            }
+            (None, None) => bail!("give --command or --file"),
+        },
         D1Command::Shell { database, consistency } => shell(&node, &database, consistency, json_out, style).await?,
     }
     Ok(())
@@ -214,11 +203,11 @@ async fn shell(node: &Node, database: &str, consistency: Consistency, json_out: 
         }
         let sql = std::mem::take(&mut pending);
         let body = json!({ "sql": sql.trim(), "consistency": consistency.as_str(), "bookmark": bookmark });
-        match node.call(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await {
+        let reply: Result<QueryReply> =
+            node.call_as(reqwest::Method::POST, &format!("/v1/d1/{database}/query"), Some(&body)).await;
+        match reply {
             Ok(reply) => {
-                if let Some(b) = reply["bookmark"].as_str() {
-                    bookmark = Some(b.to_string());
-                }
+                bookmark = Some(reply.bookmark.clone());
                 if json_out {
                     println!("{}", serde_json::to_string(&reply)?);
                 } else {

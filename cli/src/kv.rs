@@ -5,6 +5,7 @@ use crate::node::Node;
 use crate::output::{table, Style};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
+use nimbus_api::kv::{Declared, ListPage, Namespaces, Written};
 use reqwest::Method;
 use serde_json::Value;
 use std::io::Write;
@@ -100,27 +101,23 @@ pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style)
     match command {
         KvCommand::Namespace { command: NamespaceCommand::Create { id, title } } => {
             let body = serde_json::to_vec(&serde_json::json!({ "title": title }))?;
-            let reply = node.json(Method::PUT, &format!("/v1/kv/namespaces/{}", encode_key(&id)), &[], body).await?;
+            let reply: Declared =
+                node.json_as(Method::PUT, &format!("/v1/kv/namespaces/{}", encode_key(&id)), &[], body).await?;
             if json_out {
-                println!("{reply}");
-            } else if reply["created"] == true {
+                println!("{}", serde_json::to_string(&reply)?);
+            } else if reply.created {
                 println!("{} namespace {id}", style.ok("created"));
             } else {
                 println!("namespace {id} already exists");
             }
         }
         KvCommand::Namespace { command: NamespaceCommand::List } => {
-            let reply = node.json(Method::GET, "/v1/kv/namespaces", &[], vec![]).await?;
+            let reply: Namespaces = node.json_as(Method::GET, "/v1/kv/namespaces", &[], vec![]).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = reply["namespaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|n| vec![n["id"].as_str().unwrap_or("").into(), n["title"].as_str().unwrap_or("").into()])
-                .collect();
+            let rows: Vec<Vec<String>> = reply.namespaces.iter().map(|n| vec![n.id.clone(), n.title.clone()]).collect();
             if rows.is_empty() {
                 println!("No namespaces yet: `nimbus kv namespace create <id>`.");
             } else {
@@ -174,18 +171,18 @@ pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style)
             }
             let size = body.len();
             let path = format!("/v1/kv/{}/values/{}", encode_key(&namespace), encode_key(&key));
-            let reply = node.json(Method::PUT, &path, &query, body).await?;
+            let reply: Written = node.json_as(Method::PUT, &path, &query, body).await?;
             if json_out {
-                println!("{reply}");
+                println!("{}", serde_json::to_string(&reply)?);
             } else {
                 println!("{} {key} ({} in {namespace})", style.ok("wrote"), crate::output::bytes(size as u64));
             }
         }
         KvCommand::Delete { namespace, key } => {
             let path = format!("/v1/kv/{}/values/{}", encode_key(&namespace), encode_key(&key));
-            let reply = node.json(Method::DELETE, &path, &[], vec![]).await?;
+            let reply: Written = node.json_as(Method::DELETE, &path, &[], vec![]).await?;
             if json_out {
-                println!("{reply}");
+                println!("{}", serde_json::to_string(&reply)?);
             } else {
                 println!("{} {key}", style.ok("deleted"));
             }
@@ -199,10 +196,10 @@ pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style)
                 if let Some(c) = &cursor {
                     query.push(("cursor", c.clone()));
                 }
-                let page = node.json(Method::GET, &path, &query, vec![]).await?;
-                keys.extend(page["keys"].as_array().cloned().unwrap_or_default());
-                let next = page["cursor"].as_str().map(str::to_string);
-                if !all || page["list_complete"] == true || next.is_none() {
+                let page: ListPage = node.json_as(Method::GET, &path, &query, vec![]).await?;
+                keys.extend(page.keys);
+                let next = page.cursor;
+                if !all || page.list_complete || next.is_none() {
                     break next;
                 }
                 cursor = next;
@@ -215,9 +212,9 @@ pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style)
                 .iter()
                 .map(|k| {
                     vec![
-                        k["name"].as_str().unwrap_or("").to_string(),
-                        k["expiration"].as_u64().map(|e| e.to_string()).unwrap_or_default(),
-                        k["metadata"].as_str().unwrap_or("").to_string(),
+                        k.name.clone(),
+                        k.expiration.map(|e| e.to_string()).unwrap_or_default(),
+                        k.metadata.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();

@@ -32,6 +32,18 @@ impl Node {
         Ok(self.send(method, path, query, body).await?.json().await?)
     }
 
+    /// Sends raw bytes and reads the reply as `T` (a type of `nimbus_api`).
+    pub async fn json_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<T> {
+        let value = self.json(method, path, query, body).await?;
+        serde_json::from_value(value).with_context(|| format!("reading the node's answer to {path}"))
+    }
+
     /// Sends a JSON body (if any) and reads a JSON reply.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.url));
@@ -39,6 +51,17 @@ impl Node {
             request = request.json(body);
         }
         Ok(self.checked(request).await?.json().await?)
+    }
+
+    /// [`Node::call`], its reply read as `T` (a type of `nimbus_api`).
+    pub async fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let value = self.call(method, path, body).await?;
+        serde_json::from_value(value).with_context(|| format!("reading the node's answer to {path}"))
     }
 
     async fn checked(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {

@@ -2,13 +2,7 @@
 
 use crate::Cluster;
 use anyhow::{anyhow, bail, Result};
-
-/// A node's replica as `/v1/node/kv` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct ReplicaSummary {
-    pub entries: u64,
-    pub digest: String,
-}
+pub use nimbus_api::kv::ReplicaSummary;
 
 impl Cluster {
     pub(crate) fn node_url(&self, index: usize) -> Result<String> {
@@ -76,7 +70,9 @@ impl Cluster {
 
     /// Node `index`'s replica size and digest.
     pub async fn kv_summary(&self, index: usize) -> Result<ReplicaSummary> {
-        Ok(self.http().get(format!("{}/v1/node/kv", self.node_url(index)?)).send().await?.json().await?)
+        let replica: nimbus_api::kv::Replica =
+            self.http().get(format!("{}/v1/node/kv", self.node_url(index)?)).send().await?.json().await?;
+        Ok(replica.summary)
     }
 
     /// True when every running node reports the same replica digest.

@@ -18,9 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
+use nimbus_api::d1::{
+    self as api, Checksum, Created, D1ErrorBody, Databases, Executed, Meta, SqlValue, StatementResult,
+};
 use nimbus_d1::{Consistency, D1Error, QueryReply, Statement, Value};
 use serde::Deserialize;
-use serde_json::{json, Value as JsonValue};
+use serde_json::Value as JsonValue;
 
 pub fn routes() -> Router<Edge> {
     Router::new()
@@ -47,11 +50,11 @@ fn d1_response(error: D1Error) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
     };
-    let mut body = json!({ "error": error.to_string(), "kind": kind });
-    if let D1Error::Sql { index, .. } = &error {
-        body["statement"] = json!(index);
-    }
-    (status, Json(body)).into_response()
+    let statement = match &error {
+        D1Error::Sql { index, .. } => Some(*index),
+        _ => None,
+    };
+    (status, Json(D1ErrorBody { error: error.to_string(), kind: kind.into(), statement })).into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -68,7 +71,7 @@ fn bad_body(rejection: axum::extract::rejection::JsonRejection) -> Response {
 async fn list_databases(State(edge): State<Edge>) -> Response {
     let d1 = edge.d1.clone();
     match tokio::task::spawn_blocking(move || d1.list()).await {
-        Ok(list) => Json(json!({ "databases": list })).into_response(),
+        Ok(databases) => Json(Databases { databases }).into_response(),
         Err(e) => d1_response(D1Error::Internal(e.to_string())),
     }
 }
@@ -77,8 +80,7 @@ async fn create_database(State(edge): State<Edge>, Path(name): Path<String>) -> 
     match edge.d1.create(&name).await {
         Ok((created, bookmark)) => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            (status, Json(json!({ "name": name, "created": created, "bookmark": bookmark.to_string() })))
-                .into_response()
+            (status, Json(Created { name, created, bookmark: bookmark.to_string() })).into_response()
         }
         Err(e) => d1_response(e),
     }
@@ -125,13 +127,13 @@ fn to_value(json: &JsonValue) -> Result<Value, String> {
     })
 }
 
-fn to_json(value: Value) -> JsonValue {
+fn to_sql_value(value: Value) -> SqlValue {
     match value {
-        Value::Null => JsonValue::Null,
-        Value::Integer(i) => json!(i),
-        Value::Real(r) => json!(r),
-        Value::Text(t) => JsonValue::String(t),
-        Value::Blob(b) => json!({ "blob": base64::engine::general_purpose::STANDARD.encode(b) }),
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(r) => SqlValue::Real(r),
+        Value::Text(t) => SqlValue::Text(t),
+        Value::Blob(b) => SqlValue::Blob { blob: base64::engine::general_purpose::STANDARD.encode(b) },
     }
 }
 
@@ -176,37 +178,35 @@ fn read_level(
     }
 }
 
-pub fn reply_json(reply: QueryReply, consistency: Consistency) -> JsonValue {
-    let served_by = reply.served_by.clone();
-    let (region, primary) = (reply.served_by_region.clone(), reply.served_by_primary);
-    let results: Vec<JsonValue> = reply
+fn reply_json(reply: QueryReply, consistency: Consistency) -> api::QueryReply {
+    let (served_by, region, primary) =
+        (reply.served_by.clone(), reply.served_by_region.clone(), reply.served_by_primary);
+    let results = reply
         .results
         .into_iter()
-        .map(|r| {
-            json!({
-                "columns": r.columns,
-                "rows": r.rows.into_iter().map(|row| row.into_iter().map(to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "meta": {
-                    "changes": r.changes,
-                    "last_row_id": r.last_row_id,
-                    "duration_ms": r.duration_us as f64 / 1000.0,
-                    "served_by": served_by,
-                    "served_by_region": region,
-                    "served_by_primary": primary,
-                },
-            })
+        .map(|r| StatementResult {
+            columns: r.columns,
+            rows: r.rows.into_iter().map(|row| row.into_iter().map(to_sql_value).collect()).collect(),
+            meta: Meta {
+                changes: r.changes,
+                last_row_id: r.last_row_id,
+                duration_ms: r.duration_us as f64 / 1000.0,
+                served_by: served_by.clone(),
+                served_by_region: region.clone(),
+                served_by_primary: primary,
+            },
         })
         .collect();
-    json!({
-        "results": results,
-        "bookmark": reply.bookmark.to_string(),
-        "served_by": reply.served_by,
-        "served_by_region": reply.served_by_region,
-        "served_by_primary": reply.served_by_primary,
-        "wrote": reply.wrote,
-        "consistency": consistency,
-        "staleness_ms": reply.staleness_ms,
-    })
+    api::QueryReply {
+        results,
+        bookmark: reply.bookmark.to_string(),
+        served_by: reply.served_by,
+        served_by_region: reply.served_by_region,
+        served_by_primary: reply.served_by_primary,
+        wrote: reply.wrote,
+        consistency,
+        staleness_ms: reply.staleness_ms,
+    }
 }
 
 async fn query(State(edge): State<Edge>, Path(database): Path<String>, body: JsonBody<QueryBody>) -> Response {
@@ -247,7 +247,7 @@ async fn exec(State(edge): State<Edge>, Path(database): Path<String>, body: Json
         Err(e) => return bad_body(e),
     };
     match edge.d1.exec(&database, &body.sql).await {
-        Ok((count, bookmark)) => Json(json!({ "count": count, "bookmark": bookmark.to_string() })).into_response(),
+        Ok((count, bookmark)) => Json(Executed { count, bookmark: bookmark.to_string() }).into_response(),
         Err(e) => d1_response(e),
     }
 }
@@ -255,9 +255,7 @@ async fn exec(State(edge): State<Edge>, Path(database): Path<String>, body: Json
 async fn checksum(State(edge): State<Edge>, Path(database): Path<String>) -> Response {
     let applied = edge.d1.status().applied_index;
     match edge.d1.checksum(&database).await {
-        Ok(checksum) => {
-            Json(json!({ "database": database, "checksum": checksum, "applied_index": applied })).into_response()
-        }
+        Ok(checksum) => Json(Checksum { database, checksum, applied_index: applied }).into_response(),
         Err(e) => d1_response(e),
     }
 }

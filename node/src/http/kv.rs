@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use nimbus_api::control::ApiError;
+use nimbus_api::kv::{Declared, Namespaces, Replica, ReplicaSummary, WriteVersion, Written};
 use nimbus_kv::{KvError, PutOptions, MAX_LIST_LIMIT, MAX_VALUE_BYTES};
 use serde::Deserialize;
 
@@ -34,7 +36,11 @@ fn kv_response(error: KvError) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
-    (status, Json(serde_json::json!({ "error": error.to_string() }))).into_response()
+    (status, Json(ApiError { error: error.to_string() })).into_response()
+}
+
+fn written(version: nimbus_kv::Version) -> Written {
+    Written { version: WriteVersion { hlc: version.hlc, node: version.node } }
 }
 
 async fn get_value(State(edge): State<Edge>, Path((namespace, key)): Path<(String, String)>) -> Response {
@@ -49,8 +55,7 @@ async fn get_value(State(edge): State<Edge>, Path((namespace, key)): Path<(Strin
             }
             (headers, entry.value.unwrap_or_default()).into_response()
         }
-        Ok(None) => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("key `{key}` not found") })))
-            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(ApiError { error: format!("key `{key}` not found") })).into_response(),
         Err(e) => kv_response(e),
     }
 }
@@ -75,14 +80,14 @@ async fn put_value(
     // KV writes are not synced one by one (see `kv.wal_sync_ms`), so a write is a memtable
     // insert and a WAL append: cheaper inline than a hop to the blocking pool.
     match edge.kv.put(&namespace, &key, body.to_vec(), options) {
-        Ok(entry) => Json(serde_json::json!({ "version": entry.version })).into_response(),
+        Ok(entry) => Json(written(entry.version)).into_response(),
         Err(e) => kv_response(e),
     }
 }
 
 async fn delete_value(State(edge): State<Edge>, Path((namespace, key)): Path<(String, String)>) -> Response {
     match edge.kv.delete(&namespace, &key) {
-        Ok(entry) => Json(serde_json::json!({ "version": entry.version })).into_response(),
+        Ok(entry) => Json(written(entry.version)).into_response(),
         Err(e) => kv_response(e),
     }
 }
@@ -109,7 +114,7 @@ async fn list_keys(
 
 async fn list_namespaces(State(edge): State<Edge>) -> Response {
     match edge.kv.namespaces() {
-        Ok(namespaces) => Json(serde_json::json!({ "namespaces": namespaces })).into_response(),
+        Ok(namespaces) => Json(Namespaces { namespaces }).into_response(),
         Err(e) => kv_response(e),
     }
 }
@@ -129,7 +134,7 @@ async fn declare_namespace(State(edge): State<Edge>, Path(id): Path<String>, bod
             Ok(declare) => declare,
             Err(e) => {
                 let error = format!("body must be JSON like {{\"title\": \"…\"}}: {e}");
-                return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": error }))).into_response();
+                return (StatusCode::BAD_REQUEST, Json(ApiError { error })).into_response();
             }
         }
     };
@@ -142,7 +147,7 @@ async fn declare_namespace(State(edge): State<Edge>, Path(id): Path<String>, bod
     match created {
         Ok(Ok(created)) => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            (status, Json(serde_json::json!({ "id": id, "created": created }))).into_response()
+            (status, Json(Declared { id, created })).into_response()
         }
         Ok(Err(e)) => kv_response(e),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -153,10 +158,9 @@ async fn declare_namespace(State(edge): State<Edge>, Path(id): Path<String>, bod
 /// mean equal replicas.
 async fn replica_summary(State(edge): State<Edge>) -> Response {
     let digests = edge.kv.digests();
-    Json(serde_json::json!({
-        "node_id": edge.node_id.as_ref(),
-        "entries": digests.entries(),
-        "digest": format!("{:016x}", digests.root()),
-    }))
+    Json(Replica {
+        node_id: edge.node_id.to_string(),
+        summary: ReplicaSummary { entries: digests.entries(), digest: format!("{:016x}", digests.root()) },
+    })
     .into_response()
 }

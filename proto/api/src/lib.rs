@@ -7,8 +7,12 @@
 //!
 //! # Layout
 //! - [`control`]: the control plane's API (deployments, versions, rollout, nodes).
+//! - [`d1`]: a node's D1 REST API.
+//! - [`kv`]: a node's KV REST API.
 //! - [`node`]: a node's own status endpoints (`/v1/node/d1`, `/v1/node/durable`) and
 //!   the ready line it prints on stdout.
 
 pub mod control;
+pub mod d1;
+pub mod kv;
 pub mod node;

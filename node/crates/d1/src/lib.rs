@@ -74,22 +74,7 @@ use types::{D1Node, Outcome, Raft, WriteKind, WriteReply, WriteRequest};
 /// Longest `exec` script.
 pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 
-/// How fresh a read must be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    /// Run by the leader after its read index: every write acknowledged before the read is
-    /// seen, whichever node took either (D1 without a session, Cloudflare's default).
-    #[default]
-    Primary,
-    /// The local replica as it is (a session's first query, `first-unconstrained`).
-    Local,
-    /// The local replica once it has applied the given bookmark (a session's later queries).
-    Bookmark,
-    /// The local replica once it has applied the leader's read index (rqlite's `strong`):
-    /// primary semantics without shipping the rows, for the price of waiting on the replica.
-    Linearizable,
-}
+pub use nimbus_api::d1::{Consistency, DatabaseInfo};
 
 /// The answer to a query or batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,14 +92,6 @@ pub struct QueryReply {
     pub wrote: bool,
     /// For a read: how long since this replica last heard from a leader (ms), if ever.
     pub staleness_ms: Option<u64>,
-}
-
-/// A database as listed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatabaseInfo {
-    pub name: String,
-    pub size_bytes: u64,
-    pub applied_index: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -42,7 +42,6 @@ use digest::{bucket_of, index_key, Digests};
 use entry::storage_key;
 use nimbus_storage::{Batch, Storage, CF_KV, CF_KV_INDEX, CF_META};
 use nimbus_util::metrics::Metrics;
-use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -69,28 +68,7 @@ pub struct PutOptions {
     pub metadata: Option<String>,
 }
 
-/// One key of a list result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct KeyInfo {
-    pub name: String,
-    pub expiration: Option<u64>,
-    pub metadata: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ListPage {
-    pub keys: Vec<KeyInfo>,
-    pub list_complete: bool,
-    /// Pass back to get the next page; `None` when complete.
-    pub cursor: Option<String>,
-}
-
-/// A declared namespace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Namespace {
-    pub id: String,
-    pub title: String,
-}
+pub use nimbus_api::kv::{KeyInfo, ListPage, Namespace};
 
 /// A local write, on its way to the other replicas.
 #[derive(Debug, Clone)]
