@@ -1,6 +1,9 @@
 //! The REST calls the workloads and checkers make against a node, and how their answers map to
 //! outcomes. Every call has a timeout, so a paused or cut-off node yields an unknown outcome
 //! rather than a stuck client.
+//!
+//! A node is named by its management URL (REST, status, faults; the admin token rides every
+//! call); [`Api::worker`] reaches the same node's public edge, where workers are.
 
 use crate::history::Outcome;
 use anyhow::{bail, Result};
@@ -12,7 +15,12 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 
 #[derive(Clone)]
 pub struct Api {
+    /// Presents the admin token.
     http: reqwest::Client,
+    /// No credentials: a client of the public edge.
+    edge: reqwest::Client,
+    /// Each node's management URL → its edge URL.
+    edges: std::sync::Arc<std::collections::HashMap<String, String>>,
 }
 
 /// An answer: status and body, or why there was none.
@@ -62,21 +70,20 @@ impl Answer {
     }
 }
 
-impl Default for Api {
-    fn default() -> Self {
-        Api::new()
-    }
-}
-
 impl Api {
-    pub fn new() -> Api {
-        let http = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Api { http }
+    /// `token` on every management call; `edges` maps each node's management URL to its edge.
+    pub fn new(token: &str, edges: std::collections::HashMap<String, String>) -> Result<Api> {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(CALL_TIMEOUT)
+                .connect_timeout(Duration::from_secs(2))
+                .pool_idle_timeout(Duration::from_secs(5))
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Ok(Api { http: builder().default_headers(headers).build()?, edge: builder().build()?, edges: edges.into() })
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -151,9 +158,13 @@ impl Api {
         Ok(replica.summary)
     }
 
-    /// A request to worker `worker` through `node`.
+    /// A request to worker `worker` through `node`'s public edge.
     pub async fn worker(&self, node: &str, worker: &str, path: &str) -> Answer {
-        self.send(self.http.get(format!("{node}{path}")).header("host", format!("{worker}.workers.localhost"))).await
+        let Some(edge) = self.edges.get(node) else {
+            return Answer::Refused(format!("no edge address known for {node}"));
+        };
+        let request = self.edge.get(format!("{edge}{path}")).header("host", format!("{worker}.workers.localhost"));
+        self.send(request).await
     }
 
     pub async fn durable_status(&self, node: &str) -> Result<nimbus_api::node::DurableStatus> {

@@ -112,7 +112,7 @@ async fn create_data(api: &Api, urls: &[String], names: &Names) -> Result<()> {
 
 /// Runs one scenario on `target`; `index` keeps its data apart from other scenarios'.
 pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u64, index: usize) -> Result<Report> {
-    let api = Api::new();
+    let api = target.api()?;
     let names = Names {
         db: format!("chaos_{index}_{seed}"),
         namespace: format!("chaos-{index}-{seed}"),
@@ -236,7 +236,7 @@ pub fn failures(reports: &[Report]) -> Vec<String> {
 /// Runs `nemeses` one after another on one cluster. A scenario that cannot run to the end
 /// (a fault that could not be injected or healed) is reported as failed, and the run goes on.
 pub async fn run_all(target: &mut Target, nemeses: &[Nemesis], timing: Timing, seed: u64) -> Result<Vec<Report>> {
-    let api = Api::new();
+    let api = target.api()?;
     progress(&format!("deploying hello and counter to {} {} nodes", target.len(), target.name()));
     prepare(target, &api).await?;
     let mut reports = Vec::new();

@@ -39,7 +39,10 @@ pub struct DockerNode {
     pub region: String,
     /// Its fixed address on the compose network (reconnected with the same one).
     pub ip: String,
+    /// The management API.
     pub url: String,
+    /// The public edge.
+    pub edge_url: String,
 }
 
 impl Compose {
@@ -69,7 +72,8 @@ impl Compose {
                 container: name.clone(),
                 id: label("nimbus.node")?.trim().to_owned(),
                 region: label("nimbus.region")?.trim().to_owned(),
-                url: format!("http://{ip}:8080"),
+                url: format!("http://{ip}:8090"),
+                edge_url: format!("http://{ip}:8080"),
                 ip,
             });
         }
@@ -133,11 +137,26 @@ impl Target {
         }
     }
 
+    /// Node `index`'s management API (how the suite names a node).
     pub fn url(&self, index: usize) -> String {
         match self {
-            Target::Processes(c) => c.nodes.get(index).map(|n| n.url()).unwrap_or_default(),
+            Target::Processes(c) => c.nodes.get(index).map(|n| n.api_url()).unwrap_or_default(),
             Target::Docker(d) => d.nodes.get(index).map(|n| n.url.clone()).unwrap_or_default(),
         }
+    }
+
+    /// Node `index`'s public edge, where workers answer.
+    pub fn edge_url(&self, index: usize) -> String {
+        match self {
+            Target::Processes(c) => c.nodes.get(index).map(|n| n.url()).unwrap_or_default(),
+            Target::Docker(d) => d.nodes.get(index).map(|n| n.edge_url.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The client the suite talks to this cluster with: its token, and each node's edge.
+    pub fn api(&self) -> Result<Api> {
+        let edges = (0..self.len()).map(|i| (self.url(i), self.edge_url(i))).collect();
+        Api::new(&self.token(), edges)
     }
 
     pub fn urls(&self) -> Vec<String> {

@@ -11,19 +11,48 @@ pub struct Client {
     pub api_url: String,
     token: String,
     http: reqwest::Client,
+    /// The cluster file, when there is one: where each node's management API is.
+    file: Option<ClusterFile>,
 }
 
 /// Where to connect, from flags and environment, else the dev cluster's `cluster.json`.
 pub fn connect(api_url: Option<String>, token: Option<String>, cluster_file: &Path) -> Result<Client> {
-    let (api_url, token) = match (api_url, token) {
-        (Some(url), Some(token)) => (url, token),
+    let (api_url, token, file) = match (api_url, token) {
+        (Some(url), Some(token)) => (url, token, read_cluster_file(cluster_file, "").ok()),
         (url, token) => {
             let file = read_cluster_file(cluster_file, "--api-url and --token (NIMBUS_API_URL, NIMBUS_API_TOKEN)")?;
-            (url.unwrap_or(file.api_url), token.unwrap_or(file.token))
+            (url.unwrap_or_else(|| file.api_url.clone()), token.unwrap_or_else(|| file.token.clone()), Some(file))
         }
     };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
-    Ok(Client { api_url: api_url.trim_end_matches('/').to_string(), token, http })
+    Ok(Client { api_url: api_url.trim_end_matches('/').to_string(), token, http, file })
+}
+
+/// A node's management API and the token to present: `--node` (and `--token`), else the
+/// first node of the cluster file and its token.
+pub fn node_target(node: Option<String>, token: Option<String>, cluster_file: &Path) -> Result<(String, String)> {
+    let flags = "--node http://host:port and --token (NIMBUS_NODE_URL, NIMBUS_API_TOKEN)";
+    match (node, token) {
+        (Some(url), Some(token)) => Ok((url.trim_end_matches('/').to_string(), token)),
+        (node, token) => {
+            let file = read_cluster_file(cluster_file, flags)?;
+            let url = match node {
+                Some(url) => url,
+                None => {
+                    let first =
+                        file.nodes.first().ok_or_else(|| anyhow!("{} lists no nodes", cluster_file.display()))?;
+                    first.api_url.clone()
+                }
+            };
+            if url.is_empty() {
+                bail!(
+                    "{} has no management URL for its nodes (written by an older nimbus dev?); pass {flags}",
+                    cluster_file.display()
+                );
+            }
+            Ok((url.trim_end_matches('/').to_string(), token.unwrap_or(file.token)))
+        }
+    }
 }
 
 /// The dev cluster's `cluster.json`; when it is missing, the error names `flags` as the
@@ -74,5 +103,16 @@ impl Client {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Node `node_id`'s management API, from the cluster file.
+    pub fn management_url(&self, node_id: &str) -> Option<String> {
+        let file = self.file.as_ref()?;
+        let node = file.nodes.iter().find(|n| n.id == node_id)?;
+        (!node.api_url.is_empty()).then(|| node.api_url.trim_end_matches('/').to_string())
     }
 }

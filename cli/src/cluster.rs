@@ -53,8 +53,9 @@ fn raft_rows(report: &[NodeReport], style: &Style) -> Vec<Vec<String>> {
 
 /// A node endpoint's JSON, or `None` when it does not answer in time or answers otherwise.
 async fn fetch<T: serde::de::DeserializeOwned>(client: &client::Client, base: &str, path: &str) -> Option<T> {
-    let response = client.http().get(format!("{base}{path}")).timeout(Duration::from_secs(2)).send().await.ok()?;
-    response.json().await.ok()
+    let request = client.http().get(format!("{base}{path}")).bearer_auth(client.token());
+    let response = request.timeout(Duration::from_secs(2)).send().await.ok()?;
+    response.error_for_status().ok()?.json().await.ok()
 }
 
 pub async fn status(client: &client::Client, json_out: bool, style: &Style) -> Result<()> {
@@ -63,7 +64,11 @@ pub async fn status(client: &client::Client, json_out: bool, style: &Style) -> R
     // The gossip view, as the first node that answers sees it.
     let mut gossip: Option<Value> = None;
     for node in nodes {
-        let base = format!("http://{}", node.http_addr);
+        // The management API is on loopback by default; the cluster file says where.
+        let Some(base) = client.management_url(&node.node_id) else {
+            report.push(NodeReport { node, status: None, d1: None, durable: None });
+            continue;
+        };
         let status: Option<NodeStatus> = fetch(client, &base, "/v1/node").await;
         let d1 = fetch(client, &base, "/v1/node/d1").await;
         let durable = fetch(client, &base, "/v1/node/durable").await;

@@ -105,8 +105,8 @@ fn print_reply(reply: &QueryReply, style: &Style) {
     println!("{}", style.dim(&tail));
 }
 
-pub async fn run(command: D1Command, url: String, json_out: bool, style: &Style) -> Result<()> {
-    let node = Node::new(url, Duration::from_secs(120))?;
+pub async fn run(command: D1Command, target: (String, String), json_out: bool, style: &Style) -> Result<()> {
+    let node = Node::new(target, Duration::from_secs(120))?;
     match command {
         D1Command::Create { name } => {
             let reply: Created = node.call_as(reqwest::Method::PUT, &format!("/v1/d1/databases/{name}"), None).await?;

@@ -12,6 +12,7 @@ pub struct DevOptions {
     pub api_port: u16,
     pub grpc_port: u16,
     pub http_port: u16,
+    pub management_port: u16,
     pub gossip_port: u16,
     /// Extra `NIMBUS_*` settings for every node.
     pub node_env: Vec<(String, String)>,
@@ -44,6 +45,16 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
             token
         }
     };
+    // The gossip key, kept like the token so a restarted dev cluster keeps its data readable.
+    let key_path = dir.join("gossip-key");
+    let gossip_key = match std::fs::read_to_string(&key_path) {
+        Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
+        _ => {
+            let key = nimbus_testkit::random_key()?;
+            std::fs::write(&key_path, &key)?;
+            key
+        }
+    };
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let spec = ClusterSpec {
         nodes: options.nodes,
@@ -52,7 +63,9 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         control_plane_grpc: loopback(options.grpc_port),
         node_http_base_port: Some(options.http_port),
         node_gossip_base_port: Some(options.gossip_port),
+        node_management_base_port: Some(options.management_port),
         token,
+        gossip_keys: vec![gossip_key],
         bin_dir: nimbus_testkit::bin_dir()?,
         node_env: options.node_env,
         // D1's Raft group: three voters (or every node, if fewer); the others are replicas.
@@ -69,7 +82,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
     println!("{} Nimbus dev cluster is up", style.ok("✓"));
     println!("  {:<14} {}", "control plane", file.api_url);
     for node in &file.nodes {
-        println!("  {:<14} {}", node.id, node.http_url);
+        println!("  {:<14} {}   {}", node.id, node.http_url, style.dim(&format!("management {}", node.api_url)));
     }
     println!("  {:<14} {}", "endpoints", cluster_json.display());
     println!("  {:<14} {}", "logs", dir.join("logs").display());
@@ -77,6 +90,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
     println!();
     println!("Try:  nimbus deploy -c examples/hello/nimbus.toml");
     println!("      curl -H 'Host: hello.workers.localhost' {first}/");
+    println!("      nimbus tokens create grafana --scope cluster:read");
     println!("{}", style.dim("Ctrl-C stops every process."));
 
     wait_for_signal().await;

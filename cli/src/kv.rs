@@ -3,13 +3,13 @@
 
 use crate::node::Node;
 use crate::output::{table, Style};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use nimbus_api::kv::{Declared, ListPage, Namespaces, Written};
 use reqwest::Method;
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -73,16 +73,6 @@ pub enum NamespaceCommand {
     List,
 }
 
-/// The node to talk to: `--node`, else the first node of the dev cluster file.
-pub fn node_url(flag: Option<String>, cluster_file: &Path) -> Result<String> {
-    if let Some(url) = flag {
-        return Ok(url.trim_end_matches('/').to_string());
-    }
-    let file = crate::client::read_cluster_file(cluster_file, "--node http://host:port (NIMBUS_NODE_URL)")?;
-    let node = file.nodes.first().ok_or_else(|| anyhow!("{} lists no nodes", cluster_file.display()))?;
-    Ok(node.http_url.trim_end_matches('/').to_string())
-}
-
 /// Percent-encodes a key for the URL path (a key may hold `/`, `?`, spaces …).
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -96,8 +86,8 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-pub async fn run(command: KvCommand, url: String, json_out: bool, style: &Style) -> Result<()> {
-    let node = Node::new(url, Duration::from_secs(300))?;
+pub async fn run(command: KvCommand, target: (String, String), json_out: bool, style: &Style) -> Result<()> {
+    let node = Node::new(target, Duration::from_secs(300))?;
     match command {
         KvCommand::Namespace { command: NamespaceCommand::Create { id, title } } => {
             let body = serde_json::to_vec(&serde_json::json!({ "title": title }))?;

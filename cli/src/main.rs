@@ -14,6 +14,7 @@ mod kv;
 mod manifest;
 mod node;
 mod output;
+mod tokens;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -32,7 +33,8 @@ struct Cli {
     /// API token (default: from the cluster file).
     #[arg(long, global = true, env = "NIMBUS_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// A node's HTTP URL, for `nimbus kv` (default: the first node of the cluster file).
+    /// A node's management API URL, for `nimbus kv` and `nimbus d1` (default: the first node
+    /// of the cluster file).
     #[arg(long, global = true, env = "NIMBUS_NODE_URL")]
     node: Option<String>,
     /// The cluster file `nimbus dev` writes.
@@ -77,6 +79,9 @@ enum Command {
         /// HTTP port of node-1; node-i listens on this + i - 1.
         #[arg(long, default_value_t = 8081)]
         http_port: u16,
+        /// Management API port of node-1 (127.0.0.1); node-i listens on this + i - 1.
+        #[arg(long, default_value_t = 8091)]
+        management_port: u16,
         /// UDP gossip port of node-1; node-i uses this + i - 1.
         #[arg(long, default_value_t = 7946)]
         gossip_port: u16,
@@ -102,6 +107,16 @@ enum Command {
         #[command(subcommand)]
         command: d1::D1Command,
     },
+    /// Management API tokens: create (the secret is shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
+    /// Make cluster secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Inspect the cluster.
     Cluster {
         #[command(subcommand)]
@@ -124,6 +139,12 @@ enum DeploymentsCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random gossip key (32 bytes, base64) for `gossip.keys`.
+    Gossip,
 }
 
 #[derive(Subcommand)]
@@ -152,10 +173,17 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
         }
         Command::Deployments { ref command } => deployments::run(&connect()?, command, cli.json, style).await,
         Command::Kv { command } => {
-            kv::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
+            kv::run(command, client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?, cli.json, style)
+                .await
         }
         Command::D1 { command } => {
-            d1::run(command, kv::node_url(cli.node.clone(), &cli.cluster)?, cli.json, style).await
+            d1::run(command, client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?, cli.json, style)
+                .await
+        }
+        Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
+        Command::Keys { command: KeysCommand::Gossip } => {
+            println!("{}", nimbus_testkit::random_key()?);
+            Ok(())
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster::status(&connect()?, cli.json, style).await,
         Command::Dev {
@@ -164,6 +192,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             api_port,
             grpc_port,
             http_port,
+            management_port,
             gossip_port,
             ref node_env,
             ref regions,
@@ -182,6 +211,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
                 api_port,
                 grpc_port,
                 http_port,
+                management_port,
                 gossip_port,
                 node_env,
                 regions: regions.clone(),

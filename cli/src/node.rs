@@ -1,4 +1,4 @@
-//! A node's REST API as `nimbus kv` and `nimbus d1` call it: one client, and a failed call
+//! A node's management API as `nimbus kv` and `nimbus d1` call it: one client, and a failed call
 //! turned into one readable line (the node's `error` message and the HTTP status).
 
 use anyhow::{bail, Context, Result};
@@ -12,8 +12,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(url: String, timeout: Duration) -> Result<Self> {
-        Ok(Node { url, http: reqwest::Client::builder().timeout(timeout).build()? })
+    /// A node's management API at `url`, presenting `token`.
+    pub fn new((url, token): (String, String), timeout: Duration) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Ok(Node { url, http: reqwest::Client::builder().timeout(timeout).default_headers(headers).build()? })
     }
 
     /// Sends raw bytes; the response when the node answers 2xx.

@@ -1,7 +1,11 @@
-//! The HTTP API for the CLI: deploy, list, show, rollback, delete, cluster.
+//! The HTTP API for the CLI: deploy, list, show, rollback, delete, cluster, tokens.
 //!
-//! Every route except `/healthz` needs `Authorization: Bearer <token>`. Errors are JSON
-//! `{"error": "…"}` with the status chosen by [`status_of`], the one mapping for this front end.
+//! Every route except `/healthz` needs `Authorization: Bearer <token>`: the bootstrap token
+//! (`api.token`, admin) or one made with `POST /v1/tokens`, whose scopes must cover the route
+//! (`workers:read|edit` for deployments, `cluster:read` for the node list, `admin` for
+//! tokens; decided by `nimbus_proto::auth`, as on the nodes). No token or an unknown one is
+//! 401, a token without the scope 403. Errors are JSON `{"error": "…"}` with the status chosen
+//! by [`status_of`], the one mapping for this front end.
 
 use crate::error::ControlPlaneError;
 use crate::js::{JsBuilder, Script};
@@ -15,8 +19,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use nimbus_api::control::{
-    ApiError, Deployed, NodeInfo, NodeRollout, RolledBack, RolloutState, WorkerDetail, WorkerSummary,
+    ApiError, CreateToken, CreatedToken, Deployed, NodeInfo, NodeRollout, RolledBack, RolloutState, TokenInfo,
+    WorkerDetail, WorkerSummary,
 };
+use nimbus_proto::auth;
 use nimbus_proto::manifest::{validate_worker_name, WorkerManifest};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -27,7 +33,8 @@ use tokio::sync::broadcast;
 pub struct Api {
     pub store: Arc<Store>,
     pub changes: broadcast::Sender<u64>,
-    token: Arc<str>,
+    /// SHA-256 of the bootstrap token.
+    bootstrap: Arc<str>,
     max_component_bytes: usize,
     js: Arc<JsBuilder>,
 }
@@ -40,7 +47,7 @@ impl Api {
         max_component_bytes: usize,
         js: Arc<JsBuilder>,
     ) -> Self {
-        Api { store, changes, token: token.into(), max_component_bytes, js }
+        Api { store, changes, bootstrap: auth::token_hash(token).into(), max_component_bytes, js }
     }
 
     pub fn router(self) -> Router {
@@ -51,6 +58,8 @@ impl Api {
             .route("/v1/deployments/{name}", get(show).post(deploy).delete(delete))
             .route("/v1/deployments/{name}/rollback", post(rollback))
             .route("/v1/cluster", get(cluster))
+            .route("/v1/tokens", get(list_tokens).post(create_token))
+            .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
             .layer(DefaultBodyLimit::max(body_limit));
         Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(self)
@@ -63,25 +72,45 @@ impl Api {
 }
 
 async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let presented =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let ok = presented.is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes()));
-    if !ok {
-        return ControlPlaneError::Unauthorized.into_response();
+    let presented = auth::bearer(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let Some(secret) = presented else { return ControlPlaneError::Unauthorized.into_response() };
+    let hash = auth::token_hash(secret);
+    let grants = if hash == *api.bootstrap {
+        auth::Grants::admin()
+    } else {
+        match api.store.token_scopes(&hash) {
+            Ok(Some(scopes)) => auth::Grants::parse(&scopes).unwrap_or_default(),
+            Ok(None) => return ControlPlaneError::Unauthorized.into_response(),
+            Err(e) => return e.into_response(),
+        }
+    };
+    let path = req.uri().path();
+    let product = if path.starts_with("/v1/deployments") {
+        Some(auth::Product::Workers)
+    } else if path.starts_with("/v1/cluster") {
+        Some(auth::Product::Cluster)
+    } else {
+        None
+    };
+    let access = auth::Access::of_method(req.method().as_str());
+    if !grants.allows(product, access) {
+        let wanted = product.map_or("admin".to_string(), |p| {
+            format!("{}:{}", p.as_str(), if access == auth::Access::Read { "read" } else { "edit" })
+        });
+        return ControlPlaneError::Forbidden(wanted).into_response();
     }
     next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The one mapping from control-plane errors to HTTP statuses.
 pub fn status_of(error: &ControlPlaneError) -> StatusCode {
     match error {
         ControlPlaneError::Invalid(_) => StatusCode::BAD_REQUEST,
-        ControlPlaneError::WorkerNotFound(_) | ControlPlaneError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+        ControlPlaneError::WorkerNotFound(_)
+        | ControlPlaneError::VersionNotFound { .. }
+        | ControlPlaneError::TokenNotFound(_) => StatusCode::NOT_FOUND,
         ControlPlaneError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ControlPlaneError::Forbidden(_) => StatusCode::FORBIDDEN,
         ControlPlaneError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ControlPlaneError::Database(_) | ControlPlaneError::Io { .. } | ControlPlaneError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -247,4 +276,46 @@ async fn delete(State(api): State<Api>, Path(name): Path<String>) -> Result<Stat
 
 async fn cluster(State(api): State<Api>) -> Result<Json<Vec<NodeInfo>>, ControlPlaneError> {
     Ok(Json(api.store.nodes()?))
+}
+
+async fn list_tokens(State(api): State<Api>) -> Result<Json<Vec<TokenInfo>>, ControlPlaneError> {
+    Ok(Json(api.store.tokens()?))
+}
+
+/// Creates a token: its secret is in this answer and nowhere else (only its hash is kept).
+async fn create_token(
+    State(api): State<Api>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CreatedToken>), ControlPlaneError> {
+    let req: CreateToken =
+        serde_json::from_slice(&body).map_err(|e| ControlPlaneError::Invalid(format!("request body: {e}")))?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ControlPlaneError::Invalid("a token needs a name of 1 to 100 printable characters".into()));
+    }
+    if req.scopes.is_empty() || req.scopes.len() > 16 {
+        return Err(ControlPlaneError::Invalid("a token needs 1 to 16 scopes".into()));
+    }
+    let grants = auth::Grants::parse(&req.scopes).map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
+    let secret = format!("nmb_{}", crate::random_hex(32)?);
+    let info = TokenInfo {
+        id: crate::random_hex(8)?,
+        name: name.to_string(),
+        scopes: grants.scopes(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    let seq = api.store.create_token(&info, &auth::token_hash(&secret))?;
+    api.notify(seq);
+    tracing::info!(id = %info.id, name = %info.name, scopes = ?info.scopes, "token created");
+    Ok((StatusCode::CREATED, Json(CreatedToken { info, token: secret })))
+}
+
+async fn revoke_token(State(api): State<Api>, Path(id): Path<String>) -> Result<StatusCode, ControlPlaneError> {
+    let seq = api.store.revoke_token(&id)?.ok_or_else(|| ControlPlaneError::TokenNotFound(id.clone()))?;
+    api.notify(seq);
+    tracing::info!(%id, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

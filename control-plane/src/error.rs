@@ -11,6 +11,11 @@ pub enum ControlPlaneError {
     VersionNotFound { worker: String, version: u64 },
     #[error("missing or wrong API token")]
     Unauthorized,
+    /// The token is valid but lacks the scope the route needs.
+    #[error("this token lacks the `{0}` scope")]
+    Forbidden(String),
+    #[error("no token with id `{0}`")]
+    TokenNotFound(String),
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("{context}: {source}")]

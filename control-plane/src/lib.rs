@@ -41,7 +41,7 @@ pub struct Ready {
 
 pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>) -> Result<(), ControlPlaneError> {
     let store = Arc::new(store::Store::open(&config.data_dir)?);
-    let token = if config.api.token.is_empty() { random_token()? } else { config.api.token.clone() };
+    let token = if config.api.token.is_empty() { random_hex(24)? } else { config.api.token.clone() };
     let token_file = config.data_dir.join("api-token");
     write_private(&token_file, &token)?;
 
@@ -65,7 +65,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
         let stop = stop.clone();
         async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
-    let service = DeploymentsServer::new(watch::WatchService::new(store, changes, stop.clone()))
+    let service = DeploymentsServer::new(watch::WatchService::new(store, changes, &token, stop.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc_task = tokio::spawn({
@@ -93,9 +93,10 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
     Ok(())
 }
 
-fn random_token() -> Result<String, ControlPlaneError> {
+/// `len` random bytes from the OS, as hex.
+pub(crate) fn random_hex(len: usize) -> Result<String, ControlPlaneError> {
     use std::io::Read;
-    let mut bytes = [0u8; 24];
+    let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|source| ControlPlaneError::Io { context: "reading /dev/urandom".into(), source })?;

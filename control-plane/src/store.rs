@@ -7,11 +7,14 @@
 //!
 //! Tables: `components` (hash → bytes), `versions` (worker, version → component, manifest),
 //! `workers` (name → active version or deleted), `events` (seq → worker, version or NULL for
-//! a delete), `rollout` (node, worker → last acknowledged version), `nodes` (last watch).
+//! a delete, or [`TOKENS_EVENT`] for a token change), `rollout` (node, worker → last
+//! acknowledged version), `nodes` (last watch), `tokens` (management tokens: id, name, scopes
+//! and the SHA-256 of the secret; the secret itself is never stored).
 
 use crate::error::ControlPlaneError;
+pub use nimbus_api::control::TokenInfo;
 pub use nimbus_api::control::{NodeInfo, Rollout, VersionInfo, WorkerSummary};
-use nimbus_proto::deploy::WorkerDeployment;
+use nimbus_proto::deploy::{ApiToken, TokenSet, WorkerDeployment};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -26,7 +29,14 @@ pub struct Store {
 pub enum Change {
     Upsert(WorkerDeployment),
     Removed(String),
+    /// The management tokens changed: the whole set as nodes check it.
+    Tokens(TokenSet),
 }
+
+/// The `events.worker` of a token change; no worker can be named so (`*` is refused).
+pub const TOKENS_EVENT: &str = "*tokens";
+/// At most this many tokens exist at once (each is checked on every node).
+pub const MAX_TOKENS: usize = 1_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (
@@ -63,6 +73,13 @@ CREATE TABLE IF NOT EXISTS rollout (
     error TEXT,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (node_id, worker)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
@@ -295,6 +312,7 @@ impl Store {
         let mut changes = Vec::with_capacity(events.len());
         for (seq, worker, version) in events {
             let change = match version {
+                None if worker == TOKENS_EVENT => Change::Tokens(token_set(&conn)?),
                 None => Change::Removed(worker),
                 Some(version) => {
                     let sql = format!("{DEPLOYMENT_SELECT_VERSION} WHERE v.worker = ?1 AND v.version = ?2");
@@ -305,6 +323,82 @@ impl Store {
         }
         Ok(changes)
     }
+}
+
+impl Store {
+    /// Stores a token (its hash) and announces the new token set; returns the event's seq.
+    pub fn create_token(&self, info: &TokenInfo, sha256: &str) -> Result<u64, ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let count: usize = tx.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
+        if count >= MAX_TOKENS {
+            return Err(ControlPlaneError::Invalid(format!(
+                "{count} tokens exist, the most there may be; revoke one first"
+            )));
+        }
+        let scopes = serde_json::to_string(&info.scopes).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO tokens (id, name, sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![info.id, info.name, sha256, scopes, info.created_at],
+        )?;
+        let seq = token_event(&tx)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Deletes a token and announces the new set; `None` when no token has that id.
+    pub fn revoke_token(&self, id: &str) -> Result<Option<u64>, ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 0 {
+            return Ok(None);
+        }
+        let seq = token_event(&tx)?;
+        tx.commit()?;
+        Ok(Some(seq))
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, ControlPlaneError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT id, name, scopes, created_at FROM tokens ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| {
+            let scopes: String = r.get(2)?;
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+                created_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The scopes of the token whose secret hashes to `sha256`, if one exists.
+    pub fn token_scopes(&self, sha256: &str) -> Result<Option<Vec<String>>, ControlPlaneError> {
+        let scopes: Option<String> =
+            self.conn()?.query_row("SELECT scopes FROM tokens WHERE sha256 = ?1", [sha256], |r| r.get(0)).optional()?;
+        Ok(scopes.map(|s| serde_json::from_str(&s).unwrap_or_default()))
+    }
+
+    /// Every token as nodes check it.
+    pub fn token_set(&self) -> Result<TokenSet, ControlPlaneError> {
+        let conn = self.conn()?;
+        token_set(&conn)
+    }
+}
+
+fn token_event(tx: &rusqlite::Transaction<'_>) -> Result<u64, ControlPlaneError> {
+    tx.execute("INSERT INTO events (worker, version, created_at) VALUES (?1, NULL, ?2)", params![TOKENS_EVENT, now()])?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+fn token_set(conn: &Connection) -> Result<TokenSet, ControlPlaneError> {
+    let mut stmt = conn.prepare("SELECT id, sha256, scopes FROM tokens ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        let scopes: String = r.get(2)?;
+        Ok(ApiToken { id: r.get(0)?, sha256: r.get(1)?, scopes: serde_json::from_str(&scopes).unwrap_or_default() })
+    })?;
+    Ok(TokenSet { tokens: rows.collect::<Result<_, _>>()? })
 }
 
 const DEPLOYMENT_SELECT: &str = "SELECT v.worker, v.version, v.component_hash, c.size, v.manifest

@@ -1,14 +1,14 @@
 //! The gRPC service nodes watch: desired state, component bytes, acknowledgements.
 //!
-//! A node that connects with the sequence number it last applied gets a snapshot of the whole
-//! desired state when it is behind (or ahead, after a control-plane reset), then every change
-//! in order. Each watcher subscribes to the change signal before it reads the database, so no
+//! A node that connects gets a snapshot of the whole desired state (workers and management
+//! tokens), then every change in order; a node already at that sequence skips nothing but
+//! re-applies nothing either (an unchanged worker is only acknowledged). Each watcher subscribes to the change signal before it reads the database, so no
 //! change committed meanwhile is missed; a watcher that lags behind the signal re-reads.
 
 use crate::store::{Change, Store};
 use nimbus_proto::deploy::deployments_server::Deployments;
 use nimbus_proto::deploy::{
-    AckRequest, AckResponse, GetComponentRequest, GetComponentResponse, WatchEvent, WatchRequest,
+    AckRequest, AckResponse, ApiToken, GetComponentRequest, GetComponentResponse, TokenSet, WatchEvent, WatchRequest,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,12 +22,19 @@ pub struct WatchService {
     store: Arc<Store>,
     /// Carries the seq of every committed change; a wake-up for watchers, not the data.
     changes: broadcast::Sender<u64>,
+    /// The bootstrap token, always in the token set nodes get.
+    bootstrap: ApiToken,
     shutdown: CancellationToken,
 }
 
 impl WatchService {
-    pub fn new(store: Arc<Store>, changes: broadcast::Sender<u64>, shutdown: CancellationToken) -> Self {
-        WatchService { store, changes, shutdown }
+    pub fn new(store: Arc<Store>, changes: broadcast::Sender<u64>, token: &str, shutdown: CancellationToken) -> Self {
+        let bootstrap = ApiToken {
+            id: "bootstrap".into(),
+            sha256: nimbus_proto::auth::token_hash(token),
+            scopes: vec!["admin".into()],
+        };
+        WatchService { store, changes, bootstrap, shutdown }
     }
 }
 
@@ -50,8 +57,9 @@ impl Deployments for WatchService {
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
+        let bootstrap = self.bootstrap.clone();
         tokio::spawn(async move {
-            let result = stream_changes(&store, &req, &tx, &mut wake, shutdown).await;
+            let result = stream_changes(&store, &tx, &mut wake, &bootstrap, shutdown).await;
             if let Err(e) = result {
                 let _ = tx.send(Err(e)).await;
             }
@@ -89,19 +97,24 @@ type Outbox = mpsc::Sender<Result<WatchEvent, Status>>;
 
 async fn stream_changes(
     store: &Store,
-    req: &WatchRequest,
     tx: &Outbox,
     wake: &mut broadcast::Receiver<u64>,
+    bootstrap: &ApiToken,
     shutdown: CancellationToken,
 ) -> Result<(), Status> {
-    let mut sent = req.from_seq;
-    if store.current_seq().map_err(internal)? != sent {
-        let (seq, workers) = store.snapshot().map_err(internal)?;
-        if tx.send(Ok(WatchEvent { seq, snapshot: true, workers, removed: Vec::new() })).await.is_err() {
-            return Ok(());
-        }
-        sent = seq;
+    let with_bootstrap = |mut set: TokenSet| {
+        set.tokens.push(bootstrap.clone());
+        set
+    };
+    // Always a snapshot first: it carries the token set, which the node may lack even when
+    // it is up to date with the workers (a node whose bootstrap token changed, say).
+    let (seq, workers) = store.snapshot().map_err(internal)?;
+    let tokens = Some(with_bootstrap(store.token_set().map_err(internal)?));
+    let snapshot = WatchEvent { seq, snapshot: true, workers, removed: Vec::new(), tokens };
+    if tx.send(Ok(snapshot)).await.is_err() {
+        return Ok(());
     }
+    let mut sent = seq;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -114,9 +127,18 @@ async fn stream_changes(
         for (seq, change) in store.changes_after(sent).map_err(internal)? {
             let event = match change {
                 Change::Upsert(deployment) => {
-                    WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new() }
+                    WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new(), tokens: None }
                 }
-                Change::Removed(name) => WatchEvent { seq, snapshot: false, workers: Vec::new(), removed: vec![name] },
+                Change::Removed(name) => {
+                    WatchEvent { seq, snapshot: false, workers: Vec::new(), removed: vec![name], tokens: None }
+                }
+                Change::Tokens(set) => WatchEvent {
+                    seq,
+                    snapshot: false,
+                    workers: Vec::new(),
+                    removed: Vec::new(),
+                    tokens: Some(with_bootstrap(set)),
+                },
             };
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(());

@@ -13,11 +13,14 @@
 //! `nimbus-d1`, `nimbus-durable`, `nimbus-runtime`. This crate holds what sits on top.
 //!
 //! # Layout
-//! - [`deploy`]: persisted deployments and the control-plane watch.
-//! - [`http`]: the edge router (workers, `/healthz`, `/metrics`, `/v1`).
+//! - [`auth`]: the management tokens this node accepts (configured and pushed).
+//! - [`deploy`]: persisted deployments (and the token set) from the control-plane watch.
+//! - [`http`]: the public edge (workers, `/healthz`) and the management API (`/v1`,
+//!   `/metrics`, behind tokens), on two listeners.
 //! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes,
 //!   Durable Object events and replication).
 
+pub mod auth;
 pub mod deploy;
 pub mod http;
 pub mod rpc;
@@ -81,12 +84,19 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let storage = storage::Storage::open(&config.data_dir.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (listener, http_addr) = bind(config.http.listen).await?;
+    let (management_listener, management_addr) = bind(config.management.listen).await?;
+    let tokens = auth::Tokens::load(&config.management, &storage).map_err(NodeError::Config)?;
     let (rpc_listener, rpc_addr) = bind(config.rpc.listen).await?;
 
     // 2. The cluster: membership (gossip carries KV's small writes, an upward call handed in
     //    as `Rumors`) and the peer transport.
-    let (kv, kv_changes) =
-        kv::KvStore::open(storage.clone(), &config.node_id, config.kv.min_ttl_secs, metrics.clone())?;
+    let (kv, kv_changes) = kv::KvStore::open(
+        storage.clone(),
+        &config.node_id,
+        config.kv.min_ttl_secs,
+        config.kv.max_clock_offset_ms,
+        metrics.clone(),
+    )?;
     let me = membership::Member {
         node_id: config.node_id.clone(),
         region: config.region.clone(),
@@ -163,6 +173,10 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let stores = runtime::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone() };
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
+    {
+        let runtime = runtime.clone();
+        tasks.spawn("instance-reaper", move |shutdown| runtime.reap_idle(shutdown));
+    }
 
     // 5. Front ends: the HTTP edge and the control-plane watch.
     let edge = http::Edge::new(
@@ -174,32 +188,40 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         durable.clone(),
         &config,
     );
-    tasks.spawn("http", move |shutdown| async move {
-        // Without TCP_NODELAY a response whose head and body are written separately waits for
-        // the client's delayed ACK (~40 ms) on a keep-alive connection.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY: {e}");
-            }
+    let ms = std::time::Duration::from_millis;
+    let edge_bounds = http::serve::Bounds {
+        max_connections: config.http.max_connections,
+        header_read_timeout: ms(config.http.header_read_timeout_ms.max(1)),
+        body_read_timeout: ms(config.http.body_read_timeout_ms.max(1)),
+    };
+    {
+        let management = edge.clone().management_router(tokens.clone());
+        let bounds = http::serve::Bounds { max_connections: config.management.max_connections, ..edge_bounds };
+        let metrics = metrics.clone();
+        tasks.spawn("management", move |shutdown| {
+            http::serve::serve("management", management_listener, management, bounds, metrics, shutdown)
         });
-        let served = axum::serve(listener, edge.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        if let Err(e) = served {
-            tracing::error!("http server failed: {e}");
-        }
-    });
+    }
+    {
+        let (router, metrics) = (edge.router(), metrics.clone());
+        tasks.spawn("http", move |shutdown| {
+            http::serve::serve("edge", listener, router, edge_bounds, metrics, shutdown)
+        });
+    }
     let watcher =
-        deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone());
+        deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone(), tokens);
     tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
 
     let ready = Ready {
         node_id: config.node_id.clone(),
         region: config.region.clone(),
         http: http_addr,
+        management: management_addr,
         rpc: rpc_addr,
         gossip: membership.me().gossip_addr,
         workers_restored,
     };
-    tracing::info!(node_id = %ready.node_id, http = %http_addr, workers_restored, "node ready");
+    tracing::info!(node_id = %ready.node_id, http = %http_addr, management = %management_addr, workers_restored, "node ready");
     println!("{}", serde_json::to_string(&ready).unwrap_or_default());
 
     shutdown.await;
@@ -265,6 +287,9 @@ async fn gossip_settings(config: &NodeConfig) -> Result<membership::GossipSettin
         suspect_to_down: ms(config.gossip.suspect_to_down_ms.max(10)),
         remove_down_after: ms(config.gossip.remove_down_after_ms.max(10)),
         network: config.network.clone(),
+        keyring: Arc::new(
+            membership::keyring::Keyring::new(&config.gossip.keys).map_err(|e| NodeError::Config(e.to_string()))?,
+        ),
         advertise: match &config.gossip.advertise {
             Some(_) => Some(advertised(&config.gossip.advertise, config.gossip.listen).await?),
             None => None,

@@ -8,9 +8,12 @@
 //! # Layout
 //! - [`deploy`]: generated messages and the `Deployments` service (client and server).
 //! - [`peer`]: node-to-node messages and the `KvPeer`, `D1Peer` and `DurablePeer` services.
+//! - [`auth`]: management-token scopes and hashing, decided the same way by the control
+//!   plane and every node.
 //! - [`manifest`]: [`manifest::WorkerManifest`], what a deployment says about a worker
 //!   beyond its component: routes, limits, isolation, bindings.
 
+pub mod auth;
 pub mod manifest;
 
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

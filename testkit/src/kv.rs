@@ -5,8 +5,9 @@ use anyhow::{anyhow, bail, Result};
 pub use nimbus_api::kv::ReplicaSummary;
 
 impl Cluster {
+    /// Node `index`'s management API.
     pub(crate) fn node_url(&self, index: usize) -> Result<String> {
-        Ok(self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?.url())
+        Ok(self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?.api_url())
     }
 
     /// Declares a KV namespace through node `index`.

@@ -42,7 +42,13 @@ pub struct ClusterSpec {
     pub node_http_base_port: Option<u16>,
     /// UDP gossip port of node 1 (node i gets base + i - 1); `None`: any free port.
     pub node_gossip_base_port: Option<u16>,
+    /// Management API port of node 1 (node i gets base + i - 1); `None`: any free port.
+    pub node_management_base_port: Option<u16>,
+    /// The bootstrap token: admin on the control plane and on every node.
     pub token: String,
+    /// The gossip keys every node seals and opens datagrams with (base64, 32 bytes; the
+    /// first seals); `ClusterSpec::local` makes a fresh one.
+    pub gossip_keys: Vec<String>,
     /// Directory holding `nimbus-node` and `nimbus-control-plane`.
     pub bin_dir: PathBuf,
     /// Extra `NIMBUS_*` settings for every node.
@@ -56,6 +62,9 @@ pub struct ClusterSpec {
     pub node_config: Option<String>,
 }
 
+/// The bootstrap token of a [`ClusterSpec::local`] cluster.
+pub const TEST_TOKEN: &str = "test-token";
+
 impl ClusterSpec {
     /// `nodes` nodes on free loopback ports in a temporary directory.
     pub fn local(nodes: usize) -> Result<Self> {
@@ -67,7 +76,9 @@ impl ClusterSpec {
             control_plane_grpc: any,
             node_http_base_port: None,
             node_gossip_base_port: None,
-            token: "test-token".into(),
+            node_management_base_port: None,
+            token: TEST_TOKEN.into(),
+            gossip_keys: vec![random_key()?],
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
             d1_voters: nodes.min(3),
@@ -75,6 +86,14 @@ impl ClusterSpec {
             node_config: None,
         })
     }
+}
+
+/// 32 random bytes, base64: a gossip key.
+pub fn random_key() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Finds the directory of the Nimbus binaries: `$NIMBUS_BIN_DIR`, else the directory of the
@@ -112,7 +131,10 @@ pub fn served_version(status: &nimbus_api::node::NodeStatus, worker: &str) -> Op
 pub struct Node {
     pub id: String,
     pub region: String,
+    /// The public edge (workers, `/healthz`).
     pub http: SocketAddr,
+    /// The management API (REST, status, `/metrics`; tokens).
+    pub management: SocketAddr,
     /// UDP gossip address (for fault injection between nodes).
     pub gossip: SocketAddr,
     proc: Option<Proc>,
@@ -121,8 +143,14 @@ pub struct Node {
 }
 
 impl Node {
+    /// The public edge.
     pub fn url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// The management API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.management)
     }
 
     pub fn is_running(&self) -> bool {
@@ -143,10 +171,13 @@ pub struct Cluster {
     pub api: SocketAddr,
     pub grpc: SocketAddr,
     pub nodes: Vec<Node>,
+    /// Carries the bootstrap token on every request (management APIs, control plane).
     http: reqwest::Client,
+    /// No credentials: what a client of the public edge sends.
+    edge: reqwest::Client,
 }
 
-/// What `cluster.json` holds: every endpoint and the API token.
+/// What `cluster.json` holds: every endpoint and the bootstrap (admin) token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterFile {
     pub api_url: String,
@@ -160,7 +191,11 @@ pub struct ClusterFile {
 pub struct NodeEntry {
     pub id: String,
     pub region: String,
+    /// The public edge.
     pub http_url: String,
+    /// The management API (bearer token).
+    #[serde(default)]
+    pub api_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +207,26 @@ struct ControlPlaneReady {
 #[derive(Debug, Deserialize)]
 struct NodeReady {
     http: SocketAddr,
+    management: SocketAddr,
     gossip: SocketAddr,
+}
+
+/// The addresses a node listens on (port 0: any free port).
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    http: SocketAddr,
+    management: SocketAddr,
+    gossip: SocketAddr,
+}
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+fn authed_client(token: &str) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("token is not a header value")?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(60)).default_headers(headers).build()?)
 }
 
 /// A control-plane response: status and JSON body.
@@ -199,6 +253,7 @@ impl Cluster {
             }
         };
         std::fs::create_dir_all(dir.join("logs"))?;
+        let spec_token = spec.token.clone();
         if let Some(config) = &spec.node_config {
             std::fs::write(dir.join("node.toml"), config)?;
         }
@@ -210,15 +265,21 @@ impl Cluster {
             _tempdir: tempdir,
             control_plane: None,
             nodes: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            http: authed_client(&spec_token)?,
+            edge: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
         };
         cluster.start_control_plane().await?;
         for i in 1..=cluster.spec.nodes {
             let http_port = cluster.spec.node_http_base_port.map_or(0, |base| base + i as u16 - 1);
             let gossip_port = cluster.spec.node_gossip_base_port.map_or(0, |base| base + i as u16 - 1);
+            let management_port = cluster.spec.node_management_base_port.map_or(0, |base| base + i as u16 - 1);
             let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-            let node =
-                cluster.launch_node(&format!("node-{i}"), loopback(http_port), loopback(gossip_port), &[]).await?;
+            let ports = Ports {
+                http: loopback(http_port),
+                management: loopback(management_port),
+                gossip: loopback(gossip_port),
+            };
+            let node = cluster.launch_node(&format!("node-{i}"), ports, &[]).await?;
             cluster.nodes.push(node);
         }
         Ok(cluster)
@@ -244,7 +305,12 @@ impl Cluster {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| NodeEntry { id: n.id.clone(), region: n.region.clone(), http_url: n.url() })
+                .map(|n| NodeEntry {
+                    id: n.id.clone(),
+                    region: n.region.clone(),
+                    http_url: n.url(),
+                    api_url: n.api_url(),
+                })
                 .collect(),
             data_dir: self.dir.clone(),
         }
@@ -268,13 +334,8 @@ impl Cluster {
         Ok(())
     }
 
-    async fn launch_node(
-        &self,
-        id: &str,
-        http: SocketAddr,
-        gossip: SocketAddr,
-        extra_env: &[(&str, &str)],
-    ) -> Result<Node> {
+    async fn launch_node(&self, id: &str, ports: Ports, extra_env: &[(&str, &str)]) -> Result<Node> {
+        let Ports { http, management, gossip } = ports;
         let data_dir = self.dir.join(id);
         let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
         let region = match self.spec.regions.len() {
@@ -286,9 +347,15 @@ impl Cluster {
             ("NIMBUS_REGION".to_string(), region.clone()),
             ("NIMBUS_DATA_DIR".to_string(), data_dir.display().to_string()),
             ("NIMBUS_HTTP__LISTEN".to_string(), http.to_string()),
+            ("NIMBUS_MANAGEMENT__LISTEN".to_string(), management.to_string()),
+            (
+                "NIMBUS_MANAGEMENT__ADMIN_TOKEN_SHA256".to_string(),
+                format!("[\"{}\"]", nimbus_proto::auth::token_hash(&self.spec.token)),
+            ),
             ("NIMBUS_CONTROL_PLANE__URL".to_string(), format!("http://{}", self.grpc)),
             ("NIMBUS_CONTROL_PLANE__RECONNECT_MAX_MS".to_string(), "500".to_string()),
             ("NIMBUS_GOSSIP__LISTEN".to_string(), gossip.to_string()),
+            ("NIMBUS_GOSSIP__KEYS".to_string(), serde_json::to_string(&self.spec.gossip_keys)?),
             ("NIMBUS_RPC__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
             ("NIMBUS_D1__BOOTSTRAP_EXPECT".to_string(), self.spec.d1_voters.max(1).to_string()),
@@ -315,14 +382,27 @@ impl Cluster {
         let log = self.dir.join(format!("logs/{id}.log"));
         let (proc, line) = Proc::start(Role::Node, &self.spec.bin_dir, env, &log).await?;
         let ready: NodeReady = serde_json::from_str(&line).with_context(|| format!("{id} ready line: {line}"))?;
-        Ok(Node { id: id.to_string(), region, http: ready.http, gossip: ready.gossip, proc: Some(proc), data_dir })
+        Ok(Node {
+            id: id.to_string(),
+            region,
+            http: ready.http,
+            management: ready.management,
+            gossip: ready.gossip,
+            proc: Some(proc),
+            data_dir,
+        })
     }
 
     /// Starts one more node (`node-<n+1>`), joining through the running ones.
     pub async fn add_node(&mut self) -> Result<usize> {
+        self.add_node_with(&[]).await
+    }
+
+    /// As [`Cluster::add_node`], with extra environment (another gossip key, say).
+    pub async fn add_node_with(&mut self, extra_env: &[(&str, &str)]) -> Result<usize> {
         let id = format!("node-{}", self.nodes.len() + 1);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let node = self.launch_node(&id, any, any, &[]).await?;
+        let node = self.launch_node(&id, Ports { http: any, management: any, gossip: any }, extra_env).await?;
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
     }
@@ -391,11 +471,11 @@ impl Cluster {
     /// As [`Cluster::restart_node`], with extra environment for this start only.
     pub async fn restart_node_with(&mut self, index: usize, extra_env: &[(&str, &str)]) -> Result<()> {
         self.kill_node(index).await?;
-        let (id, http, gossip) = {
+        let (id, ports) = {
             let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
-            (node.id.clone(), node.http, node.gossip)
+            (node.id.clone(), Ports { http: node.http, management: node.management, gossip: node.gossip })
         };
-        let node = self.launch_node(&id, http, gossip, extra_env).await?;
+        let node = self.launch_node(&id, ports, extra_env).await?;
         debug_assert_eq!(node.data_dir, self.nodes[index].data_dir);
         self.nodes[index] = node;
         Ok(())
@@ -500,7 +580,7 @@ impl Cluster {
     /// The version of `worker` that `node` serves, if any.
     pub async fn node_version(&self, node: &Node, worker: &str) -> Result<Option<u64>> {
         let status: nimbus_api::node::NodeStatus =
-            self.http.get(format!("{}/v1/node", node.url())).send().await?.json().await?;
+            self.http.get(format!("{}/v1/node", node.api_url())).send().await?.json().await?;
         Ok(served_version(&status, worker))
     }
 
@@ -519,7 +599,7 @@ impl Cluster {
     ) -> Result<(u16, String)> {
         let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
         let resp = self
-            .http
+            .edge
             .request(method, format!("{}{path}", node.url()))
             .header("host", format!("{worker}.workers.localhost"))
             .body(body)
@@ -528,14 +608,21 @@ impl Cluster {
         Ok((resp.status().as_u16(), resp.text().await?))
     }
 
+    /// A client that presents the bootstrap (admin) token: for management APIs.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A client without credentials: for workers on the public edge.
+    pub fn edge(&self) -> &reqwest::Client {
+        &self.edge
     }
 
     /// Node `index`'s view of the cluster: (node id, state) of every member it lists.
     pub async fn members_seen_by(&self, index: usize) -> Result<Vec<(String, String)>> {
         let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
-        let view: serde_json::Value = self.http.get(format!("{}/v1/cluster", node.url())).send().await?.json().await?;
+        let view: serde_json::Value =
+            self.http.get(format!("{}/v1/cluster", node.api_url())).send().await?.json().await?;
         let mut members: Vec<(String, String)> = view["members"]
             .as_array()
             .into_iter()
@@ -559,7 +646,7 @@ impl Cluster {
             blocked.iter().filter_map(|i| self.nodes.get(*i)).map(|n| n.gossip.to_string()).collect();
         let resp = self
             .http
-            .post(format!("{}/v1/admin/faults", node.url()))
+            .post(format!("{}/v1/admin/faults", node.api_url()))
             .json(&serde_json::json!({ "blocked": blocked, "spike": spike }))
             .send()
             .await?;

@@ -5,6 +5,7 @@
 //! and linked, so a node restarted without the control plane serves exactly what it last
 //! acknowledged; a version that fails to compile or link is acknowledged as failed and the
 //! previous version keeps serving; a lost connection resumes from the last applied sequence.
+//! The management-token set rides the same stream and is persisted in the same batch.
 //!
 //! # Layout
 //! - [`restore`]: install every persisted deployment at boot, before the node reports ready.
@@ -65,6 +66,7 @@ pub struct Watcher {
     runtime: Arc<Runtime>,
     storage: Storage,
     metrics: Arc<Metrics>,
+    tokens: crate::auth::Tokens,
 }
 
 impl Watcher {
@@ -74,6 +76,7 @@ impl Watcher {
         runtime: Arc<Runtime>,
         storage: Storage,
         metrics: Arc<Metrics>,
+        tokens: crate::auth::Tokens,
     ) -> Self {
         Watcher {
             node_id: config.node_id.clone(),
@@ -84,6 +87,7 @@ impl Watcher {
             runtime,
             storage,
             metrics,
+            tokens,
         }
     }
 
@@ -165,8 +169,14 @@ impl Watcher {
         for name in &removed {
             batch.delete(CF_DEPLOYMENTS, name.as_bytes().to_vec());
         }
+        if let Some(tokens) = &event.tokens {
+            crate::auth::Tokens::persist(tokens, &mut batch);
+        }
         batch.put(CF_META, WATCH_SEQ_KEY, event.seq.to_be_bytes());
         self.storage.write(batch)?;
+        if let Some(tokens) = &event.tokens {
+            self.tokens.apply(tokens);
+        }
         for name in &removed {
             self.runtime.remove(name);
             tracing::info!(worker = %name, "removed deployment");

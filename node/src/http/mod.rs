@@ -1,14 +1,19 @@
-//! The HTTP edge: workers by host and route, then the platform's own endpoints.
+//! The node's two HTTP planes: the public edge and the management API.
 //!
-//! A request whose host names a worker (`<name>.<suffix>` or a host route) always goes to
-//! that worker; other requests may reach `/healthz`, `/metrics` and the `/v1` API, and fall
-//! back to host-less worker routes (`/static/*`). [`error_response`] is the one place where
-//! a runtime error becomes an HTTP status.
+//! The **edge** ([`Edge::router`]) serves workers (by host, `<name>.<suffix>` or a declared
+//! route) and `/healthz`, nothing else, under any Host: no `/v1` path and no `/metrics` is
+//! reachable on it. The **management API** ([`Edge::management_router`], its own listener,
+//! loopback by default) serves the REST APIs (`kv`, `d1`), the node's status, the cluster
+//! view, fault injection and `/metrics`, each behind `Authorization: Bearer <token>` with the
+//! scope [`required_scope`] names; `/healthz` alone is open. [`error_response`] is the one
+//! place where a runtime error becomes an HTTP status.
 
 mod d1;
 mod kv;
+pub mod serve;
 mod websocket;
 
+use crate::auth::Tokens;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -19,15 +24,11 @@ use nimbus_api::node::{NodeStatus, WorkerStatus};
 use nimbus_cluster::faults::{LinkShape, ShapingStats};
 use nimbus_cluster::{MemberView, Membership};
 use nimbus_kv::KvStore;
+use nimbus_proto::auth::{self, Access, Product};
 use nimbus_runtime::{Runtime, RuntimeError};
 use nimbus_util::config::NodeConfig;
 use nimbus_util::metrics::Metrics;
 use std::sync::Arc;
-use tower::ServiceExt;
-
-/// Marks the platform router's fallback response: no platform path matched.
-#[derive(Clone, Copy)]
-struct NoPlatformRoute;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -75,7 +76,6 @@ impl Edge {
             platform: Router::new(),
         };
         let mut platform = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .route("/v1/node", get(node_status))
             .route("/v1/cluster", get(cluster_members))
@@ -85,20 +85,63 @@ impl Edge {
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }
-        // Only a path no platform route knows falls through to host-less worker routes; a
-        // platform handler's own 404 (an absent KV key) is the answer.
         let platform = platform.fallback(|| async {
-            let mut response = StatusCode::NOT_FOUND.into_response();
-            response.extensions_mut().insert(NoPlatformRoute);
-            response
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such management route" })))
         });
         edge.platform = platform.with_state(edge.clone());
         edge
     }
 
+    /// The public edge: workers and `/healthz`.
     pub fn router(self) -> Router {
         Router::new().fallback(dispatch).with_state(self)
     }
+
+    /// The management API: `/healthz` open, everything else behind a token with the scope
+    /// the route needs.
+    pub fn management_router(self, tokens: Tokens) -> Router {
+        let authed = self.platform.clone().layer(axum::middleware::from_fn_with_state(tokens, require_token));
+        Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed)
+    }
+}
+
+/// The scope a management route needs: `None` for `admin` itself (fault injection).
+pub fn required_scope(method: &http::Method, path: &str) -> (Option<Product>, Access) {
+    let access = Access::of_method(method.as_str());
+    let product = if path.starts_with("/v1/kv/") || path == "/v1/node/kv" {
+        Some(Product::Kv)
+    } else if path.starts_with("/v1/d1/") || path == "/v1/node/d1" {
+        Some(Product::D1)
+    } else if path.starts_with("/v1/admin/") {
+        None
+    } else {
+        // `/metrics`, `/v1/node`, `/v1/node/durable`, `/v1/cluster`, and unknown paths (which
+        // then answer 404 only to a caller allowed to look).
+        Some(Product::Cluster)
+    };
+    (product, access)
+}
+
+/// 401 without a known token, 403 when its scopes do not cover the route.
+async fn require_token(State(tokens): State<Tokens>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(grants) = auth::bearer(header).and_then(|secret| tokens.grants(secret)) else {
+        let body = Json(serde_json::json!({ "error": "missing or unknown token: send Authorization: Bearer <token>" }));
+        let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    let (product, access) = required_scope(req.method(), req.uri().path());
+    if !grants.allows(product, access) {
+        let wanted = match (product, access) {
+            (None, _) => "admin".to_string(),
+            (Some(p), Access::Read) => format!("{}:read", p.as_str()),
+            (Some(p), Access::Edit) => format!("{}:edit", p.as_str()),
+        };
+        let body = Json(serde_json::json!({ "error": format!("this token lacks the `{wanted}` scope") }));
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    next.run(req).await
 }
 
 /// The live Durable Objects on this node and the view placement runs on.
@@ -132,16 +175,8 @@ async fn dispatch(State(edge): State<Edge>, mut req: Request<Body>) -> Response 
         worker.record_status(response.status().as_u16());
         return response;
     }
-    if !edge.runtime.claims_host(&host) {
-        let response = match edge.platform.clone().oneshot(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        if response.extensions().get::<NoPlatformRoute>().is_none() {
-            return response;
-        }
-        edge.metrics.unrouted.inc();
-        return error_response(&RuntimeError::NoRoute { host, path: String::new() });
+    if req.uri().path() == "/healthz" {
+        return "ok\n".into_response();
     }
     edge.metrics.unrouted.inc();
     error_response(&RuntimeError::NoRoute { host, path: req.uri().path().to_string() })
@@ -153,9 +188,10 @@ pub fn error_response(error: &RuntimeError) -> Response {
     let status = match error {
         RuntimeError::NoRoute { .. } => StatusCode::NOT_FOUND,
         RuntimeError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        RuntimeError::CpuLimit { .. } | RuntimeError::MemoryLimit { .. } | RuntimeError::Overloaded => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        RuntimeError::CpuLimit { .. }
+        | RuntimeError::MemoryLimit { .. }
+        | RuntimeError::Overloaded
+        | RuntimeError::WorkerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RuntimeError::WallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RuntimeError::NoResponse { .. } | RuntimeError::BadResponse { .. } | RuntimeError::ResponseTooLarge { .. } => {
             StatusCode::BAD_GATEWAY
@@ -175,7 +211,7 @@ pub fn error_response(error: &RuntimeError) -> Response {
     if let Ok(kind) = header::HeaderValue::from_str(error.kind()) {
         response.headers_mut().insert("x-nimbus-error", kind);
     }
-    if matches!(error, RuntimeError::Overloaded) {
+    if matches!(error, RuntimeError::Overloaded | RuntimeError::WorkerBusy { .. }) {
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response

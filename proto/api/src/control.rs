@@ -104,3 +104,31 @@ pub struct NodeInfo {
     /// Unix seconds.
     pub last_seen: i64,
 }
+
+/// `POST /v1/tokens`: what to create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A label for people (`ci`, `grafana`).
+    pub name: String,
+    /// `admin`, or `<product>:read|edit` (products: kv, d1, r2, queues, workers, cluster).
+    pub scopes: Vec<String>,
+}
+
+/// `GET /v1/tokens`: one token, never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// `POST /v1/tokens`: the token created, with its secret (shown this once, stored hashed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}

@@ -6,7 +6,7 @@
 //! is `#[serde(default)]` on the reading side when older servers may not send it.
 //!
 //! # Layout
-//! - [`control`]: the control plane's API (deployments, versions, rollout, nodes).
+//! - [`control`]: the control plane's API (deployments, versions, rollout, nodes, tokens).
 //! - [`d1`]: a node's D1 REST API.
 //! - [`kv`]: a node's KV REST API.
 //! - [`node`]: a node's own status endpoints (`/v1/node/d1`, `/v1/node/durable`) and

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 pub struct Ready {
     pub node_id: String,
     pub region: String,
+    /// The public edge: workers and `/healthz`.
     pub http: SocketAddr,
+    /// The management API: REST, status, `/metrics`, behind tokens.
+    pub management: SocketAddr,
     pub rpc: SocketAddr,
     pub gossip: SocketAddr,
     pub workers_restored: usize,

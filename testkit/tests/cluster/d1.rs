@@ -376,7 +376,7 @@ async fn a_replica_far_behind_installs_a_snapshot() {
     assert!(status.snapshots_installed >= 1, "the replica was restored from a snapshot: {status:?}");
     let metrics = cluster
         .http()
-        .get(format!("{}/metrics", cluster.nodes[replica].url()))
+        .get(format!("{}/metrics", cluster.nodes[replica].api_url()))
         .send()
         .await
         .expect("metrics")
@@ -401,7 +401,7 @@ async fn a_restarted_node_s_new_address_is_recorded_once() {
     let follower = (leader + 1) % 3;
     let name = cluster.nodes[follower].id.clone();
     let rpc_seen_by_leader = |cluster: &Cluster| {
-        let url = cluster.nodes[leader].url();
+        let url = cluster.nodes[leader].api_url();
         let name = name.clone();
         let http = cluster.http().clone();
         async move {
@@ -505,6 +505,7 @@ async fn nimbus_cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, Str
     let mut child = tokio::process::Command::new(&binary)
         .arg("--node")
         .arg(url)
+        .env("NIMBUS_API_TOKEN", nimbus_testkit::TEST_TOKEN)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -521,7 +522,7 @@ async fn nimbus_cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_migrates_queries_and_runs_a_shell() {
     let cluster = d1_cluster(3, 3, &[]).await;
-    let (one, three) = (cluster.nodes[0].url(), cluster.nodes[2].url());
+    let (one, three) = (cluster.nodes[0].api_url(), cluster.nodes[2].api_url());
     let (ok, out, err) = nimbus_cli(&one, &["d1", "create", "shop"], "").await;
     assert!(ok && out.contains("created database shop"), "{out}{err}");
     let schema = cluster.dir().join("schema.sql");

@@ -105,7 +105,8 @@ async fn concurrent_increments_through_every_node_lose_nothing_and_activate_once
     }
     assert_eq!(activations, 1, "the object was activated once, on its owner");
     let owner = live[0].0;
-    let metrics = cluster.http().get(format!("{}/metrics", cluster.nodes[owner].url())).send().await.expect("metrics");
+    let metrics =
+        cluster.http().get(format!("{}/metrics", cluster.nodes[owner].api_url())).send().await.expect("metrics");
     let metrics = metrics.text().await.expect("metrics body");
     assert!(metrics.lines().any(|l| l == "nimbus_durable_objects_live 1"), "{metrics}");
     cluster.stop().await.expect("stop");

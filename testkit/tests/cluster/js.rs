@@ -191,7 +191,7 @@ async fn javascript_errors_and_limits_end_only_their_request() {
 
     // ctx.waitUntil work finishes after the response.
     assert_eq!(hostile(&cluster, "/wait-until?n=1").await.0, 202);
-    let kv_url = format!("{}/v1/kv/js-hostile-log/values/wait-until", cluster.nodes[0].url());
+    let kv_url = format!("{}/v1/kv/js-hostile-log/values/wait-until", cluster.nodes[0].api_url());
     cluster
         .eventually(ROLLOUT, "the waitUntil write lands", || async {
             let response = cluster.http().get(&kv_url).send().await?;
@@ -201,7 +201,7 @@ async fn javascript_errors_and_limits_end_only_their_request() {
         .expect("waitUntil");
 
     // Outbound fetch to an allowed host: the node itself, answering for another worker.
-    let target = format!("{}/v1/node", cluster.nodes[0].url());
+    let target = format!("{}/v1/node", cluster.nodes[0].api_url());
     let (status, body) = hostile(&cluster, &format!("/fetch?url={target}")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("200 {"), "{body}");

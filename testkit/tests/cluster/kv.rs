@@ -56,7 +56,7 @@ async fn converged(cluster: &Cluster, what: &str) {
 }
 
 async fn metric(cluster: &Cluster, index: usize, line_prefix: &str) -> f64 {
-    let text = cluster.http().get(format!("{}/metrics", cluster.nodes[index].url())).send().await.expect("metrics");
+    let text = cluster.http().get(format!("{}/metrics", cluster.nodes[index].api_url())).send().await.expect("metrics");
     let text = text.text().await.expect("metrics body");
     text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
@@ -70,7 +70,7 @@ async fn a_worker_counts_in_kv_and_rest_sees_the_same_values() {
         let (status, body) = cluster.get_worker(0, "counter", "/visits").await.expect("request");
         assert_eq!((status, body.as_str()), (200, expected));
     }
-    let base = format!("{}/v1/kv/counters", cluster.nodes[0].url());
+    let base = format!("{}/v1/kv/counters", cluster.nodes[0].api_url());
     assert_eq!(cluster.kv_get(0, "counters", "visits").await.expect("get").as_deref(), Some(&b"3"[..]));
 
     // Written over REST, read by the worker.
@@ -99,7 +99,7 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     let cluster = cluster(1).await;
     cluster.kv_declare(0, "ns").await.expect("declare");
     let before = cluster.kv_summary(0).await.expect("summary");
-    let base = format!("{}/v1/kv/ns/values", cluster.nodes[0].url());
+    let base = format!("{}/v1/kv/ns/values", cluster.nodes[0].api_url());
     let http = cluster.http();
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         ("key over 512 bytes", http.put(format!("{base}/{}", "k".repeat(513))).body("x"), 400, "over the limit of 512"),
@@ -125,13 +125,13 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         ("key not UTF-8", http.put(format!("{base}/%FF%FE")).body("x"), 400, "UTF-8"),
         (
             "unknown namespace",
-            http.put(format!("{}/v1/kv/nope/values/k", cluster.nodes[0].url())).body("x"),
+            http.put(format!("{}/v1/kv/nope/values/k", cluster.nodes[0].api_url())).body("x"),
             404,
             "does not exist",
         ),
         (
             "malformed namespace",
-            http.put(format!("{}/v1/kv/na%20me/values/k", cluster.nodes[0].url())).body("x"),
+            http.put(format!("{}/v1/kv/na%20me/values/k", cluster.nodes[0].api_url())).body("x"),
             400,
             "must be 1-64",
         ),
@@ -224,7 +224,7 @@ async fn writes_spread_to_all_five_nodes_and_concurrent_writes_agree() {
 async fn expired_keys_vanish_on_every_node() {
     let cluster = kv_cluster(3).await;
     cluster.kv_declare(0, "ns").await.expect("declare");
-    let url = format!("{}/v1/kv/ns/values/short", cluster.nodes[0].url());
+    let url = format!("{}/v1/kv/ns/values/short", cluster.nodes[0].api_url());
     let resp = cluster.http().put(url).query(&[("expiration_ttl", "4")]).body("brief").send().await.expect("put");
     assert_eq!(resp.status().as_u16(), 200);
     let kept = cluster.kv_put(0, "ns", "kept", "stays").await.expect("put");
@@ -353,6 +353,7 @@ async fn nimbus_cli(url: &str, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(&binary)
         .arg("--node")
         .arg(url)
+        .env("NIMBUS_API_TOKEN", nimbus_testkit::TEST_TOKEN)
         .args(args)
         .output()
         .await
@@ -363,7 +364,7 @@ async fn nimbus_cli(url: &str, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_declares_writes_reads_lists_and_deletes_through_any_node() {
     let cluster = kv_cluster(2).await;
-    let (one, two) = (cluster.nodes[0].url(), cluster.nodes[1].url());
+    let (one, two) = (cluster.nodes[0].api_url(), cluster.nodes[1].api_url());
     let (ok, out, _) = nimbus_cli(&one, &["kv", "namespace", "create", "cache"]).await;
     assert!(ok && out.contains("created namespace cache"), "{out}");
     let (ok, out, _) = nimbus_cli(&one, &["kv", "put", "cache", "a/b c", "hello", "--metadata", r#"{"n":1}"#]).await;

@@ -8,6 +8,7 @@ mod js;
 mod kv;
 mod membership;
 mod runtime;
+mod trust;
 
 use nimbus_testkit::{examples, Cluster, ClusterSpec};
 use std::time::Duration;

@@ -91,7 +91,7 @@ async fn a_dead_member_is_marked_down_counted_and_then_forgotten() {
     sees_exactly(&cluster, 0, &all_alive, "all alive").await;
 
     cluster.kill_node(2).await.expect("kill node-3");
-    let metrics_url = format!("{}/metrics", cluster.nodes[0].url());
+    let metrics_url = format!("{}/metrics", cluster.nodes[0].api_url());
     cluster
         .eventually(DETECT, "node-1 counts node-3 down", || async {
             let text = cluster.http().get(&metrics_url).send().await?.text().await?;
@@ -109,7 +109,7 @@ async fn a_dead_member_is_marked_down_counted_and_then_forgotten() {
 
 /// `GET /v1/admin/faults` on node `index`.
 async fn faults_of(cluster: &Cluster, index: usize) -> serde_json::Value {
-    let url = format!("{}/v1/admin/faults", cluster.nodes[index].url());
+    let url = format!("{}/v1/admin/faults", cluster.nodes[index].api_url());
     cluster.http().get(url).send().await.expect("faults").json().await.expect("faults json")
 }
 
@@ -160,7 +160,7 @@ async fn the_latency_matrix_shapes_only_links_between_regions() {
         .expect("loss");
     let refused = cluster
         .http()
-        .post(format!("{}/v1/admin/faults", cluster.nodes[0].url()))
+        .post(format!("{}/v1/admin/faults", cluster.nodes[0].api_url()))
         .json(&serde_json::json!({"spike": {"loss": 2.0}}))
         .send()
         .await

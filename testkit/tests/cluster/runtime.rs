@@ -37,7 +37,7 @@ async fn a_misbehaving_worker_ends_only_its_own_request() {
     let (status, _) = cluster.get_worker(0, "hostile", "/").await.expect("request");
     assert_eq!(status, 200, "the worker itself recovers on a fresh instance");
 
-    let metrics = cluster.http().get(format!("{}/metrics", cluster.nodes[0].url())).send().await.expect("metrics");
+    let metrics = cluster.http().get(format!("{}/metrics", cluster.nodes[0].api_url())).send().await.expect("metrics");
     let text = metrics.text().await.expect("text");
     assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="cpu_limit"} 1"#), "{text}");
     assert!(text.contains(r#"nimbus_worker_failures_total{worker="hostile",kind="memory_limit"} 1"#), "{text}");

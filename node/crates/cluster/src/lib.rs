@@ -16,8 +16,11 @@
 //! - [`rumors`]: the [`Rumors`] trait an upper layer implements for its broadcasts.
 //! - [`peers`]: gRPC channels to members, with the same fault injection.
 //! - [`faults`]: peers to drop traffic to and from, for partition tests.
+//! - [`keyring`]: every datagram sealed (ChaCha20-Poly1305) under the cluster's keys; what
+//!   does not open is dropped and counted.
 
 pub mod faults;
+pub mod keyring;
 pub mod peers;
 pub mod rumors;
 
@@ -134,6 +137,8 @@ pub struct GossipSettings {
     pub network: nimbus_util::config::NetworkConfig,
     /// The address peers send gossip to, when it is not the socket's own.
     pub advertise: Option<SocketAddr>,
+    /// Seals and opens every datagram.
+    pub keyring: Arc<keyring::Keyring>,
 }
 
 impl Membership {
@@ -172,6 +177,11 @@ impl Membership {
         config.probe_rtt = settings.probe_period / 2;
         config.suspect_to_down_after = settings.suspect_to_down;
         config.remove_down_after = settings.remove_down_after;
+        // Sealing adds its header and tag to every datagram foca fills.
+        if let Some(size) = std::num::NonZeroUsize::new(config.max_packet_size.get().saturating_sub(keyring::OVERHEAD))
+        {
+            config.max_packet_size = size;
+        }
         // After a partition heals, each side holds the other as down; announcing to down
         // members brings them back. foca's LAN default (every 65 s) is slower than the
         // 60 s a down member is kept, so a healed partition could stay split: scale it to
@@ -185,12 +195,15 @@ impl Membership {
         let foca = Foca::with_custom_broadcast(me, config, rand::rngs::StdRng::from_os_rng(), PostcardCodec, handler);
 
         let seeds: Vec<SocketAddr> = settings.seeds.into_iter().filter(|s| *s != membership.me.gossip_addr).collect();
+        let keyring = settings.keyring;
+        tracing::info!(primary_key = %keyring.primary_id(), "gossip sealed with ChaCha20-Poly1305");
         {
             let (socket, inputs, faults) = (socket.clone(), inputs.clone(), faults.clone());
-            tasks.spawn("gossip-receive", move |shutdown| receive(socket, inputs, faults, shutdown));
+            let (keyring, metrics) = (keyring.clone(), metrics.clone());
+            tasks.spawn("gossip-receive", move |shutdown| receive(socket, inputs, faults, keyring, metrics, shutdown));
         }
         let timing = Timing { announce_every: settings.probe_period, suspect_to_down: settings.suspect_to_down };
-        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics, fresh, rumor_backlog };
+        let out = Outputs { socket, inputs: inputs.clone(), events, faults, metrics, fresh, rumor_backlog, keyring };
         tasks.spawn("membership", move |shutdown| run(foca, rx, out, seeds, timing, shutdown));
         Ok(membership)
     }
@@ -256,10 +269,14 @@ const SEED_ANNOUNCE_TICKS: u64 = 10;
 const RUMORS_PER_FLUSH: usize = 8;
 const MAX_FLUSHES: usize = 16;
 
+/// Reads datagrams, opens them with the keyring and hands what opens to the actor; what does
+/// not open never reaches foca (counted in `nimbus_gossip_refused_datagrams_total`).
 async fn receive(
     socket: Arc<UdpSocket>,
     inputs: mpsc::Sender<Input>,
     faults: Arc<faults::Faults>,
+    keyring: Arc<keyring::Keyring>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; 65_536];
@@ -270,7 +287,15 @@ async fn receive(
         };
         match received {
             Ok((len, from)) if !faults.blocks(from) => {
-                if inputs.send(Input::Datagram(Bytes::copy_from_slice(&buf[..len]))).await.is_err() {
+                let plaintext = match keyring.open(&buf[..len]) {
+                    Ok(plaintext) => plaintext,
+                    Err(refused) => {
+                        metrics.gossip_refused.inc();
+                        tracing::debug!(%from, "gossip datagram dropped: {refused}");
+                        continue;
+                    }
+                };
+                if inputs.send(Input::Datagram(Bytes::from(plaintext))).await.is_err() {
                     return;
                 }
             }
@@ -292,6 +317,8 @@ struct Outputs {
     fresh: Arc<AtomicUsize>,
     /// Published after every step (see [`Membership::rumor_backlog`]).
     rumor_backlog: Arc<AtomicUsize>,
+    /// Seals every datagram before it leaves.
+    keyring: Arc<keyring::Keyring>,
 }
 
 async fn run(
@@ -497,11 +524,12 @@ fn newest_per_node(mut views: Vec<MemberView>) -> Vec<MemberView> {
 
 /// Carries out what foca asked for: datagrams, timers, notifications.
 async fn drain(runtime: &mut AccumulatingRuntime<Member>, out: &Outputs) {
-    let Outputs { socket, inputs, events, faults, metrics, .. } = out;
+    let Outputs { socket, inputs, events, faults, metrics, keyring, .. } = out;
     while let Some((to, data)) = runtime.to_send() {
         if faults.blocks(to.gossip_addr) {
             continue;
         }
+        let data = keyring.seal(&data);
         let link = faults.link_to_region(&to.region);
         if !link.is_clear() {
             // The simulated network: the datagram leaves after the link's delay, or is lost.

@@ -46,7 +46,13 @@ fn approximate_size(request: &WriteRequest) -> usize {
 
 /// `ack_before_commit` is the deliberate bug of `admin.unsafe_ack_d1_before_commit`: every
 /// write is answered "done" as soon as it is proposed, whether or not a quorum commits it.
-pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, ack_before_commit: bool, shutdown: CancellationToken) {
+pub async fn run(
+    raft: Raft,
+    mut inputs: mpsc::Receiver<Input>,
+    ack_before_commit: bool,
+    budget: super::sqlite::Budget,
+    shutdown: CancellationToken,
+) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -79,7 +85,7 @@ pub async fn run(raft: Raft, mut inputs: mpsc::Receiver<Input>, ack_before_commi
                 }
                 let raft = raft.clone();
                 in_flight.push(async move {
-                    let result = raft.client_write(Command::Writes(requests)).await;
+                    let result = raft.client_write(Command::BudgetedWrites { budget, requests }).await;
                     deliver(result, replies);
                 });
             }

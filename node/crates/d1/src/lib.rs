@@ -54,6 +54,7 @@ mod types;
 
 pub use error::D1Error;
 pub use forward::{PrimaryRead, Proposal, Proposed, RemoteError};
+pub use sqlite::Budget;
 pub use status::D1Status;
 pub use types::{QueryResult, Statement, Value};
 
@@ -102,6 +103,8 @@ pub struct D1Settings {
     pub bootstrap_expect: usize,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
+    /// Each statement's work and answer budget (reads here; writes carry the leader's).
+    pub budget: sqlite::Budget,
 }
 
 /// The handle every front end (REST, worker bindings, peers) uses.
@@ -174,9 +177,14 @@ impl D1 {
             let raft = raft.clone();
             tasks.spawn("d1-read-index", move |shutdown| read_index::run(raft, confirmations, read_timeout, shutdown));
         }
+        let budget = sqlite::Budget {
+            max_vm_steps: config.max_vm_steps.max(1),
+            max_row_bytes: sqlite::MAX_VALUE_BYTES as u64,
+            max_result_bytes: config.max_result_bytes.max(1),
+        };
         {
             let raft = raft.clone();
-            tasks.spawn("d1-batcher", move |shutdown| batcher::run(raft, inputs, ack_before_commit, shutdown));
+            tasks.spawn("d1-batcher", move |shutdown| batcher::run(raft, inputs, ack_before_commit, budget, shutdown));
         }
         let settings = D1Settings {
             region: region.to_owned(),
@@ -184,6 +192,7 @@ impl D1 {
             bootstrap_expect: config.bootstrap_expect.max(1),
             write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
             read_timeout,
+            budget,
         };
         Ok(D1 {
             inner: Arc::new(Inner {
@@ -347,7 +356,8 @@ impl D1 {
         staleness_ms: Option<u64>,
     ) -> Result<QueryReply, D1Error> {
         let applied = self.inner.sm.applied_now();
-        let results = short_blocking(move || db.read(&statements)).await?.map_err(D1Error::from)?;
+        let budget = self.inner.settings.budget;
+        let results = short_blocking(move || db.read(&statements, budget)).await?.map_err(D1Error::from)?;
         Ok(QueryReply {
             results,
             bookmark: applied,
@@ -511,16 +521,19 @@ impl D1 {
                 })
             }
             Proposal::Create(name) => {
+                // A peer's proposal is checked like a client's.
+                validate_name(&name)?;
                 let response = self
                     .inner
                     .raft
-                    .client_write(types::Command::CreateDatabase { name })
+                    .client_write(types::Command::CreateDatabase { name: name.clone() })
                     .await
                     .map_err(batcher::write_error)?;
                 match response.data {
                     types::Applied::Database { created } => {
                         Ok(Proposed::Created { created, bookmark: response.log_id.index })
                     }
+                    types::Applied::Refused { .. } => Err(D1Error::InvalidName(name)),
                     other => Err(D1Error::Internal(format!("creation applied as {other:?}"))),
                 }
             }

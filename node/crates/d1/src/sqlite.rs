@@ -11,6 +11,12 @@
 //!   so they never depend on what the connection ran before (a restarted replica's
 //!   connection is new); `total_changes()` is refused, since it counts per connection.
 //!
+//! Every statement runs under a [`Budget`]: SQLite's progress handler counts virtual-machine
+//! steps (the same count on every replica for the same statement and data) and stops the
+//! statement past `max_vm_steps`; a row over `max_row_bytes` or an answer over
+//! `max_result_bytes` ends it too. A write's budget is the leader's, carried in the log entry,
+//! so a write that runs out fails the same way on every replica.
+//!
 //! A request runs inside a savepoint: an error in any statement rolls back all of it. The
 //! entry's requests share one transaction, which also records the entry's index
 //! (`_nimbus_state`) and each request's outcome (`_nimbus_requests`, so a retried request is
@@ -39,6 +45,64 @@ const MAX_RECORDED_OUTCOME: usize = 64 * 1024;
 const REQUEST_MEMORY: u64 = 100_000;
 /// Read connections kept open per database.
 const MAX_IDLE_READERS: usize = 8;
+/// D1's limit on one string or BLOB value.
+pub const MAX_VALUE_BYTES: i32 = 2_000_000;
+/// The progress handler runs every this many VM steps.
+const STEP_CHUNK: u64 = 1_000;
+
+/// The work one statement may do and how large its answer may be (D1's own limits: a row of
+/// at most 2 MB; Cloudflare stops a query after 30 s, Nimbus after a count of VM steps,
+/// which unlike a clock is the same on every replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Budget {
+    pub max_vm_steps: u64,
+    pub max_row_bytes: u64,
+    pub max_result_bytes: u64,
+}
+
+impl Default for Budget {
+    /// What entries written before budgets were carried in the log are applied with.
+    fn default() -> Self {
+        Budget { max_vm_steps: 500_000_000, max_row_bytes: 2_000_000, max_result_bytes: 32 * 1024 * 1024 }
+    }
+}
+
+/// Counts one connection's VM steps (in chunks) against the running statement's budget.
+#[derive(Default)]
+struct Meter {
+    chunks: AtomicU64,
+    limit: AtomicU64,
+}
+
+impl Meter {
+    /// Installs the progress handler on `conn`.
+    fn install(conn: &Connection) -> Arc<Meter> {
+        let meter = Arc::new(Meter { chunks: AtomicU64::new(0), limit: AtomicU64::new(u64::MAX) });
+        let counting = meter.clone();
+        conn.progress_handler(STEP_CHUNK as std::os::raw::c_int, Some(move || counting.step()));
+        meter
+    }
+
+    /// Starts counting a statement against `max_vm_steps`.
+    fn start(&self, max_vm_steps: u64) {
+        self.chunks.store(0, Ordering::Relaxed);
+        self.limit.store(max_vm_steps.div_ceil(STEP_CHUNK).max(1), Ordering::Relaxed);
+    }
+
+    /// Stops metering (the state machine's own statements).
+    fn stop(&self) {
+        self.limit.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// True interrupts the statement.
+    fn step(&self) -> bool {
+        self.chunks.fetch_add(1, Ordering::Relaxed) + 1 > self.limit.load(Ordering::Relaxed)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.chunks.load(Ordering::Relaxed) > self.limit.load(Ordering::Relaxed)
+    }
+}
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS _nimbus_state (id INTEGER PRIMARY KEY CHECK (id = 0), applied_index INTEGER NOT NULL);
@@ -93,8 +157,17 @@ impl Determinism {
     }
 }
 
+/// How one pass over an entry's requests ended.
+enum Applied {
+    Done(Vec<Outcome>),
+    /// The request at `position` ended the whole transaction (SQLite rolls it back when a
+    /// write is interrupted); it fails with `failure` and the entry is applied again.
+    RolledBack { position: usize, failure: StatementFailure },
+}
+
 struct Writer {
     conn: Connection,
+    meter: Arc<Meter>,
     determinism: Arc<Determinism>,
     /// Set while the state machine runs its own statements, which the authorizer lets through.
     trusted: Arc<AtomicBool>,
@@ -104,19 +177,23 @@ pub struct Database {
     pub name: String,
     path: PathBuf,
     writer: Mutex<Writer>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<(Connection, Arc<Meter>)>>,
 }
 
 /// Where a database's file lives: `<dir>/<name>.<generation>.sqlite`; a snapshot install
 /// writes a new generation, so connections to the old file never touch the new one.
-pub fn file_path(dir: &Path, name: &str, generation: u64) -> PathBuf {
-    dir.join(format!("{name}.{generation}.sqlite"))
+/// `None` for a name D1 does not allow: only a valid name (lowercase letters, digits, `_`,
+/// `-`) becomes a file name, so no name reaches outside `dir`.
+pub fn file_path(dir: &Path, name: &str, generation: u64) -> Option<PathBuf> {
+    crate::validate_name(name).ok()?;
+    Some(dir.join(format!("{name}.{generation}.sqlite")))
 }
 
 /// Parses a file name written by [`file_path`].
 pub fn parse_file_name(file_name: &str) -> Option<(String, u64)> {
     let stem = file_name.strip_suffix(".sqlite")?;
     let (name, generation) = stem.rsplit_once('.')?;
+    crate::validate_name(name).ok()?;
     Some((name.to_owned(), generation.parse().ok()?))
 }
 
@@ -141,6 +218,9 @@ impl Database {
         // The Raft log is the durable record; a machine crash loses at most what the log replays.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.set_prepared_statement_cache_capacity(256);
+        // D1's limit on a string, BLOB or row: SQLite refuses a longer value itself, the
+        // same way on every replica.
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS _nimbus_reset (x)")?;
         let determinism = Arc::new(Determinism::default());
@@ -156,7 +236,8 @@ impl Database {
                 }
             },
         ));
-        let writer = Writer { conn, determinism, trusted };
+        let meter = Meter::install(&conn);
+        let writer = Writer { conn, meter, determinism, trusted };
         Ok(Database { name: name.to_owned(), path, writer: Mutex::new(writer), readers: Mutex::default() })
     }
 
@@ -175,7 +256,12 @@ impl Database {
 
     /// Applies the writes of log entry `index` in one transaction. `Err` only for failures of
     /// SQLite itself (I/O, corruption); a request's SQL errors are its [`Outcome::Failed`].
-    pub fn apply(&self, index: u64, requests: &[(usize, &WriteRequest)]) -> rusqlite::Result<Vec<Outcome>> {
+    pub fn apply(
+        &self,
+        index: u64,
+        requests: &[(usize, &WriteRequest)],
+        budget: Budget,
+    ) -> rusqlite::Result<Vec<Outcome>> {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let conn = &writer.conn;
         writer.trusted.store(true, Ordering::Relaxed);
@@ -189,19 +275,40 @@ impl Database {
             });
             return Ok(outcomes.collect());
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = self.apply_in_transaction(&writer, index, requests);
-        writer.trusted.store(true, Ordering::Relaxed);
-        match result {
-            Ok(outcomes) => {
-                conn.execute_batch("COMMIT")?;
-                writer.trusted.store(false, Ordering::Relaxed);
-                Ok(outcomes)
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                writer.trusted.store(false, Ordering::Relaxed);
-                Err(e)
+        // A statement stopped by its budget inside a transaction makes SQLite roll back the
+        // whole transaction, not only the request's savepoint: the entry is then applied again
+        // from the start with that request failed up front. Every replica stops the same
+        // statement at the same step, so every replica takes the same path.
+        let mut doomed: Vec<(usize, StatementFailure)> = Vec::new();
+        loop {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let result = self.apply_in_transaction(&writer, index, requests, budget, &doomed);
+            writer.trusted.store(true, Ordering::Relaxed);
+            match result {
+                Ok(Applied::Done(outcomes)) => {
+                    conn.execute_batch("COMMIT")?;
+                    writer.trusted.store(false, Ordering::Relaxed);
+                    return Ok(outcomes);
+                }
+                Ok(Applied::RolledBack { position, failure }) if doomed.len() < requests.len() => {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    doomed.push((position, failure));
+                }
+                Ok(Applied::RolledBack { failure, .. }) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    writer.trusted.store(false, Ordering::Relaxed);
+                    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL);
+                    return Err(rusqlite::Error::SqliteFailure(code, Some(failure.message)));
+                }
+                Err(e) => {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    writer.trusted.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
         }
     }
@@ -211,12 +318,20 @@ impl Database {
         writer: &Writer,
         index: u64,
         requests: &[(usize, &WriteRequest)],
-    ) -> rusqlite::Result<Vec<Outcome>> {
+        budget: Budget,
+        doomed: &[(usize, StatementFailure)],
+    ) -> rusqlite::Result<Applied> {
         let conn = &writer.conn;
         let mut outcomes = Vec::with_capacity(requests.len());
-        for (ordinal, request) in requests {
+        for (position, (ordinal, request)) in requests.iter().enumerate() {
             writer.trusted.store(true, Ordering::Relaxed);
             if let Some(outcome) = recorded(conn, request.id)? {
+                outcomes.push(outcome);
+                continue;
+            }
+            if let Some((_, failure)) = doomed.iter().find(|(p, _)| *p == position) {
+                let outcome = Outcome::Failed(failure.clone());
+                record(conn, request.id, index, &outcome)?;
                 outcomes.push(outcome);
                 continue;
             }
@@ -225,8 +340,16 @@ impl Database {
             conn.prepare_cached("DELETE FROM temp._nimbus_reset")?.execute([])?;
             conn.execute_batch("SAVEPOINT request")?;
             writer.trusted.store(false, Ordering::Relaxed);
-            let outcome = run_request(conn, &request.kind);
+            let outcome = run_request(conn, &writer.meter, budget, &request.kind);
+            writer.meter.stop();
             writer.trusted.store(true, Ordering::Relaxed);
+            if conn.is_autocommit() {
+                let failure = match outcome {
+                    Outcome::Failed(failure) => failure,
+                    _ => failure(0, "the request ended the transaction"),
+                };
+                return Ok(Applied::RolledBack { position, failure });
+            }
             if matches!(outcome, Outcome::Failed(_)) {
                 conn.execute_batch("ROLLBACK TO request")?;
             }
@@ -239,14 +362,22 @@ impl Database {
             conn.prepare_cached("DELETE FROM _nimbus_requests WHERE applied_index < ?1")?
                 .execute([index.saturating_sub(REQUEST_MEMORY) as i64])?;
         }
-        Ok(outcomes)
+        Ok(Applied::Done(outcomes))
     }
 
     /// Runs read-only statements (see [`Database::reads_only`]) on a read connection; the
     /// connection is read-only, so a statement that writes fails instead.
-    pub fn read(&self, statements: &[Statement]) -> Result<Vec<QueryResult>, StatementFailure> {
-        self.with_reader(|conn| {
-            statements.iter().enumerate().map(|(index, statement)| run_statement(conn, statement, index)).collect()
+    pub fn read(&self, statements: &[Statement], budget: Budget) -> Result<Vec<QueryResult>, StatementFailure> {
+        self.with_reader(|conn, meter| {
+            let mut results = Vec::with_capacity(statements.len());
+            let mut answered = 0u64;
+            for (index, statement) in statements.iter().enumerate() {
+                let left = Budget { max_result_bytes: budget.max_result_bytes.saturating_sub(answered), ..budget };
+                let result = run_statement(conn, meter, left, statement, index)?;
+                answered += result_bytes(&result.rows);
+                results.push(result);
+            }
+            Ok(results)
         })
     }
 
@@ -254,7 +385,7 @@ impl Database {
     /// does not compile here counts as a write and the leader reports its error). Cheap: the
     /// statements are prepared from the read connection's cache, nothing runs.
     pub fn reads_only(&self, statements: &[Statement]) -> Result<bool, StatementFailure> {
-        self.with_reader(|conn| {
+        self.with_reader(|conn, _| {
             Ok(statements.iter().all(|statement| conn.prepare_cached(&statement.sql).is_ok_and(|stmt| stmt.readonly())))
         })
     }
@@ -262,16 +393,21 @@ impl Database {
     /// Lends `work` a read connection from the pool (opening one if none is idle).
     fn with_reader<T>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<T, StatementFailure>,
+        work: impl FnOnce(&Connection, &Meter) -> Result<T, StatementFailure>,
     ) -> Result<T, StatementFailure> {
-        let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(conn) => conn,
-            None => self.open_reader().map_err(|e| failure(0, e))?,
+        let (conn, meter) = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(reader) => reader,
+            None => {
+                let conn = self.open_reader().map_err(|e| failure(0, e))?;
+                let meter = Meter::install(&conn);
+                (conn, meter)
+            }
         };
-        let result = work(&conn);
+        let result = work(&conn, &meter);
+        meter.stop();
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
+            readers.push((conn, meter));
         }
         result
     }
@@ -383,13 +519,18 @@ fn record(conn: &Connection, id: u128, index: u64, outcome: &Outcome) -> rusqlit
     Ok(())
 }
 
-fn run_request(conn: &Connection, kind: &WriteKind) -> Outcome {
+fn run_request(conn: &Connection, meter: &Meter, budget: Budget, kind: &WriteKind) -> Outcome {
     match kind {
         WriteKind::Statements(statements) => {
             let mut results = Vec::with_capacity(statements.len());
+            let mut answered = 0u64;
             for (index, statement) in statements.iter().enumerate() {
-                match run_statement(conn, statement, index) {
-                    Ok(result) => results.push(result),
+                let left = Budget { max_result_bytes: budget.max_result_bytes.saturating_sub(answered), ..budget };
+                match run_statement(conn, meter, left, statement, index) {
+                    Ok(result) => {
+                        answered += result_bytes(&result.rows);
+                        results.push(result);
+                    }
                     Err(failure) => return Outcome::Failed(failure),
                 }
             }
@@ -399,6 +540,7 @@ fn run_request(conn: &Connection, kind: &WriteKind) -> Outcome {
             let mut batch = rusqlite::Batch::new(conn, sql);
             let mut count = 0u32;
             loop {
+                meter.start(budget.max_vm_steps);
                 match batch.next() {
                     Ok(Some(mut stmt)) => {
                         let mut rows = stmt.raw_query();
@@ -406,7 +548,7 @@ fn run_request(conn: &Connection, kind: &WriteKind) -> Outcome {
                             match rows.next() {
                                 Ok(Some(_)) => {}
                                 Ok(None) => break,
-                                Err(e) => return Outcome::Failed(failure(count as usize, e)),
+                                Err(e) => return Outcome::Failed(metered_failure(count as usize, e, meter, budget)),
                             }
                         }
                         count += 1;
@@ -436,8 +578,47 @@ pub fn check_limits(statement: &Statement, index: usize) -> Result<(), Statement
     Ok(())
 }
 
-fn run_statement(conn: &Connection, statement: &Statement, index: usize) -> Result<QueryResult, StatementFailure> {
+/// A failed step, named for the budget when the progress handler stopped it.
+fn metered_failure(index: usize, error: rusqlite::Error, meter: &Meter, budget: Budget) -> StatementFailure {
+    if meter.exhausted() {
+        failure(
+            index,
+            format!(
+                "statement stopped: it ran past its work budget of {} SQLite VM steps (d1.max_vm_steps)",
+                budget.max_vm_steps
+            ),
+        )
+    } else {
+        failure(index, error)
+    }
+}
+
+/// Bytes a row takes in an answer (its values' sizes, 8 for a number).
+fn row_bytes(values: &[Value]) -> u64 {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null => 1,
+            Value::Integer(_) | Value::Real(_) => 8,
+            Value::Text(t) => t.len() as u64,
+            Value::Blob(b) => b.len() as u64,
+        })
+        .sum()
+}
+
+fn result_bytes(rows: &[Vec<Value>]) -> u64 {
+    rows.iter().map(|r| row_bytes(r)).sum()
+}
+
+fn run_statement(
+    conn: &Connection,
+    meter: &Meter,
+    budget: Budget,
+    statement: &Statement,
+    index: usize,
+) -> Result<QueryResult, StatementFailure> {
     check_limits(statement, index)?;
+    meter.start(budget.max_vm_steps);
     let started = Instant::now();
     let mut stmt = conn.prepare_cached(&statement.sql).map_err(|e| failure(index, e))?;
     let expected = stmt.parameter_count();
@@ -462,10 +643,28 @@ fn run_statement(conn: &Connection, statement: &Statement, index: usize) -> Resu
     let mut rows = Vec::new();
     {
         let mut cursor = stmt.raw_query();
-        while let Some(row) = cursor.next().map_err(|e| failure(index, e))? {
+        let mut answered = 0u64;
+        while let Some(row) = cursor.next().map_err(|e| metered_failure(index, e, meter, budget))? {
             let mut values = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
                 values.push(to_value(row.get_ref(i).map_err(|e| failure(index, e))?));
+            }
+            let size = row_bytes(&values);
+            if size > budget.max_row_bytes {
+                return Err(failure(
+                    index,
+                    format!("a row of {size} bytes is over the limit of {} bytes per row", budget.max_row_bytes),
+                ));
+            }
+            answered += size;
+            if answered > budget.max_result_bytes {
+                return Err(failure(
+                    index,
+                    format!(
+                        "the answer passed {} bytes, the limit for one query (d1.max_result_bytes); select fewer rows or columns",
+                        budget.max_result_bytes
+                    ),
+                ));
             }
             rows.push(values);
         }

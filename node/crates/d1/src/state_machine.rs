@@ -89,7 +89,7 @@ impl StateMachine {
         let mut databases = BTreeMap::new();
         let mut max_generation = 0;
         for (name, generation) in files {
-            let path = sqlite::file_path(dir, &name, generation);
+            let Some(path) = sqlite::file_path(dir, &name, generation) else { continue };
             max_generation = max_generation.max(generation);
             if newest.get(&name) != Some(&generation) {
                 sqlite::remove_files(&path);
@@ -173,39 +173,53 @@ impl StateMachine {
         written.map_err(|e| sm_error(ErrorVerb::Write, e))
     }
 
-    fn apply_command(&self, index: u64, command: Command) -> Result<Applied, StorageError> {
+    pub(crate) fn apply_command(&self, index: u64, command: Command) -> Result<Applied, StorageError> {
         match command {
             Command::CreateDatabase { name } => {
                 if self.database(&name).is_some() {
                     return Ok(Applied::Database { created: false });
                 }
+                // A proposal is checked where it arrives, but the log is what every replica
+                // applies: a name that slipped past (a forged or older leader) is refused
+                // here, the same way on every replica, and touches no file.
                 let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
-                let path = sqlite::file_path(&self.inner.dir, &name, generation);
+                let Some(path) = sqlite::file_path(&self.inner.dir, &name, generation) else {
+                    tracing::warn!(index, name = %name.escape_debug(), "refused to create a database with an invalid name");
+                    return Ok(Applied::Refused { reason: format!("invalid database name {:?}", name) });
+                };
                 let database = Database::open(&name, path).map_err(|e| sm_error(ErrorVerb::Write, e))?;
                 self.inner.databases.write().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::new(database));
                 Ok(Applied::Database { created: true })
             }
-            Command::Writes(requests) => {
-                let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
-                let mut by_database: BTreeMap<&str, Vec<(usize, &_)>> = BTreeMap::new();
-                for (ordinal, request) in requests.iter().enumerate() {
-                    by_database.entry(request.database.as_str()).or_default().push((ordinal, request));
+            Command::Writes(requests) => self.apply_writes(index, requests, sqlite::Budget::default()),
+            Command::BudgetedWrites { budget, requests } => self.apply_writes(index, requests, budget),
+        }
+    }
+
+    fn apply_writes(
+        &self,
+        index: u64,
+        requests: Vec<super::types::WriteRequest>,
+        budget: sqlite::Budget,
+    ) -> Result<Applied, StorageError> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+        let mut by_database: BTreeMap<&str, Vec<(usize, &_)>> = BTreeMap::new();
+        for (ordinal, request) in requests.iter().enumerate() {
+            by_database.entry(request.database.as_str()).or_default().push((ordinal, request));
+        }
+        for (name, group) in by_database {
+            let Some(database) = self.database(name) else {
+                for (ordinal, _) in group {
+                    outcomes[ordinal] = Some(Outcome::UnknownDatabase);
                 }
-                for (name, group) in by_database {
-                    let Some(database) = self.database(name) else {
-                        for (ordinal, _) in group {
-                            outcomes[ordinal] = Some(Outcome::UnknownDatabase);
-                        }
-                        continue;
-                    };
-                    let applied = database.apply(index, &group).map_err(|e| sm_error(ErrorVerb::Write, e))?;
-                    for ((ordinal, _), outcome) in group.iter().zip(applied) {
-                        outcomes[*ordinal] = Some(outcome);
-                    }
-                }
-                Ok(Applied::Writes(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Script(0))).collect()))
+                continue;
+            };
+            let applied = database.apply(index, &group, budget).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+            for ((ordinal, _), outcome) in group.iter().zip(applied) {
+                outcomes[*ordinal] = Some(outcome);
             }
         }
+        Ok(Applied::Writes(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Script(0))).collect()))
     }
 
     /// Copies every database while applies wait, and stores the result as the current snapshot.
@@ -273,7 +287,10 @@ impl StateMachine {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let mut fresh = BTreeMap::new();
         for (name, bytes) in image.databases {
-            let path = sqlite::file_path(&self.inner.dir, &name, generation);
+            let Some(path) = sqlite::file_path(&self.inner.dir, &name, generation) else {
+                tracing::error!(name = %name.escape_debug(), "snapshot holds a database with an invalid name, skipped");
+                continue;
+            };
             sqlite::remove_files(&path);
             std::fs::write(&path, &bytes).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
             let database = Database::open(&name, path).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;

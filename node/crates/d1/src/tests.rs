@@ -1,5 +1,5 @@
 use super::log_store::LogStore;
-use super::sqlite::Database;
+use super::sqlite::{Budget, Database};
 use super::state_machine::StateMachine;
 use super::types::{Outcome, Statement, StorageError, TypeConfig, Value, WriteKind, WriteRequest};
 use nimbus_storage::Storage;
@@ -33,7 +33,7 @@ fn write(id: u128, time_ms: i64, statements: Vec<Statement>) -> WriteRequest {
 
 fn apply(db: &Database, index: u64, requests: &[WriteRequest]) -> Vec<Outcome> {
     let refs: Vec<(usize, &WriteRequest)> = requests.iter().enumerate().collect();
-    db.apply(index, &refs).expect("apply")
+    db.apply(index, &refs, Budget::default()).expect("apply")
 }
 
 fn without_durations(outcomes: &[Outcome]) -> Vec<Outcome> {
@@ -90,7 +90,7 @@ fn replicas_agree_on_non_deterministic_sql() {
         ),
         write(11, 1_700_000_999_000, vec![statement("UPDATE t SET n = (SELECT count(*) FROM t) + unixepoch()", vec![])]),
     ];
-    let _ = a.apply(2, &[(0, &warm)]).expect("warm up");
+    let _ = a.apply(2, &[(0, &warm)], Budget::default()).expect("warm up");
     let outcomes_a = apply(&a, 3, &noisy);
     let outcomes_b = apply(&b, 3, &noisy);
     assert_eq!(without_durations(&outcomes_a), without_durations(&outcomes_b), "the same results on both replicas");
@@ -98,8 +98,9 @@ fn replicas_agree_on_non_deterministic_sql() {
     for outcome in &outcomes_a {
         assert!(matches!(outcome, Outcome::Statements(_)), "{outcome:?}");
     }
-    let table =
-        |db: &Database| db.read(&[statement("SELECT * FROM t ORDER BY id", vec![])]).expect("read")[0].rows.clone();
+    let table = |db: &Database| {
+        db.read(&[statement("SELECT * FROM t ORDER BY id", vec![])], Budget::default()).expect("read")[0].rows.clone()
+    };
     assert_eq!(table(&a), table(&b));
     let rows = table(&a);
     assert_eq!(rows[0][3], Value::Text("2023-11-14 22:15:23".into()), "'now' is the leader's time");
@@ -131,8 +132,9 @@ fn a_failed_batch_applies_nothing_and_retries_are_not_applied_twice() {
     let Outcome::Failed(failure) = &outcome[0] else { panic!("expected a failure, got {outcome:?}") };
     assert_eq!(failure.index, 1);
     assert!(failure.message.contains("UNIQUE"), "{}", failure.message);
-    let count =
-        |db: &Database| db.read(&[statement("SELECT count(*) FROM t", vec![])]).expect("count")[0].rows[0][0].clone();
+    let count = |db: &Database| {
+        db.read(&[statement("SELECT count(*) FROM t", vec![])], Budget::default()).expect("count")[0].rows[0][0].clone()
+    };
     assert_eq!(count(&db), Value::Integer(0));
 
     let insert = write(3, 0, vec![statement("INSERT INTO t (v) VALUES ('b')", vec![])]);
@@ -164,4 +166,110 @@ fn user_sql_cannot_open_transactions_or_touch_internal_tables() {
         assert!(matches!(&outcome[0], Outcome::Failed(_)), "{sql} must be refused: {outcome:?}");
         assert_eq!(db.applied_index().expect("index"), index, "the bookkeeping is intact");
     }
+}
+
+/// A create that reaches the state machine with a name D1 does not allow (a forged or buggy
+/// leader's entry) is refused alike on every replica and writes no file, inside `data_dir` or
+/// out of it.
+#[test]
+fn the_state_machine_refuses_database_names_that_could_leave_its_directory() {
+    use super::types::{Applied, Command};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(&dir.path().join("db")).expect("rocksdb");
+    let d1_dir = dir.path().join("data/d1");
+    let sm = StateMachine::open(&d1_dir, storage).expect("state machine");
+    for name in ["../x", "../../etc/x", "/tmp/x", "a/b", "UPPER", "", ".hidden", "x\0y"] {
+        let applied = sm.apply_command(7, Command::CreateDatabase { name: name.into() }).expect("apply");
+        assert!(matches!(applied, Applied::Refused { .. }), "{name:?}: {applied:?}");
+        assert!(sm.database(name).is_none(), "{name:?}");
+    }
+    let leaked: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".sqlite")).collect();
+    assert!(leaked.is_empty(), "no SQLite file was written: {leaked:?}");
+    let applied = sm.apply_command(8, Command::CreateDatabase { name: "ok_name-1".into() }).expect("apply");
+    assert_eq!(applied, Applied::Database { created: true });
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A recursive CTE that never ends stops at its work budget, with a message that names it,
+/// as a read and as a write (where it fails identically on two replicas); a row over D1's
+/// 2 MB limit is refused.
+#[test]
+fn statements_stop_at_their_work_budget_and_rows_at_their_size_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Database::open("db", dir.path().join("a.sqlite")).expect("open a");
+    let b = Database::open("db", dir.path().join("b.sqlite")).expect("open b");
+    let budget = Budget { max_vm_steps: 5_000_000, ..Budget::default() };
+    let bomb = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+    let failure = a.read(&[statement(bomb, vec![])], budget).expect_err("the bomb stops");
+    assert!(failure.message.contains("work budget of 5000000"), "{}", failure.message);
+    // The connection serves the next statement.
+    let ok = a.read(&[statement("SELECT 1", vec![])], budget).expect("next read");
+    assert_eq!(ok[0].rows, vec![vec![Value::Integer(1)]]);
+
+    let setup = write(1, 0, vec![statement("CREATE TABLE t (x)", vec![])]);
+    let insert = format!("INSERT INTO t {bomb}");
+    let bombing = write(2, 0, vec![statement("INSERT INTO t VALUES (1)", vec![]), statement(&insert, vec![])]);
+    for db in [&a, &b] {
+        db.apply(1, &[(0, &setup)], budget).expect("setup");
+    }
+    let outcomes: Vec<_> = [&a, &b]
+        .into_iter()
+        .map(|db| without_durations(&db.apply(2, &[(0, &bombing)], budget).expect("apply")))
+        .collect();
+    assert_eq!(outcomes[0], outcomes[1], "both replicas stop it alike");
+    assert!(
+        matches!(&outcomes[0][0], Outcome::Failed(f) if f.index == 1 && f.message.contains("work budget")),
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(a.checksum().expect("a"), b.checksum().expect("b"));
+    let count = a.read(&[statement("SELECT count(*) FROM t", vec![])], budget).expect("count");
+    assert_eq!(count[0].rows, vec![vec![Value::Integer(0)]], "the failed request rolled back whole");
+
+    // In one entry with another request: SQLite rolls back the whole transaction when it
+    // interrupts a write, and the entry is applied again with the bomb failed up front, so
+    // the other request's row survives.
+    let mut neighbour = write(4, 0, vec![statement("INSERT INTO t VALUES (42)", vec![])]);
+    neighbour.id = 4;
+    let mut again = bombing.clone();
+    again.id = 5;
+    for db in [&a, &b] {
+        let outcomes = without_durations(&db.apply(5, &[(0, &neighbour), (1, &again)], budget).expect("apply"));
+        assert!(matches!(outcomes[0], Outcome::Statements(_)), "{outcomes:?}");
+        assert!(matches!(&outcomes[1], Outcome::Failed(f) if f.message.contains("work budget")), "{outcomes:?}");
+        let rows = db.read(&[statement("SELECT x FROM t", vec![])], budget).expect("rows");
+        assert_eq!(rows[0].rows, vec![vec![Value::Integer(42)]]);
+    }
+    assert_eq!(a.checksum().expect("a"), b.checksum().expect("b"));
+
+    let ddl = write(7, 0, vec![statement(&format!("CREATE TABLE u AS {bomb}"), vec![])]);
+    let outcome = a.apply(7, &[(0, &ddl)], budget).expect("a DDL bomb fails its request, not the entry");
+    assert!(matches!(&outcome[0], Outcome::Failed(f) if f.message.contains("work budget")), "{outcome:?}");
+
+    let big = write(3, 0, vec![statement("INSERT INTO t VALUES (zeroblob(2000001))", vec![])]);
+    let outcome = a.apply(8, &[(0, &big)], budget).expect("apply");
+    assert!(matches!(&outcome[0], Outcome::Failed(f) if f.message.contains("too big")), "{outcome:?}");
+}
+
+#[test]
+fn a_ddl_bomb_on_a_fresh_database_fails_only_its_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open("db", dir.path().join("fresh.sqlite")).expect("open");
+    let budget = Budget { max_vm_steps: 5_000_000, ..Budget::default() };
+    let bomb = "CREATE TABLE t AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+    let request = write(1, 0, vec![statement(bomb, vec![])]);
+    let outcome = db.apply(1, &[(0, &request)], budget).expect("the entry applies");
+    assert!(matches!(&outcome[0], Outcome::Failed(f) if f.message.contains("work budget")), "{outcome:?}");
 }

@@ -102,8 +102,15 @@ pub enum Command {
     CreateDatabase {
         name: String,
     },
-    /// The writes the leader gathered while the previous entries were in flight.
+    /// The writes the leader gathered while the previous entries were in flight (entries
+    /// written before budgets were carried; applied with `Budget::default()`).
     Writes(Vec<WriteRequest>),
+    /// The same, with the leader's budget for each statement, so every replica stops a
+    /// statement at the same step.
+    BudgetedWrites {
+        budget: super::sqlite::Budget,
+        requests: Vec<WriteRequest>,
+    },
 }
 
 /// What one statement returned.
@@ -146,6 +153,10 @@ pub enum Applied {
     },
     /// One outcome per request, in the entry's order.
     Writes(Vec<Outcome>),
+    /// The entry was refused by every replica alike (a database name D1 does not allow).
+    Refused {
+        reason: String,
+    },
 }
 
 /// A write's answer to the client: the outcome and the log index that holds it.

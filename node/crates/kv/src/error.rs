@@ -20,6 +20,9 @@ pub enum KvError {
     InvalidLimit(usize),
     #[error("invalid cursor `{0}`")]
     InvalidCursor(String),
+    /// A peer's entry whose clock runs too far ahead of this node's.
+    #[error("entry from {node} is stamped {ahead_ms} ms ahead of this node's clock (at most {max_ms} ms allowed: kv.max_clock_offset_ms)")]
+    ClockSkew { node: String, ahead_ms: u64, max_ms: u64 },
     #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
     #[error("stored entry is corrupt: {0}")]

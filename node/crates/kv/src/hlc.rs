@@ -19,10 +19,13 @@ pub struct Version {
     pub node: String,
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 fn wall() -> u64 {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    ms << LOGICAL_BITS
+    wall_ms() << LOGICAL_BITS
 }
 
 impl Hlc {

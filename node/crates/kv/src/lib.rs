@@ -50,6 +50,8 @@ use tokio::sync::mpsc;
 pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1024;
+/// The longest node id a version may carry.
+pub const MAX_NODE_ID_BYTES: usize = 128;
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// The namespace that holds the declarations of the others (key = namespace id).
 const NAMESPACES: &str = "__namespaces";
@@ -88,6 +90,8 @@ pub struct KvStore {
     node_id: Arc<str>,
     /// Smallest expiration TTL accepted, in seconds (60 as in Cloudflare; lower for tests).
     min_ttl_secs: u64,
+    /// How far ahead of this clock a peer's version may be (see [`KvStore::merge`]).
+    max_clock_offset_ms: u64,
     digests: Arc<Digests>,
     stripes: Arc<[Mutex<()>]>,
     /// Namespaces known to exist; they are never undeclared, so a hit needs no read.
@@ -113,6 +117,7 @@ impl KvStore {
         storage: Storage,
         node_id: &str,
         min_ttl_secs: u64,
+        max_clock_offset_ms: u64,
         metrics: Arc<Metrics>,
     ) -> Result<(KvStore, Changes), KvError> {
         let digests = Digests::default();
@@ -137,6 +142,7 @@ impl KvStore {
             clock: Arc::new(clock),
             node_id: node_id.into(),
             min_ttl_secs,
+            max_clock_offset_ms,
             digests: Arc::new(digests),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             declared: Arc::default(),
@@ -331,11 +337,37 @@ impl KvStore {
 
     /// Applies an entry from another replica if its version is higher than ours; true when it
     /// won. The clock observes the remote version so later local writes order after it.
+    ///
+    /// A peer's entry is untrusted input: it passes the checks a local write passes (namespace
+    /// id, key, value and metadata limits), and its clock may be at most `kv.max_clock_offset_ms`
+    /// ahead of ours — a far-future version would win every later write and drag this node's
+    /// clock along, so it is refused (`KvError::ClockSkew`) and nothing is written.
     pub fn merge(&self, namespace: &str, key: &str, remote: &Entry) -> Result<bool, KvError> {
         if namespace != NAMESPACES {
             Self::validate_namespace_id(namespace)?;
         }
         Self::validate_key(key)?;
+        if let Some(value) = &remote.value {
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(KvError::ValueTooLarge { size: value.len(), limit: MAX_VALUE_BYTES });
+            }
+        }
+        if let Some(metadata) = &remote.metadata {
+            if metadata.len() > MAX_METADATA_BYTES {
+                return Err(KvError::InvalidMetadata(format!(
+                    "metadata is {} bytes, over the limit of {MAX_METADATA_BYTES}",
+                    metadata.len()
+                )));
+            }
+        }
+        let node = &remote.version.node;
+        if node.is_empty() || node.len() > MAX_NODE_ID_BYTES {
+            return Err(KvError::InvalidKey(format!("version from a node id of {} bytes", node.len())));
+        }
+        let ahead_ms = (remote.version.hlc >> hlc::LOGICAL_BITS).saturating_sub(hlc::wall_ms());
+        if ahead_ms > self.max_clock_offset_ms {
+            return Err(KvError::ClockSkew { node: node.clone(), ahead_ms, max_ms: self.max_clock_offset_ms });
+        }
         self.clock.observe(remote.version.hlc);
         self.commit(&storage_key(namespace, key), remote)
     }

@@ -65,7 +65,16 @@ fn apply_entry(
     entry: &Entry,
     path: &str,
 ) -> Result<bool, KvError> {
-    let won = kv.merge(namespace, key, entry)?;
+    let won = match kv.merge(namespace, key, entry) {
+        Ok(won) => won,
+        // A peer's bad entry (a far-future clock, a limit broken) is skipped, not fatal to
+        // the rest of the batch it came in.
+        Err(e) if e.is_client_error() => {
+            tracing::warn!(%namespace, key = %key.escape_debug(), path, "refused a peer's KV entry: {e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
     if won {
         metrics.kv_applied(path).inc();
         if path == "gossip" || path == "push" {

@@ -4,7 +4,7 @@ use nimbus_util::metrics::Metrics;
 
 fn open(dir: &std::path::Path, node: &str) -> KvStore {
     let storage = Storage::open(dir).expect("open");
-    let (kv, _changes) = KvStore::open(storage, node, 60, Arc::new(Metrics::new())).expect("open kv");
+    let (kv, _changes) = KvStore::open(storage, node, 60, 500, Arc::new(Metrics::new())).expect("open kv");
     kv
 }
 
@@ -200,4 +200,45 @@ fn purging_keeps_the_digest_in_step_with_what_is_stored() {
     assert_eq!(kv.digests().entries(), 2, "only the declarations remain");
     assert_ne!(kv.digests().root(), before);
     assert!(kv.storage.get(CF_KV, &entry::storage_key("ns", "k")).expect("get").is_none());
+}
+
+/// A peer's entry stamped far in the future is refused and changes nothing (it would win
+/// every later write and drag the clock along); so is one over a local write's limits.
+#[test]
+fn merges_refuse_far_future_clocks_and_oversized_entries() {
+    let (_dir_a, a) = store("a");
+    a.put("ns", "k", b"local".to_vec(), PutOptions::default()).expect("put");
+    let future_ms = super::hlc::wall_ms() + 60_000;
+    let forged = Entry {
+        version: Version { hlc: future_ms << super::hlc::LOGICAL_BITS, node: "mallory".into() },
+        value: Some(b"forged".to_vec()),
+        metadata: None,
+        expiration: None,
+    };
+    let refused = a.merge("ns", "k", &forged).expect_err("far-future entry");
+    assert!(matches!(refused, KvError::ClockSkew { .. }), "{refused}");
+    assert_eq!(a.get("ns", "k").expect("get").and_then(|e| e.value), Some(b"local".to_vec()));
+    let next = a.put("ns", "k2", b"x".to_vec(), PutOptions::default()).expect("put");
+    assert!(next.version.hlc >> super::hlc::LOGICAL_BITS < future_ms, "the clock did not follow the forgery");
+
+    let slightly_ahead = Entry {
+        version: Version { hlc: (super::hlc::wall_ms() + 100) << super::hlc::LOGICAL_BITS, node: "b".into() },
+        ..forged.clone()
+    };
+    assert!(a.merge("ns", "k", &slightly_ahead).expect("within the offset"), "a small skew is normal");
+
+    let now = super::hlc::wall_ms() << super::hlc::LOGICAL_BITS;
+    let huge = Entry {
+        version: Version { hlc: now, node: "b".into() },
+        value: Some(vec![0; MAX_VALUE_BYTES + 1]),
+        metadata: None,
+        expiration: None,
+    };
+    assert!(matches!(a.merge("ns", "big", &huge), Err(KvError::ValueTooLarge { .. })));
+    let meta = Entry { value: Some(b"v".to_vec()), metadata: Some("x".repeat(MAX_METADATA_BYTES + 1)), ..huge.clone() };
+    assert!(matches!(a.merge("ns", "meta", &meta), Err(KvError::InvalidMetadata(_))));
+    let nameless =
+        Entry { version: Version { hlc: now, node: String::new() }, value: Some(b"v".to_vec()), ..meta.clone() };
+    assert!(a.merge("ns", "nameless", &nameless).is_err());
+    assert!(a.merge("../ns", "k", &slightly_ahead).is_err(), "namespace ids are checked");
 }

@@ -20,6 +20,23 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether `hash` has the form of a content hash (64 lowercase hex digits). Anything else
+/// never reaches a path: a hash is a file name here, and the cache maps compiled code.
+pub fn is_content_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn checked(hash: &str) -> Result<(), RuntimeError> {
+    if is_content_hash(hash) {
+        Ok(())
+    } else {
+        Err(RuntimeError::Compile {
+            hash: hash.chars().take(80).collect(),
+            message: "a component hash is 64 lowercase hex digits".into(),
+        })
+    }
+}
+
 impl ComponentCache {
     pub fn open(dir: PathBuf) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(&dir)
@@ -28,11 +45,12 @@ impl ComponentCache {
     }
 
     pub fn has_source(&self, hash: &str) -> bool {
-        self.source_path(hash).is_file()
+        is_content_hash(hash) && self.source_path(hash).is_file()
     }
 
     /// Stores a component's bytes after checking they hash to `hash`.
     pub fn store_source(&self, hash: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
+        checked(hash)?;
         let actual = content_hash(bytes);
         if actual != hash {
             return Err(RuntimeError::Compile {
@@ -46,6 +64,7 @@ impl ComponentCache {
     /// The compiled component, compiling and caching it first if needed. Blocking: call it
     /// from `spawn_blocking`.
     pub fn load(&self, engine: &Engine, hash: &str) -> Result<Component, RuntimeError> {
+        checked(hash)?;
         let compiled = self.compiled_path(hash);
         if compiled.is_file() {
             match deserialize(engine, &compiled) {

@@ -25,6 +25,9 @@ pub enum RuntimeError {
     /// Every instance slot of the node is in use; the client may retry.
     #[error("node is at its instance limit; retry shortly")]
     Overloaded,
+    /// This worker already serves its most requests at once on this node; the client may retry.
+    #[error("worker `{worker}` is serving {limit} requests on this node, its limit (runtime.max_concurrent_per_worker); retry shortly")]
+    WorkerBusy { worker: String, limit: usize },
     #[error("component {hash} is not valid: {message}")]
     Compile { hash: String, message: String },
     #[error("component of worker `{worker}` cannot be linked: {message}")]
@@ -51,6 +54,7 @@ impl RuntimeError {
             RuntimeError::BadResponse { .. } => "bad_response",
             RuntimeError::ResponseTooLarge { .. } => "response_too_large",
             RuntimeError::Overloaded => "overloaded",
+            RuntimeError::WorkerBusy { .. } => "worker_busy",
             RuntimeError::Compile { .. } => "compile",
             RuntimeError::Link { .. } => "link",
             RuntimeError::ComponentMissing { .. } => "component_missing",

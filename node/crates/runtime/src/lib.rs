@@ -129,6 +129,10 @@ pub struct Worker {
     declared: Declared,
     pre: ProxyPre<Host>,
     pool: Pool,
+    /// Requests in flight; at `runtime.max_concurrent_per_worker` the next one is a 503, so
+    /// one worker's slow clients cannot hold every instance slot of the node.
+    concurrency: Arc<tokio::sync::Semaphore>,
+    concurrency_limit: usize,
     limits: Limits,
     pool_config: nimbus_util::config::PoolConfig,
     metrics: WorkerMetrics,
@@ -215,6 +219,8 @@ impl Runtime {
             spec,
             pre,
             pool: Pool::new(max_idle),
+            concurrency: Arc::new(tokio::sync::Semaphore::new(d.max_concurrent_per_worker.max(1))),
+            concurrency_limit: d.max_concurrent_per_worker.max(1),
             limits,
             pool_config: d.pool.clone(),
             stores: self.stores.clone(),
@@ -289,6 +295,54 @@ impl Runtime {
 
     pub fn worker(&self, name: &str) -> Option<Arc<Worker>> {
         self.workers.get(name)
+    }
+
+    /// Reaps idle instances until `shutdown`: those idle past `runtime.pool.idle_timeout_ms`,
+    /// then the longest idle of any worker while all idle instances hold more linear memory
+    /// than `runtime.idle_memory_mb`. Freed heap goes back to the OS.
+    pub async fn reap_idle(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let idle_timeout = Duration::from_millis(self.config.pool.idle_timeout_ms.max(1));
+        let every = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let dropped = self.reap_once(idle_timeout);
+            if dropped > 0 {
+                tracing::debug!(dropped, "idle instances reaped");
+                release_free_heap();
+            }
+        }
+    }
+
+    /// One pass of [`Runtime::reap_idle`]; how many instances it dropped.
+    pub fn reap_once(&self, idle_timeout: Duration) -> usize {
+        let workers: Vec<Arc<Worker>> = self.workers.snapshot().workers.values().cloned().collect();
+        let mut dropped: usize = workers.iter().map(|w| w.pool.reap(idle_timeout)).sum();
+        let budget = usize::try_from(self.config.idle_memory_mb << 20).unwrap_or(usize::MAX);
+        let mut held: usize = workers.iter().map(|w| w.pool.idle_memory().0).sum();
+        while held > budget {
+            let oldest = workers
+                .iter()
+                .filter_map(|w| w.pool.idle_memory().1.map(|since| (since, w)))
+                .min_by_key(|(since, _)| *since);
+            let Some((_, worker)) = oldest else { break };
+            held = held.saturating_sub(worker.pool.drop_oldest());
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// Hands the allocator's free pages back to the OS (glibc keeps them after a burst of
+/// requests; the node's resident memory would stay at its peak).
+#[allow(unsafe_code)]
+fn release_free_heap() {
+    // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -398,6 +452,11 @@ impl Worker {
                 .boxed_unsync()
         });
 
+        let permit = self
+            .concurrency
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RuntimeError::WorkerBusy { worker: self.name.to_string(), limit: self.concurrency_limit })?;
         let mut instance = match self.pool.take() {
             Some(instance) => instance,
             None => self.instantiate().await?,
@@ -413,6 +472,7 @@ impl Worker {
 
         let worker = self.clone();
         let task = tokio::spawn(async move {
+            let _permit = permit;
             let Instance { store, proxy, .. } = &mut instance;
             let call = proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, out);
             let outcome = match tokio::time::timeout(worker.limits.wall, call).await {

@@ -26,6 +26,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub management: ManagementConfig,
+    #[serde(default)]
     pub rpc: RpcConfig,
     #[serde(default)]
     pub gossip: GossipConfig,
@@ -141,9 +143,13 @@ pub struct KvConfig {
     /// survives a machine crash once it has spread to another node).
     #[serde(default = "default_wal_sync_ms")]
     pub wal_sync_ms: u64,
+    /// How far ahead of this node's clock a peer's entry may be stamped, in milliseconds;
+    /// a later one is refused (it would win every write after it).
+    #[serde(default = "default_max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
 }
 
-/// The HTTP edge: workers, REST APIs, `/healthz`, `/metrics`.
+/// The public HTTP edge: workers and `/healthz`, nothing else.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -156,6 +162,34 @@ pub struct HttpConfig {
     /// A worker named `hello` answers for `Host: hello.<suffix>`.
     #[serde(default = "default_worker_host_suffix")]
     pub worker_host_suffix: String,
+    /// Connections served at once; one past the cap is closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that does not complete a request head within this (its first, or the
+    /// next on a kept-alive connection) is closed, in milliseconds.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive whole within this of the request's start, in milliseconds.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+}
+
+/// The management API: the REST APIs (KV, D1, Durable Objects, cluster, faults) and
+/// `/metrics`, on their own listener, behind bearer tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Loopback by default: publish it only where operators are.
+    #[serde(default = "default_management_listen")]
+    pub listen: SocketAddr,
+    /// SHA-256 (lowercase hex) of tokens with the `admin` scope this node accepts before the
+    /// control plane has sent its token set (and after, alongside it). `nimbus dev` and the
+    /// testkit put the cluster's bootstrap token here.
+    #[serde(default)]
+    pub admin_token_sha256: Vec<String>,
+    /// Connections served at once (header and body timeouts are the edge's).
+    #[serde(default = "default_management_max_connections")]
+    pub max_connections: usize,
 }
 
 /// Peer-to-peer gRPC (Raft, Durable Object forwarding, KV bulk sync); used by later subsystems.
@@ -181,6 +215,11 @@ pub struct GossipConfig {
     /// `host:port` of nodes to join through.
     #[serde(default)]
     pub seeds: Vec<String>,
+    /// The cluster's gossip keys (32 bytes, base64; `nimbus keys gossip` makes one). Every
+    /// datagram is sealed with the first and opened with any of them, so a key rotates
+    /// without a split: add the new one second, then move it first, then drop the old one.
+    #[serde(default)]
+    pub keys: Vec<String>,
     /// How often a random member is probed, in milliseconds.
     #[serde(default = "default_probe_period_ms")]
     pub probe_period_ms: u64,
@@ -250,6 +289,14 @@ pub struct D1Config {
     /// How long a write may wait for a leader and a quorum before it fails, in milliseconds.
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
+    /// The work one statement may do, in SQLite virtual-machine steps: deterministic, so a
+    /// write that runs out fails the same way on every replica (the leader's value travels in
+    /// the log entry). About a second of one core in a release build.
+    #[serde(default = "default_max_vm_steps")]
+    pub max_vm_steps: u64,
+    /// The most bytes of rows one query may answer with.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: u64,
     /// How long a `bookmark` or `linearizable` read may wait for this replica, in milliseconds.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
@@ -285,6 +332,14 @@ pub struct RuntimeConfig {
     /// Instances alive at once across all workers (the pooling allocator's slots).
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Requests one worker may serve at once on this node; the next is answered 503 at
+    /// once, so slow clients of one worker cannot take the instances of the others.
+    #[serde(default = "default_max_concurrent_per_worker")]
+    pub max_concurrent_per_worker: usize,
+    /// Linear memory all idle instances of the node may hold, in MiB; past it the instances
+    /// idle the longest (of any worker) are dropped.
+    #[serde(default = "default_idle_memory_mb")]
+    pub idle_memory_mb: u64,
     #[serde(default)]
     pub pool: PoolConfig,
 }
@@ -305,6 +360,9 @@ pub struct PoolConfig {
     /// Retire an instance whose memory has grown past this many MiB.
     #[serde(default = "default_retire_memory_mb")]
     pub retire_memory_mb: u64,
+    /// Drop an instance that has waited this long for a request, in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_node_id() -> String {
@@ -318,6 +376,21 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_management_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_management_max_connections() -> usize {
+    256
+}
+fn default_header_read_timeout_ms() -> u64 {
+    15_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    60_000
 }
 fn default_worker_host_suffix() -> String {
     "workers.localhost".into()
@@ -343,6 +416,9 @@ fn default_purge_ms() -> u64 {
 fn default_wal_sync_ms() -> u64 {
     100
 }
+fn default_max_clock_offset_ms() -> u64 {
+    500
+}
 fn default_bootstrap_expect() -> usize {
     3
 }
@@ -363,6 +439,12 @@ fn default_write_timeout_ms() -> u64 {
 }
 fn default_read_timeout_ms() -> u64 {
     5_000
+}
+fn default_max_vm_steps() -> u64 {
+    500_000_000
+}
+fn default_max_result_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_probe_period_ms() -> u64 {
     500
@@ -397,6 +479,15 @@ fn default_max_response_body() -> u64 {
 fn default_max_instances() -> u32 {
     1_000
 }
+fn default_max_concurrent_per_worker() -> usize {
+    256
+}
+fn default_idle_memory_mb() -> u64 {
+    32
+}
+fn default_idle_timeout_ms() -> u64 {
+    30_000
+}
 fn default_max_idle() -> usize {
     16
 }
@@ -426,6 +517,7 @@ macro_rules! default_from_serde {
 default_from_serde!(
     NodeConfig,
     HttpConfig,
+    ManagementConfig,
     RpcConfig,
     GossipConfig,
     AdminConfig,
@@ -544,6 +636,7 @@ mod tests {
     fn defaults_match_the_design() {
         let config = NodeConfig::default();
         assert_eq!(config.http.listen.port(), 8080);
+        assert!(config.management.listen.ip().is_loopback(), "management stays on loopback by default");
         assert_eq!(config.rpc.listen.port(), 7070);
         assert_eq!(config.gossip.listen.port(), 7946);
         assert_eq!(config.runtime.memory_mb, 128);

@@ -50,6 +50,10 @@ pub struct Metrics {
     registry: Registry,
     /// Bytes of gossip datagrams this node sent (membership and KV rumors).
     pub gossip_sent_bytes: Counter,
+    /// Gossip datagrams dropped because they did not open under the cluster's keys.
+    pub gossip_refused: Counter,
+    /// HTTP connections closed on accept because a listener was at its connection cap.
+    pub http_connections_refused: Counter,
     /// KV writes made on this node (puts and deletes through the API or a binding).
     pub kv_local_writes: Counter,
     /// Replicated KV entries that were newer than this node's copy, by how they arrived.
@@ -118,6 +122,8 @@ impl Metrics {
         let members = Family::<StateLabel, Gauge>::default();
         let member_changes = Family::<ChangeLabel, Counter>::default();
         let gossip_sent_bytes = Counter::default();
+        let gossip_refused = Counter::default();
+        let http_connections_refused = Counter::default();
         let kv_local_writes = Counter::default();
         let kv_applied = Family::<PathLabel, Counter>::default();
         let kv_pushed_bytes = Counter::default();
@@ -156,6 +162,16 @@ impl Metrics {
             d1.snapshots_installed.clone(),
         );
         registry.register("gossip_sent_bytes", "Bytes of gossip datagrams sent", gossip_sent_bytes.clone());
+        registry.register(
+            "gossip_refused_datagrams",
+            "Gossip datagrams dropped: not sealed under a key of this node's keyring (or forged)",
+            gossip_refused.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on accept: the listener was at its connection cap",
+            http_connections_refused.clone(),
+        );
         registry.register("kv_local_writes", "KV puts and deletes made on this node", kv_local_writes.clone());
         registry.register(
             "kv_replicated_applied",
@@ -195,6 +211,8 @@ impl Metrics {
         Metrics {
             registry,
             gossip_sent_bytes,
+            gossip_refused,
+            http_connections_refused,
             kv_local_writes,
             kv_applied,
             kv_pushed_bytes,

@@ -1,0 +1,143 @@
+//! The accept loop both HTTP planes run on, with the bounds axum's `serve` does not offer.
+//!
+//! - **Connections**: at most `max_connections` at once; a connection past the cap is closed
+//!   as soon as it is accepted (counted in `nimbus_http_connections_refused_total`), so a
+//!   flood cannot queue behind the ones being served.
+//! - **Header read / idle**: a connection that does not deliver a complete request head
+//!   within `header_read_timeout` — its first one, or the next on a kept-alive connection — is
+//!   closed (hyper's header-read timer), which ends slowloris clients and idle sockets alike.
+//! - **Body read**: a request body that has not arrived whole within `body_read_timeout` of
+//!   the request's start ends with an error (the handler sees a failed body read).
+//!
+//! Shutdown stops accepting, lets in-flight requests finish (hyper's graceful shutdown) and
+//! waits for them up to [`DRAIN`].
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use nimbus_util::metrics::Metrics;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The bounds of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
+/// Serves `router` on `listener` within `bounds` until `shutdown`.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    bounds: Bounds,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections.max(1)));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: back off a little instead of spinning.
+                tracing::warn!("{name}: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.http_connections_refused.inc();
+            drop(tcp);
+            continue;
+        };
+        // Without TCP_NODELAY a response whose head and body are written separately waits
+        // for the client's delayed ACK (~40 ms) on a keep-alive connection.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+        let deadline = bounds.body_read_timeout;
+        let service = router.clone().map_request(move |req: http::Request<hyper::body::Incoming>| {
+            req.map(|body| Body::new(DeadlineBody::new(body, deadline)))
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::trace!("connection ended: {e}");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("{name}: requests still running after {DRAIN:?}; closing them");
+    }
+}
+
+/// A request body that fails once its deadline passes before it has been read whole.
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl<B> DeadlineBody<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(limit)), limit }
+    }
+}
+
+/// The error a body past its deadline ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?} (http.body_read_timeout_ms)")]
+pub struct BodyTimeout(Duration);
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let limit = self.limit;
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout(limit)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

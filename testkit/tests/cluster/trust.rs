@@ -1,0 +1,267 @@
+//! The trust boundaries as a stranger and as a scoped operator meet them: nothing but workers
+//! and `/healthz` on the public edge, tokens with scopes on the management API and the control
+//! plane, revocation reaching every node.
+
+use nimbus_testkit::{Cluster, ClusterSpec};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The sum of the metric lines of node `index` that start with `prefix`.
+async fn metric(cluster: &Cluster, index: usize, prefix: &str) -> f64 {
+    let url = format!("{}/metrics", cluster.nodes[index].api_url());
+    let text = cluster.http().get(url).send().await.expect("metrics").text().await.expect("metrics body");
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Every management path a node serves, as a stranger would try them on the edge.
+const MANAGEMENT_PATHS: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/v1/node"),
+    ("GET", "/v1/node/kv"),
+    ("GET", "/v1/node/d1"),
+    ("GET", "/v1/node/durable"),
+    ("GET", "/v1/cluster"),
+    ("GET", "/v1/admin/faults"),
+    ("POST", "/v1/admin/faults"),
+    ("GET", "/v1/kv/namespaces"),
+    ("PUT", "/v1/kv/namespaces/stolen"),
+    ("PUT", "/v1/kv/stolen/values/k"),
+    ("GET", "/v1/kv/stolen/values/k"),
+    ("GET", "/v1/d1/databases"),
+    ("PUT", "/v1/d1/databases/stolen"),
+    ("POST", "/v1/d1/stolen/query"),
+    ("POST", "/v1/d1/stolen/exec"),
+];
+
+async fn send(http: &reqwest::Client, method: &str, url: &str, host: Option<&str>, token: Option<&str>) -> u16 {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = http.request(method, url).body(r#"{"sql":"DROP TABLE t"}"#);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_serves_no_management_path_under_any_host() {
+    let cluster = super::cluster(1).await;
+    let node = &cluster.nodes[0];
+    let own = node.http.to_string();
+    let hosts = [None, Some("evil.example"), Some(own.as_str()), Some("nobody.workers.localhost"), Some("")];
+    for (method, path) in MANAGEMENT_PATHS {
+        for host in hosts {
+            // Not even the cluster's admin token opens them on the edge.
+            for token in [None, Some(cluster.token())] {
+                let status = send(cluster.edge(), method, &format!("{}{path}", node.url()), host, token).await;
+                assert_eq!(status, 404, "{method} {path} on the edge, host {host:?}, token {token:?}");
+            }
+        }
+    }
+    let status = send(cluster.edge(), "GET", &format!("{}/healthz", node.url()), None, None).await;
+    assert_eq!(status, 200, "the edge's /healthz");
+    let status = send(cluster.edge(), "GET", &format!("{}/healthz", node.api_url()), None, None).await;
+    assert_eq!(status, 200, "the management API's /healthz needs no token");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
+    let cluster = super::cluster(2).await;
+    let anonymous = cluster.edge();
+    for (method, path) in MANAGEMENT_PATHS {
+        let url = format!("{}{path}", cluster.nodes[0].api_url());
+        assert_eq!(send(anonymous, method, &url, None, None).await, 401, "{method} {path} without a token");
+        assert_eq!(send(anonymous, method, &url, None, Some("nmb_guess")).await, 401, "{method} {path}, unknown token");
+    }
+
+    // A read-only KV token, made with the CLI (its secret printed once).
+    let out = cluster.nimbus(&["--json", "tokens", "create", "reader", "--scope", "kv:read"]).await.expect("cli");
+    assert!(out.status.success(), "tokens create: {}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (id, secret) = (created["id"].as_str().expect("id"), created["token"].as_str().expect("token"));
+    assert_eq!(created["scopes"], json!(["kv:read"]));
+
+    cluster.kv_declare(0, "scoped").await.expect("declare with the admin token");
+    let (status, _) = cluster.kv_put(0, "scoped", "k", "v").await.expect("put with the admin token");
+    assert_eq!(status, 200);
+    let key = |i: usize| format!("{}/v1/kv/scoped/values/k", cluster.nodes[i].api_url());
+    for i in 0..2 {
+        // Pushed by the control plane: every node learns the new token.
+        cluster
+            .eventually(Duration::from_secs(10), "the reader token reads on every node", || async {
+                Ok(send(anonymous, "GET", &key(i), None, Some(secret)).await == 200)
+            })
+            .await
+            .expect("token reaches the node");
+        assert_eq!(send(anonymous, "PUT", &key(i), None, Some(secret)).await, 403, "a read token writing");
+        let d1 = format!("{}/v1/d1/databases", cluster.nodes[i].api_url());
+        assert_eq!(send(anonymous, "GET", &d1, None, Some(secret)).await, 403, "a kv token reading d1");
+        let metrics = format!("{}/metrics", cluster.nodes[i].api_url());
+        assert_eq!(send(anonymous, "GET", &metrics, None, Some(secret)).await, 403, "a kv token reading metrics");
+    }
+    // The control plane applies the same scopes: no deploys, no token management.
+    let deployments = format!("{}/v1/deployments", cluster.api_url());
+    assert_eq!(send(anonymous, "GET", &deployments, None, Some(secret)).await, 403);
+    let tokens = format!("{}/v1/tokens", cluster.api_url());
+    assert_eq!(send(anonymous, "GET", &tokens, None, Some(secret)).await, 403);
+    assert_eq!(send(anonymous, "GET", &tokens, None, None).await, 401);
+
+    // The secret is never listed; revoking it reaches every node.
+    let out = cluster.nimbus(&["--json", "tokens", "list"]).await.expect("cli");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains(id) && !listed.contains(secret), "{listed}");
+    let out = cluster.nimbus(&["tokens", "revoke", id]).await.expect("cli");
+    assert!(out.status.success(), "revoke: {}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..2 {
+        cluster
+            .eventually(Duration::from_secs(10), "the revoked token is refused on every node", || async {
+                Ok(send(anonymous, "GET", &key(i), None, Some(secret)).await == 401)
+            })
+            .await
+            .expect("revocation reaches the node");
+    }
+    assert_eq!(send(anonymous, "GET", &deployments, None, Some(secret)).await, 401);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_the_pushed_tokens_without_the_control_plane() {
+    let mut cluster: Cluster = super::cluster(1).await;
+    let body = json!({ "name": "ops", "scopes": ["cluster:read"] });
+    let created = cluster.api_call(reqwest::Method::POST, "/v1/tokens", Some(body)).await.expect("create");
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let secret = created.body["token"].as_str().expect("token").to_string();
+    let status_url = format!("{}/v1/node", cluster.nodes[0].api_url());
+    cluster
+        .eventually(Duration::from_secs(10), "the node accepts the new token", || async {
+            Ok(send(cluster.edge(), "GET", &status_url, None, Some(&secret)).await == 200)
+        })
+        .await
+        .expect("token pushed");
+    cluster.kill_control_plane().await.expect("kill control plane");
+    cluster.restart_node(0).await.expect("restart");
+    let status_url = format!("{}/v1/node", cluster.nodes[0].api_url());
+    assert_eq!(send(cluster.edge(), "GET", &status_url, None, Some(&secret)).await, 200, "persisted token set");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_from_outside_the_keyring_is_dropped_and_counted() {
+    let mut cluster = super::cluster(2).await;
+    cluster.wait_membership(Duration::from_secs(20)).await.expect("membership");
+    let refused = "nimbus_gossip_refused_datagrams_total";
+    assert_eq!(metric(&cluster, 0, refused).await, 0.0, "nothing refused among members");
+
+    // Bytes that are not sealed at all (what a stranger speaking plain foca would send).
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    for _ in 0..5 {
+        socket.send_to(b"\x01not sealed, a forged announce", cluster.nodes[0].gossip).await.expect("send");
+    }
+    cluster
+        .eventually(Duration::from_secs(10), "node-1 counts the unsealed datagrams", || async {
+            Ok(metric(&cluster, 0, refused).await >= 5.0)
+        })
+        .await
+        .expect("counted");
+
+    // A node with a key of its own joins through the members and is never let in.
+    let stranger_key = format!("[\"{}\"]", nimbus_testkit::random_key().expect("key"));
+    let stranger = cluster.add_node_with(&[("NIMBUS_GOSSIP__KEYS", &stranger_key)]).await.expect("stranger starts");
+    cluster
+        .eventually(Duration::from_secs(20), "the members refuse the stranger's announces", || async {
+            Ok(metric(&cluster, 0, refused).await + metric(&cluster, 1, refused).await >= 8.0)
+        })
+        .await
+        .expect("announces refused");
+    for i in 0..2 {
+        let members = cluster.members_seen_by(i).await.expect("members");
+        assert!(members.iter().all(|(id, _)| id != "node-3"), "node-{} lists the stranger: {members:?}", i + 1);
+    }
+    let seen_by_stranger = cluster.members_seen_by(stranger).await.expect("members");
+    assert_eq!(seen_by_stranger, vec![("node-3".to_string(), "alive".to_string())], "it learns no one");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_bomb_ends_at_its_budget_while_workers_keep_answering() {
+    let mut spec = ClusterSpec::local(1).expect("spec");
+    spec.node_env.push(("NIMBUS_D1__MAX_VM_STEPS".into(), "5000000".into()));
+    spec.d1_voters = 1;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    super::deploy_example(&cluster, "hello", "hello", json!({})).await;
+    cluster.d1_create(0, "bombed").await.expect("create");
+    let bomb = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+    let (bombs, hello) = tokio::join!(
+        async {
+            let mut answers = Vec::new();
+            for _ in 0..3 {
+                answers.push(cluster.d1_query(0, "bombed", json!({ "sql": bomb })).await.expect("query"));
+            }
+            answers
+        },
+        async {
+            let mut statuses = Vec::new();
+            for _ in 0..20 {
+                statuses.push(cluster.get_worker(0, "hello", "/").await.expect("hello").0);
+            }
+            statuses
+        }
+    );
+    for (status, body) in bombs {
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains("work budget of 5000000"), "{body}");
+    }
+    assert!(hello.iter().all(|s| *s == 200), "hello kept answering: {hello:?}");
+    // The same bomb as a write stops too, and the node keeps its data and serves on.
+    let write = json!({ "sql": format!("CREATE TABLE t AS {bomb}") });
+    let (status, body) = cluster.d1_query(0, "bombed", write).await.expect("query");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = cluster.d1_query(0, "bombed", json!({ "sql": "SELECT 1 AS one" })).await.expect("query");
+    assert_eq!(status, 200, "{body}");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_connections_are_closed_while_workers_keep_answering() {
+    let mut spec = ClusterSpec::local(1).expect("spec");
+    spec.node_env.push(("NIMBUS_HTTP__HEADER_READ_TIMEOUT_MS".into(), "1000".into()));
+    spec.d1_voters = 1;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    super::deploy_example(&cluster, "hello", "hello", json!({})).await;
+    let edge = cluster.nodes[0].http;
+    // 500 clients that start a request and never finish its head (slowloris).
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut tcp = tokio::net::TcpStream::connect(edge).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: hello.workers.localhost\r\nX-Slow: ").await.expect("write");
+        slow.push(tcp);
+    }
+    for _ in 0..20 {
+        let (status, _) = cluster.get_worker(0, "hello", "/").await.expect("hello");
+        assert_eq!(status, 200, "hello answers beside 500 slow clients");
+    }
+    // Each slow connection is closed by the node (its read sees the end, or a reset).
+    let closed = slow.into_iter().map(|mut tcp| async move {
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    let closed = futures::future::join_all(closed).await;
+    assert!(
+        closed.iter().all(|c| *c),
+        "{} of 500 slow connections stayed open",
+        closed.iter().filter(|c| !**c).count()
+    );
+    let (status, _) = cluster.get_worker(0, "hello", "/").await.expect("hello");
+    assert_eq!(status, 200);
+    cluster.stop().await.expect("stop");
+}
