@@ -112,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         command: tokens::TokensCommand,
     },
+    /// Certificates for mutual TLS between nodes and with the control plane.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Make cluster secrets.
     Keys {
         #[command(subcommand)]
@@ -138,6 +143,20 @@ enum DeploymentsCommand {
     },
     Delete {
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make the cluster CA (if the directory has none) and a certificate for each node id and
+    /// for the control plane, as PEM files; existing ones are kept.
+    Create {
+        /// Where the files go (`ca.pem`, `ca.key`, `<name>.pem`, `<name>.key`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Node ids to issue certificates for, comma-separated (`node-1,node-2,node-3`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
     },
 }
 
@@ -181,6 +200,27 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
                 .await
         }
         Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
+        Command::Certs { command: CertsCommand::Create { ref out, ref nodes } } => {
+            let mut names = nodes.clone();
+            names.push(nimbus_testkit::certs::CONTROL_PLANE_NAME.to_string());
+            let made = nimbus_testkit::certs::create(out, &names)?;
+            if cli.json {
+                let files: Vec<serde_json::Value> = made
+                    .iter()
+                    .map(|(name, f)| serde_json::json!({ "name": name, "cert": f.cert, "key": f.key, "ca": f.ca }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&files)?);
+            } else {
+                for (name, files) in &made {
+                    println!("{} {name:<14} {}", style.ok("✓"), files.cert.display());
+                }
+                println!(
+                    "{}",
+                    style.dim(&format!("CA: {} (keep ca.key private: it mints members)", out.join("ca.pem").display()))
+                );
+            }
+            Ok(())
+        }
         Command::Keys { command: KeysCommand::Gossip } => {
             println!("{}", nimbus_testkit::random_key()?);
             Ok(())

@@ -24,17 +24,43 @@ pub struct WatchService {
     changes: broadcast::Sender<u64>,
     /// The bootstrap token, always in the token set nodes get.
     bootstrap: ApiToken,
+    /// Over mutual TLS: a node must present a certificate issued for the node id it names.
+    tls: bool,
     shutdown: CancellationToken,
 }
 
 impl WatchService {
-    pub fn new(store: Arc<Store>, changes: broadcast::Sender<u64>, token: &str, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        changes: broadcast::Sender<u64>,
+        token: &str,
+        tls: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         let bootstrap = ApiToken {
             id: "bootstrap".into(),
             sha256: nimbus_proto::auth::token_hash(token),
             scopes: vec!["admin".into()],
         };
-        WatchService { store, changes, bootstrap, shutdown }
+        WatchService { store, changes, bootstrap, tls, shutdown }
+    }
+}
+
+impl WatchService {
+    /// Over TLS, refuses a caller whose certificate is not issued for `node_id`.
+    fn check_node<T>(&self, request: &Request<T>, node_id: &str) -> Result<(), Status> {
+        if !self.tls {
+            return Ok(());
+        }
+        let certs = request.peer_certs();
+        if certs.as_deref().is_some_and(|certs| nimbus_proto::tls::caller_is(certs, node_id)) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "the caller's certificate is not issued for node `{}`",
+                node_id.escape_debug()
+            )))
+        }
     }
 }
 
@@ -47,10 +73,11 @@ impl Deployments for WatchService {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let req = request.into_inner();
-        if req.node_id.is_empty() {
+        if request.get_ref().node_id.is_empty() {
             return Err(Status::invalid_argument("node_id is required"));
         }
+        self.check_node(&request, &request.get_ref().node_id)?;
+        let req = request.into_inner();
         let mut wake = self.changes.subscribe();
         self.store.record_node(&req.node_id, &req.region, &req.http_addr, true).map_err(internal)?;
         tracing::info!(node = %req.node_id, from_seq = req.from_seq, "node watching");
@@ -83,6 +110,7 @@ impl Deployments for WatchService {
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        self.check_node(&request, &request.get_ref().node_id)?;
         let ack = request.into_inner();
         let error = (!ack.ok).then_some(ack.error.as_str());
         if let Some(error) = error {

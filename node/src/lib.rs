@@ -112,7 +112,26 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let rumors = Arc::new(kv::replication::KvRumors { kv: kv.clone(), metrics: metrics.clone() });
     let membership =
         membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), &tasks).await?;
-    let peers = membership::peers::PeerChannels::new(membership.me().gossip_addr, membership.faults.clone());
+    let cluster_tls = cluster_tls(&config)?;
+    let peers = membership::peers::PeerChannels::new(
+        membership.me().gossip_addr,
+        &config.node_id,
+        membership.faults.clone(),
+        cluster_tls.clone(),
+    );
+    {
+        // Which node each gossip address belongs to, for checking who calls.
+        let (peers, membership) = (peers.clone(), membership.clone());
+        tasks.spawn("peer-identities", move |shutdown| async move {
+            let events = membership.subscribe();
+            if let Ok(members) = membership.members().await {
+                for view in members {
+                    peers.note(&view.member);
+                }
+            }
+            peers.follow(events, shutdown).await
+        });
+    }
 
     // 3. The stores and their peer service: KV replication, D1's Raft member, Durable Objects (which run their
     //    classes through the runtime's worker table, an upward call handed in as `ClassHost`).
@@ -165,7 +184,8 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     {
         let (kv, d1, durable, peers, metrics) =
             (kv.clone(), d1.clone(), durable.clone(), peers.clone(), metrics.clone());
-        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, kv, d1, durable, peers, metrics, shutdown));
+        let tls = cluster_tls.clone();
+        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, tls, kv, d1, durable, peers, metrics, shutdown));
     }
 
     // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
@@ -208,8 +228,15 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             http::serve::serve("edge", listener, router, edge_bounds, metrics, shutdown)
         });
     }
-    let watcher =
-        deploy::Watcher::new(&config, http_addr.to_string(), runtime.clone(), storage.clone(), metrics.clone(), tokens);
+    let watcher = deploy::Watcher::new(
+        &config,
+        http_addr.to_string(),
+        runtime.clone(),
+        storage.clone(),
+        metrics.clone(),
+        tokens,
+        cluster_tls,
+    );
     tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
 
     let ready = Ready {
@@ -233,6 +260,25 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     d1.shutdown().await;
     tasks.shutdown().await;
     Ok(())
+}
+
+/// The node's mutual-TLS material, or `None` when the operator chose plaintext.
+fn cluster_tls(config: &NodeConfig) -> Result<Option<membership::tls::ClusterTls>, NodeError> {
+    let tls = &config.tls;
+    if tls.insecure_plaintext {
+        tracing::warn!(
+            "tls.insecure_plaintext: peer gRPC and the control-plane watch run without TLS or authentication"
+        );
+        return Ok(None);
+    }
+    match (&tls.ca_file, &tls.cert_file, &tls.key_file) {
+        (Some(ca), Some(cert), Some(key)) => membership::tls::ClusterTls::load(ca, cert, key)
+            .map(Some)
+            .map_err(|e| NodeError::Config(format!("tls: {e}"))),
+        _ => Err(NodeError::Config(
+            "tls.ca_file, tls.cert_file and tls.key_file are required: peers and the control plane talk over mutual TLS. Make them with `nimbus certs create`, or set tls.insecure_plaintext = true to measure without".into(),
+        )),
+    }
 }
 
 /// Binds a TCP listener and says where it listens (port 0 becomes the port it got).

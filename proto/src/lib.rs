@@ -10,11 +10,14 @@
 //! - [`peer`]: node-to-node messages and the `KvPeer`, `D1Peer` and `DurablePeer` services.
 //! - [`auth`]: management-token scopes and hashing, decided the same way by the control
 //!   plane and every node.
+//! - [`tls`]: mutual TLS for the cluster plane (peer gRPC, the control-plane watch): the
+//!   cluster CA, certificates issued for node ids, the check that a caller is who it says.
 //! - [`manifest`]: [`manifest::WorkerManifest`], what a deployment says about a worker
 //!   beyond its component: routes, limits, isolation, bindings.
 
 pub mod auth;
 pub mod manifest;
+pub mod tls;
 
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod deploy {

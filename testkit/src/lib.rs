@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`Cluster`], [`ClusterSpec`]: start, stop, kill and restart processes; deploy workers.
 //! - [`examples`]: build the guest examples once and find their `.wasm`.
+//! - [`certs`]: the cluster CA and each process's certificate (mutual TLS on the cluster plane).
 //! - `kv`: KV through a node's REST API, and whether the replicas have converged.
 //! - `d1`: D1 through a node's REST API, the Raft group's state, replica checksums.
 //! - `durable`: which Durable Objects each node runs.
 
+pub mod certs;
 mod d1;
 mod durable;
 pub mod examples;
@@ -135,6 +137,8 @@ pub struct Node {
     pub http: SocketAddr,
     /// The management API (REST, status, `/metrics`; tokens).
     pub management: SocketAddr,
+    /// Peer gRPC (mutual TLS).
+    pub rpc: SocketAddr,
     /// UDP gossip address (for fault injection between nodes).
     pub gossip: SocketAddr,
     proc: Option<Proc>,
@@ -208,6 +212,7 @@ struct ControlPlaneReady {
 struct NodeReady {
     http: SocketAddr,
     management: SocketAddr,
+    rpc: SocketAddr,
     gossip: SocketAddr,
 }
 
@@ -318,7 +323,11 @@ impl Cluster {
 
     /// Starts (or restarts, on the same ports and data) the control plane.
     pub async fn start_control_plane(&mut self) -> Result<()> {
+        let tls = self.certs(certs::CONTROL_PLANE_NAME)?;
         let env = vec![
+            ("NIMBUS_GRPC__TLS__CA_FILE".to_string(), tls.ca.display().to_string()),
+            ("NIMBUS_GRPC__TLS__CERT_FILE".to_string(), tls.cert.display().to_string()),
+            ("NIMBUS_GRPC__TLS__KEY_FILE".to_string(), tls.key.display().to_string()),
             ("NIMBUS_DATA_DIR".to_string(), self.dir.join("control-plane").display().to_string()),
             ("NIMBUS_API__LISTEN".to_string(), self.api.to_string()),
             ("NIMBUS_GRPC__LISTEN".to_string(), self.grpc.to_string()),
@@ -334,8 +343,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// The certificate and key of `name` (made on first use), signed by the cluster's CA.
+    pub fn certs(&self, name: &str) -> Result<certs::CertFiles> {
+        let made = certs::create(&self.dir.join("tls"), &[name.to_string()])?;
+        made.into_iter().next().map(|(_, files)| files).ok_or_else(|| anyhow!("no certificate made for {name}"))
+    }
+
     async fn launch_node(&self, id: &str, ports: Ports, extra_env: &[(&str, &str)]) -> Result<Node> {
         let Ports { http, management, gossip } = ports;
+        let tls = self.certs(id)?;
         let data_dir = self.dir.join(id);
         let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
         let region = match self.spec.regions.len() {
@@ -356,6 +372,9 @@ impl Cluster {
             ("NIMBUS_CONTROL_PLANE__RECONNECT_MAX_MS".to_string(), "500".to_string()),
             ("NIMBUS_GOSSIP__LISTEN".to_string(), gossip.to_string()),
             ("NIMBUS_GOSSIP__KEYS".to_string(), serde_json::to_string(&self.spec.gossip_keys)?),
+            ("NIMBUS_TLS__CA_FILE".to_string(), tls.ca.display().to_string()),
+            ("NIMBUS_TLS__CERT_FILE".to_string(), tls.cert.display().to_string()),
+            ("NIMBUS_TLS__KEY_FILE".to_string(), tls.key.display().to_string()),
             ("NIMBUS_RPC__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
             ("NIMBUS_D1__BOOTSTRAP_EXPECT".to_string(), self.spec.d1_voters.max(1).to_string()),
@@ -387,6 +406,7 @@ impl Cluster {
             region,
             http: ready.http,
             management: ready.management,
+            rpc: ready.rpc,
             gossip: ready.gossip,
             proc: Some(proc),
             data_dir,
@@ -519,9 +539,14 @@ impl Cluster {
         self.api_call(reqwest::Method::POST, &format!("/v1/deployments/{name}"), Some(body)).await
     }
 
-    /// Runs the `nimbus` CLI against this cluster (API URL and token in its environment).
+    /// Runs the `nimbus` CLI against this cluster: API URL and token in its environment, and
+    /// a `cluster.json` (where each node's management API is) written for it.
     pub async fn nimbus(&self, args: &[&str]) -> Result<std::process::Output> {
+        let file = self.dir.join("cluster.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&self.cluster_file())?)?;
         let output = tokio::process::Command::new(self.spec.bin_dir.join("nimbus"))
+            .arg("--cluster")
+            .arg(&file)
             .args(args)
             .env("NIMBUS_API_URL", self.api_url())
             .env("NIMBUS_API_TOKEN", &self.spec.token)

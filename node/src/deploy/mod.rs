@@ -67,6 +67,8 @@ pub struct Watcher {
     storage: Storage,
     metrics: Arc<Metrics>,
     tokens: crate::auth::Tokens,
+    /// Mutual TLS to the control plane (`None`: plaintext).
+    tls: Option<nimbus_cluster::tls::ClusterTls>,
 }
 
 impl Watcher {
@@ -77,17 +79,23 @@ impl Watcher {
         storage: Storage,
         metrics: Arc<Metrics>,
         tokens: crate::auth::Tokens,
+        tls: Option<nimbus_cluster::tls::ClusterTls>,
     ) -> Self {
         Watcher {
             node_id: config.node_id.clone(),
             region: config.region.clone(),
             http_addr,
-            url: config.control_plane.url.clone(),
+            // Over TLS the scheme is https whatever the configuration says.
+            url: match (&tls, config.control_plane.url.strip_prefix("http://")) {
+                (Some(_), Some(rest)) => format!("https://{rest}"),
+                _ => config.control_plane.url.clone(),
+            },
             reconnect_max: Duration::from_millis(config.control_plane.reconnect_max_ms.max(10)),
             runtime,
             storage,
             metrics,
             tokens,
+            tls,
         }
     }
 
@@ -119,11 +127,12 @@ impl Watcher {
     }
 
     async fn watch_once(&self) -> Result<(), DeployError> {
-        let channel = Channel::from_shared(self.url.clone())
-            .map_err(|e| DeployError::BadUrl(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
+        let mut endpoint = Channel::from_shared(self.url.clone()).map_err(|e| DeployError::BadUrl(e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            // The control plane must hold a certificate the cluster CA issued for it.
+            endpoint = endpoint.tls_config(tls.client(nimbus_cluster::tls::CONTROL_PLANE_NAME))?;
+        }
+        let channel = endpoint.connect_timeout(Duration::from_secs(2)).connect().await?;
         let mut client = DeploymentsClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -3,6 +3,10 @@
 //! Internal only. Each subsystem owns its peer protocol, server and client halves together
 //! ([`nimbus_kv::server`], [`nimbus_d1::server`], [`nimbus_durable::server`]); this module
 //! only puts the three services on one listener and serves them until shutdown.
+//!
+//! Over mutual TLS (unless the operator chose plaintext): the handshake refuses a caller
+//! without a certificate from the cluster CA, and every request then passes
+//! [`PeerChannels::authenticate`] before any service sees it.
 
 use nimbus_cluster::peers::PeerChannels;
 use nimbus_d1::D1;
@@ -13,8 +17,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Serves the peer services on `listener` until shutdown.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<nimbus_cluster::tls::ClusterTls>,
     kv: KvStore,
     d1: D1,
     durable: Durable,
@@ -33,8 +39,20 @@ pub async fn serve(
         }
         tcp
     });
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &tls {
+        builder = match builder.tls_config(tls.server()) {
+            Ok(builder) => builder,
+            Err(e) => {
+                tracing::error!("peer gRPC server: TLS: {e}");
+                return;
+            }
+        };
+    }
+    let guard = peers.clone();
+    let authenticate = move |request: tonic::Request<()>| guard.authenticate(&request).map(|()| request);
+    let served = builder
+        .layer(tonic::service::InterceptorLayer::new(authenticate))
         .add_service(nimbus_kv::server::service(kv, peers.clone(), metrics))
         .add_service(nimbus_d1::server::service(d1, peers.clone()))
         .add_service(nimbus_durable::server::service(durable, peers))

@@ -574,10 +574,9 @@ async fn the_cli_creates_migrates_queries_and_runs_a_shell() {
     assert!(!ok && err.contains("HTTP 404"), "{err}");
 
     // `cluster status` shows each node's part in the Raft group.
-    let api = cluster.api_url();
-    let (ok, out, err) =
-        nimbus_cli(&one, &["--api-url", &api, "--token", cluster.token(), "--json", "cluster", "status"], "").await;
-    assert!(ok, "{err}");
+    let out = cluster.nimbus(&["--json", "cluster", "status"]).await.expect("cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
     let status: Value = serde_json::from_str(&out).expect("json");
     let states: Vec<&str> =
         status["nodes"].as_array().into_iter().flatten().filter_map(|n| n["d1"]["state"].as_str()).collect();
@@ -587,7 +586,7 @@ async fn the_cli_creates_migrates_queries_and_runs_a_shell() {
         status["nodes"].as_array().into_iter().flatten().all(|n| n["d1"]["commit_index"].as_u64() > Some(0)),
         "{out}"
     );
-    let (ok, out, _) =
-        nimbus_cli(&one, &["--api-url", &api, "--token", cluster.token(), "cluster", "status"], "").await;
-    assert!(ok && out.contains("RAFT STATE") && out.contains("leader") && out.contains("LAG"), "{out}");
+    let out = cluster.nimbus(&["cluster", "status"]).await.expect("cli");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.contains("RAFT STATE") && out.contains("leader") && out.contains("LAG"), "{out}");
 }

@@ -59,10 +59,10 @@ async fn bad_deploys_are_refused_with_a_reason_and_the_previous_version_keeps_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_requires_the_token() {
     let cluster = cluster(1).await;
-    let resp = cluster.http().get(format!("{}/v1/deployments", cluster.api_url())).send().await.expect("call");
+    let resp = cluster.edge().get(format!("{}/v1/deployments", cluster.api_url())).send().await.expect("call");
     assert_eq!(resp.status().as_u16(), 401);
     let resp = cluster
-        .http()
+        .edge()
         .get(format!("{}/v1/deployments", cluster.api_url()))
         .bearer_auth("wrong")
         .send()

@@ -265,3 +265,98 @@ async fn slow_header_connections_are_closed_while_workers_keep_answering() {
     assert_eq!(status, 200);
     cluster.stop().await.expect("stop");
 }
+
+/// A client of the cluster plane holding `cert` (from `certs`), trusting the cluster's CA.
+fn tls_client(
+    cluster: &Cluster,
+    holder: &nimbus_testkit::certs::CertFiles,
+    server: &str,
+) -> tonic::transport::ClientTlsConfig {
+    let read = |p: &std::path::Path| std::fs::read(p).expect("pem");
+    let cluster_ca = cluster.certs(server).expect("server cert").ca;
+    tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&cluster_ca)))
+        .identity(tonic::transport::Identity::from_pem(read(&holder.cert), read(&holder.key)))
+        .domain_name(server)
+}
+
+async fn peer_client(
+    cluster: &Cluster,
+    holder: &nimbus_testkit::certs::CertFiles,
+    target: usize,
+) -> Result<nimbus_proto::peer::kv_peer_client::KvPeerClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let node = &cluster.nodes[target];
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", node.rpc))?
+        .tls_config(tls_client(cluster, holder, &node.id))?
+        .connect()
+        .await?;
+    Ok(nimbus_proto::peer::kv_peer_client::KvPeerClient::new(channel))
+}
+
+fn digests_as(node: &str, from: std::net::SocketAddr) -> tonic::Request<nimbus_proto::peer::KvDigestsRequest> {
+    let mut request = tonic::Request::new(nimbus_proto::peer::KvDigestsRequest {});
+    request.metadata_mut().insert("x-nimbus-node", node.parse().expect("header"));
+    request.metadata_mut().insert("x-nimbus-from", from.to_string().parse().expect("header"));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_plane_admits_only_members_as_themselves() {
+    let cluster = super::cluster(2).await;
+    cluster.wait_membership(Duration::from_secs(20)).await.expect("membership");
+    let (node_1, node_2) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    // A member's own certificate, as itself: admitted.
+    let member = cluster.certs("node-2").expect("node-2's certificate");
+    let mut client = peer_client(&cluster, &member, 0).await.expect("a member connects");
+    client.kv_digests(digests_as("node-2", node_2.gossip)).await.expect("node-2 as itself");
+    // The same certificate speaking for node-1, or claiming node-1's gossip address: refused.
+    let status = client.kv_digests(digests_as("node-1", node_1.gossip)).await.expect_err("posing as node-1");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let status = client.kv_digests(digests_as("node-2", node_1.gossip)).await.expect_err("forged x-nimbus-from");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // A certificate from another CA (even one issued for `node-1`) cannot connect at all.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let names = ["node-1".to_string(), "control-plane".to_string()];
+    let stranger = nimbus_testkit::certs::create(elsewhere.path(), &names).expect("stranger's certs");
+    let refused = match peer_client(&cluster, &stranger[0].1, 1).await {
+        Err(_) => true,
+        Ok(mut client) => client.kv_digests(digests_as("node-1", node_1.gossip)).await.is_err(),
+    };
+    assert!(refused, "a certificate from another CA reaches peer gRPC");
+    // Nor can plaintext.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", node_1.rpc)).expect("uri").connect().await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => nimbus_proto::peer::kv_peer_client::KvPeerClient::new(channel)
+            .kv_digests(digests_as("node-2", node_2.gossip))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext reaches peer gRPC");
+
+    // The control plane's watch: a stranger cannot watch; a member cannot watch as another.
+    let watch = |holder: nimbus_testkit::certs::CertFiles, node: &'static str| {
+        let config = tls_client(&cluster, &holder, "control-plane");
+        let url = format!("https://{}", cluster.grpc);
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(url)?.tls_config(config)?.connect().await?;
+            let mut client = nimbus_proto::deploy::deployments_client::DeploymentsClient::new(channel);
+            let request = nimbus_proto::deploy::WatchRequest {
+                node_id: node.into(),
+                from_seq: 0,
+                region: "x".into(),
+                http_addr: "x".into(),
+            };
+            let mut stream = client.watch(request).await.map_err(|s| anyhow::anyhow!("{s}"))?.into_inner();
+            stream.message().await.map_err(|s| anyhow::anyhow!("{s}"))?;
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    watch(stranger[1].1.clone(), "node-1").await.expect_err("a stranger watches the control plane");
+    let posing = watch(member.clone(), "node-1").await.expect_err("node-2 watches as node-1");
+    assert!(posing.to_string().contains("not issued for node"), "{posing}");
+    watch(member, "node-2").await.expect("node-2 watches as itself");
+    cluster.stop().await.expect("stop");
+}

@@ -23,6 +23,9 @@ pub mod faults;
 pub mod keyring;
 pub mod peers;
 pub mod rumors;
+/// Mutual TLS for the cluster plane (shared with the control plane, so it lives in
+/// `nimbus-proto`).
+pub use nimbus_proto::tls;
 
 pub use rumors::{NoRumors, RumorError, RumorId, Rumors};
 

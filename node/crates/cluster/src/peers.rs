@@ -6,21 +6,30 @@
 //! the node it is meant for (its gossip address, in `x-nimbus-to`), and a server refuses one
 //! meant for another node: a caller with a stale address (the node restarted on new ports,
 //! and another took the old one) must not get, say, a Raft vote from the wrong node. Calls
-//! pass through a [`ShapedChannel`], which adds that header and applies the simulated
+//! pass through a [`ShapedChannel`], which adds those headers and applies the simulated
 //! network's delay and loss (see [`super::faults`]).
+//!
+//! With [`ClusterTls`] (the default; plaintext only where the operator asks for it), every
+//! channel is mutual TLS: the server's certificate must name the node being called, and
+//! [`PeerChannels::authenticate`] — run on every request a server receives — checks that the
+//! caller's certificate was issued for the node id it claims (`x-nimbus-node`) and that the
+//! gossip address it claims (`x-nimbus-from`) belongs to that node.
 
 use super::faults::Faults;
-use super::Member;
+use super::tls::{self, ClusterTls};
+use super::{Member, MembershipEvent};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// The metadata key naming the calling node's gossip address.
 pub const FROM_HEADER: &str = "x-nimbus-from";
+/// The metadata key naming the calling node's id (what its certificate is issued for).
+pub const NODE_HEADER: &str = "x-nimbus-node";
 /// The metadata key naming the gossip address of the node a request is meant for.
 pub const TO_HEADER: &str = "x-nimbus-to";
 /// Large enough for a 25 MiB KV value and its envelope.
@@ -38,13 +47,82 @@ pub enum PeerError {
 pub struct PeerChannels {
     /// This node's gossip address, sent as `x-nimbus-from`.
     me: SocketAddr,
+    /// This node's id, sent as `x-nimbus-node`.
+    node_id: Arc<str>,
     channels: Arc<Mutex<HashMap<SocketAddr, Channel>>>,
     faults: Arc<Faults>,
+    /// `None`: plaintext gRPC (`tls.insecure_plaintext`).
+    tls: Option<ClusterTls>,
+    /// Gossip address → node id of every member this node has seen.
+    identities: Arc<RwLock<HashMap<SocketAddr, String>>>,
 }
 
 impl PeerChannels {
-    pub fn new(me: SocketAddr, faults: Arc<Faults>) -> Self {
-        PeerChannels { me, channels: Arc::default(), faults }
+    pub fn new(me: SocketAddr, node_id: &str, faults: Arc<Faults>, tls: Option<ClusterTls>) -> Self {
+        PeerChannels { me, node_id: node_id.into(), channels: Arc::default(), faults, tls, identities: Arc::default() }
+    }
+
+    /// Whether calls go over mutual TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Learns which node each member's gossip address belongs to, until `shutdown`.
+    pub async fn follow(
+        self,
+        mut events: tokio::sync::broadcast::Receiver<MembershipEvent>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(MembershipEvent::Up(member)) => self.note(&member),
+                Ok(MembershipEvent::Down(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Records that `member`'s gossip address belongs to its node id.
+    pub fn note(&self, member: &Member) {
+        let mut identities = self.identities.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        identities.insert(member.gossip_addr, member.node_id.clone());
+    }
+
+    /// Who sent `request`, checked: with TLS, the caller's certificate must be issued for the
+    /// node id it names (`x-nimbus-node`); with or without, the gossip address it names
+    /// (`x-nimbus-from`) must not belong to another node. Run on every request a peer
+    /// server receives.
+    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let header = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok());
+        let Some(node) = header(NODE_HEADER) else {
+            return Err(tonic::Status::unauthenticated("a peer request must name its node (x-nimbus-node)"));
+        };
+        if self.tls.is_some() {
+            let certs = request.peer_certs();
+            if !certs.as_deref().is_some_and(|certs| tls::caller_is(certs, node)) {
+                return Err(tonic::Status::permission_denied(format!(
+                    "the caller's certificate is not issued for node `{}`",
+                    node.escape_debug()
+                )));
+            }
+        }
+        if let Some(from) = header(FROM_HEADER).and_then(|v| v.parse::<SocketAddr>().ok()) {
+            let identities = self.identities.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(owner) = identities.get(&from) {
+                if owner != node {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "node `{}` claims the gossip address of `{owner}`",
+                        node.escape_debug()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True while fault injection cuts `peer` off.
@@ -72,8 +150,15 @@ impl PeerChannels {
         if let Some(channel) = channels.get(&rpc_addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{rpc_addr}"))
-            .map_err(|e| PeerError::BadAddress { peer: node_id.to_owned(), reason: e.to_string() })?
+        let bad =
+            |e: tonic::transport::Error| PeerError::BadAddress { peer: node_id.to_owned(), reason: e.to_string() };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{rpc_addr}")).map_err(bad)?;
+        if let Some(tls) = &self.tls {
+            // The server must hold a certificate issued for the node this call is meant for.
+            endpoint = endpoint.tls_config(tls.client(node_id)).map_err(bad)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -100,6 +185,8 @@ impl PeerChannels {
             inner: self.channel_to(node_id, rpc_addr, gossip_addr)?,
             faults: self.faults.clone(),
             peer: gossip_addr,
+            me: self.me,
+            node_id: self.node_id.clone(),
         })
     }
 
@@ -141,6 +228,9 @@ pub struct ShapedChannel {
     faults: Arc<Faults>,
     /// The peer's gossip address, which the link is looked up by.
     peer: SocketAddr,
+    /// This node's gossip address and id, named on every request.
+    me: SocketAddr,
+    node_id: Arc<str>,
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for ShapedChannel {
@@ -153,8 +243,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for ShapedChannel {
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let headers = request.headers_mut();
         if let Ok(to) = http::HeaderValue::from_str(&self.peer.to_string()) {
-            request.headers_mut().insert(TO_HEADER, to);
+            headers.insert(TO_HEADER, to);
+        }
+        if let Ok(from) = http::HeaderValue::from_str(&self.me.to_string()) {
+            headers.insert(FROM_HEADER, from);
+        }
+        if let Ok(node) = http::HeaderValue::from_str(&self.node_id) {
+            headers.insert(NODE_HEADER, node);
         }
         let link = self.faults.link_to(self.peer);
         if link.is_clear() {
@@ -178,7 +275,7 @@ mod tests {
     use super::*;
 
     fn channels(me: &str) -> PeerChannels {
-        PeerChannels::new(me.parse().expect("address"), Arc::new(Faults::default()))
+        PeerChannels::new(me.parse().expect("address"), "node", Arc::new(Faults::default()), None)
     }
 
     fn request(to: Option<&str>) -> tonic::Request<()> {
@@ -199,5 +296,42 @@ mod tests {
         assert!(status.message().contains("stale"), "{}", status.message());
         assert!(node_2.admit(&request(Some("127.0.0.1:7002"))).is_ok(), "meant for node-2");
         assert!(node_2.admit(&request(None)).is_ok(), "a caller that names no node");
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn member(node_id: &str, gossip: &str) -> Member {
+        Member {
+            node_id: node_id.into(),
+            region: "local".into(),
+            http_addr: "127.0.0.1:1".parse().expect("addr"),
+            rpc_addr: "127.0.0.1:2".parse().expect("addr"),
+            gossip_addr: gossip.parse().expect("addr"),
+            d1_voter: false,
+            bump: 1,
+        }
+    }
+
+    fn request(node: Option<&str>, from: &str) -> tonic::Request<()> {
+        let mut request = tonic::Request::new(());
+        if let Some(node) = node {
+            request.metadata_mut().insert(NODE_HEADER, node.parse().expect("header"));
+        }
+        request.metadata_mut().insert(FROM_HEADER, from.parse().expect("header"));
+        request
+    }
+
+    #[test]
+    fn a_caller_cannot_claim_another_members_gossip_address() {
+        let peers = PeerChannels::new("127.0.0.1:7001".parse().expect("addr"), "node-1", Arc::default(), None);
+        peers.note(&member("node-2", "127.0.0.1:7002"));
+        assert!(peers.authenticate(&request(Some("node-2"), "127.0.0.1:7002")).is_ok());
+        let forged = peers.authenticate(&request(Some("node-3"), "127.0.0.1:7002")).expect_err("forged");
+        assert_eq!(forged.code(), tonic::Code::PermissionDenied);
+        let nameless = peers.authenticate(&request(None, "127.0.0.1:7002")).expect_err("no node named");
+        assert_eq!(nameless.code(), tonic::Code::Unauthenticated);
     }
 }

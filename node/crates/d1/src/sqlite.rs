@@ -162,7 +162,10 @@ enum Applied {
     Done(Vec<Outcome>),
     /// The request at `position` ended the whole transaction (SQLite rolls it back when a
     /// write is interrupted); it fails with `failure` and the entry is applied again.
-    RolledBack { position: usize, failure: StatementFailure },
+    RolledBack {
+        position: usize,
+        failure: StatementFailure,
+    },
 }
 
 struct Writer {

@@ -145,7 +145,7 @@ fn node(node_id: &str, classes: Counters, prepare: impl FnOnce(&Storage)) -> Nod
     prepare(&storage);
     let me = member(node_id, 1);
     let (publish, view) = view::channel(me.clone());
-    let peers = PeerChannels::new(me.gossip_addr, Arc::new(Faults::default()));
+    let peers = PeerChannels::new(me.gossip_addr, &me.node_id, Arc::new(Faults::default()), None);
     let config = DurableConfig { request_timeout_ms: 300, ..DurableConfig::default() };
     let durable = Durable::new(&me, storage.clone(), view, peers, &config, Arc::new(classes), Tasks::new());
     Node { _dir: dir, me, durable, publish }

@@ -45,6 +45,28 @@ pub struct NodeConfig {
     pub durable: DurableConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Mutual TLS on the cluster plane: peer gRPC and the control-plane watch. The cluster CA
+/// signs one certificate per node, issued for its node id (`nimbus certs create` makes them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), issued for its node id.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Plain gRPC between nodes and to the control plane, with no certificates: only to
+    /// measure what TLS costs, never on a network anyone else reaches.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
 }
 
 /// The simulated network between regions: a latency matrix the peer transport applies to

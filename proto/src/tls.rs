@@ -1,0 +1,74 @@
+//! Mutual TLS for the cluster plane: peer gRPC and the control-plane watch.
+//!
+//! One cluster CA signs a certificate per node, issued for the node id as its DNS name (and
+//! one for the control plane, issued for `control-plane`). A server asks every caller for a
+//! certificate from that CA and refuses the handshake without one; a caller checks that the
+//! server's certificate names the node it meant to reach. On top of the handshake, each
+//! request names its caller (`x-nimbus-node`) and [`caller_is`] checks the certificate was
+//! issued for that name, so a node cannot speak for another even with a valid certificate.
+
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::path::Path;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// The name the control plane's certificate is issued for.
+pub const CONTROL_PLANE_NAME: &str = "control-plane";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// This process's certificate and key, and the cluster CA it trusts.
+#[derive(Clone)]
+pub struct ClusterTls {
+    ca: Certificate,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterTls { .. }")
+    }
+}
+
+impl ClusterTls {
+    /// From PEM files: the CA's certificate, this process's certificate and its key.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+        };
+        let (ca, cert, key) = (read(ca)?, read(cert)?, read(key)?);
+        Ok(Self::from_pem(&ca, &cert, &key))
+    }
+
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Self {
+        ClusterTls { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key) }
+    }
+
+    /// A server that presents this certificate and requires callers to present one the
+    /// cluster CA signed.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
+    }
+
+    /// A client that presents this certificate and accepts only a server whose certificate
+    /// the cluster CA signed for `server_name` (a node id, or [`CONTROL_PLANE_NAME`]).
+    pub fn client(&self, server_name: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(self.identity.clone()).domain_name(server_name)
+    }
+}
+
+/// Whether the caller's certificate (the first of `certs`; the handshake has already
+/// checked it chains to the cluster CA) was issued for `name`.
+pub fn caller_is(certs: &[CertificateDer<'static>], name: &str) -> bool {
+    let Some(leaf) = certs.first() else { return false };
+    let Ok(server_name) = ServerName::try_from(name) else { return false };
+    match webpki::EndEntityCert::try_from(leaf) {
+        Ok(cert) => cert.verify_is_valid_for_subject_name(&server_name).is_ok(),
+        Err(_) => false,
+    }
+}
