@@ -140,7 +140,10 @@ async fn javascript_examples_and_a_cloudflare_worker_run_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_errors_and_limits_end_only_their_request() {
-    let cluster = cluster(1).await;
+    // The worker fetches from the node itself, so the operator opens loopback for it.
+    let mut spec = nimbus_testkit::ClusterSpec::local(1).expect("spec");
+    spec.node_env.push(("NIMBUS_RUNTIME__OUTBOUND_PRIVATE_ALLOWED".into(), r#"["127.0.0.1"]"#.into()));
+    let cluster = Cluster::start(spec).await.expect("cluster starts");
     let source =
         std::fs::read_to_string(repo_root().join("testkit/tests/fixtures/js-hostile/index.js")).expect("fixture");
     let manifest = json!({
@@ -271,5 +274,38 @@ async fn broken_scripts_are_refused_at_deploy_and_the_previous_version_keeps_ser
     assert_eq!((status, body.as_str()), (200, "v1"), "the previous version keeps serving");
     let versions = cluster.api_call(Method::GET, "/v1/deployments/app", None).await.expect("show");
     assert_eq!(versions.body["versions"].as_array().map(Vec::len), Some(1), "nothing was stored");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_fetch_reaches_no_private_address_even_when_the_manifest_allows_any_host() {
+    let cluster = cluster(1).await;
+    let source =
+        std::fs::read_to_string(repo_root().join("testkit/tests/fixtures/js-hostile/index.js")).expect("fixture");
+    let manifest = json!({
+        "bindings": [{"type": "kv", "name": "LOG", "namespace_id": "js-hostile-log"}],
+        "allowed_outbound_hosts": ["*"],
+    });
+    let deployed =
+        cluster.deploy_script("js-hostile", &[("index.js", &source)], "index.js", manifest).await.expect("deploy");
+    assert_eq!(deployed.status, 201, "{:?}", deployed.body);
+    let version = deployed.body["version"].as_u64().expect("version");
+    cluster.wait_for_version("js-hostile", version, ROLLOUT).await.expect("rollout");
+    let edge = cluster.nodes[0].http;
+    let management = cluster.nodes[0].management;
+    for target in [
+        format!("http://{edge}/healthz"),
+        format!("http://{management}/healthz"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        format!("http://localhost:{}/healthz", edge.port()),
+        format!("http://[::1]:{}/healthz", edge.port()),
+        "http://10.0.0.1/".to_string(),
+    ] {
+        let (status, body) = hostile(&cluster, &format!("/fetch?url={target}")).await;
+        assert_eq!(status, 500, "{target}: {body}");
+        assert!(body.contains("DestinationIpProhibited") || body.contains("HttpRequestDenied"), "{target}: {body}");
+    }
+    let log = cluster.node_log(0).expect("log");
+    assert!(log.contains("outbound request refused: not a public address"), "the node says why");
     cluster.stop().await.expect("stop");
 }

@@ -74,6 +74,7 @@ pub struct Runtime {
     /// The node's services, handed to every instance for its bindings.
     stores: Stores,
     workers: Workers,
+    outbound_guard: Arc<nimbus_wasm::AddressGuard>,
 }
 
 /// The workers installed on this node and their routes. Made before Durable Objects (which
@@ -133,6 +134,8 @@ pub struct Worker {
     /// one worker's slow clients cannot hold every instance slot of the node.
     concurrency: Arc<tokio::sync::Semaphore>,
     concurrency_limit: usize,
+    /// Which addresses outbound fetch may reach (the node's, shared by every worker).
+    outbound_guard: Arc<nimbus_wasm::AddressGuard>,
     limits: Limits,
     pool_config: nimbus_util::config::PoolConfig,
     metrics: WorkerMetrics,
@@ -155,7 +158,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         bindings::DurableClass::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host).map_err(link)?;
+        let outbound_guard = nimbus_wasm::AddressGuard::new(&config.runtime.outbound_private_allowed)
+            .map_err(|e| RuntimeError::Internal(format!("runtime.outbound_private_allowed: {e}")))?;
         Ok(Runtime {
+            outbound_guard: Arc::new(outbound_guard),
             cache: ComponentCache::open(config.data_dir.join("components"))?,
             engine,
             linker,
@@ -221,6 +227,7 @@ impl Runtime {
             pool: Pool::new(max_idle),
             concurrency: Arc::new(tokio::sync::Semaphore::new(d.max_concurrent_per_worker.max(1))),
             concurrency_limit: d.max_concurrent_per_worker.max(1),
+            outbound_guard: self.outbound_guard.clone(),
             limits,
             pool_config: d.pool.clone(),
             stores: self.stores.clone(),
@@ -373,6 +380,7 @@ impl Worker {
         let host = Host::new(
             self.declared.clone(),
             self.spec.manifest.allowed_outbound_hosts.clone().into(),
+            self.outbound_guard.clone(),
             self.limits.memory_bytes,
             self.stores.clone(),
             object,

@@ -358,6 +358,11 @@ pub struct RuntimeConfig {
     /// once, so slow clients of one worker cannot take the instances of the others.
     #[serde(default = "default_max_concurrent_per_worker")]
     pub max_concurrent_per_worker: usize,
+    /// Addresses (CIDR ranges or single IPs) outbound fetch may reach although they are not
+    /// public: loopback, private, link-local and this node's own addresses are refused
+    /// otherwise, whatever a manifest's `allowed_outbound_hosts` says.
+    #[serde(default)]
+    pub outbound_private_allowed: Vec<String>,
     /// Linear memory all idle instances of the node may hold, in MiB; past it the instances
     /// idle the longest (of any worker) are dropped.
     #[serde(default = "default_idle_memory_mb")]

@@ -7,6 +7,12 @@
 //! # Layout
 //! - [`FunctionCache`]: compiled functions by the hash of their IR, for the life of the process.
 //! - [`OutboundPolicy`]: `wasi:http/outgoing-handler` by allow-list; an empty list refuses all.
+//! - [`outbound`]: the address guard (public addresses only, unless the operator lists
+//!   others) and the connection to the address it checked.
+
+pub mod outbound;
+
+pub use outbound::AddressGuard;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,21 +39,23 @@ impl wasmtime::CacheStore for FunctionCache {
 }
 
 /// Decides which outbound requests leave: only to a host the allow-list names (exactly, with
-/// its port, or by a `*.suffix` pattern; `*` allows any host). Any other request is refused
-/// with `HttpRequestDenied` before a connection is made.
+/// its port, or by a `*.suffix` pattern; `*` allows any public host), and then only to
+/// addresses the [`AddressGuard`] permits. Any other request is refused before a connection
+/// is made (`HttpRequestDenied`, or `DestinationIpProhibited` for a refused address).
 pub struct OutboundPolicy {
     /// Host patterns (a manifest's `allowed_outbound_hosts`).
     allowed: Arc<[String]>,
+    guard: Arc<AddressGuard>,
 }
 
 impl OutboundPolicy {
-    pub fn new(allowed: Arc<[String]>) -> Self {
-        OutboundPolicy { allowed }
+    pub fn new(allowed: Arc<[String]>, guard: Arc<AddressGuard>) -> Self {
+        OutboundPolicy { allowed, guard }
     }
 
     /// A policy that refuses every request.
     pub fn deny_all() -> Self {
-        OutboundPolicy { allowed: Arc::from(Vec::new()) }
+        OutboundPolicy { allowed: Arc::from(Vec::new()), guard: Arc::default() }
     }
 
     pub fn allows(&self, authority: &str) -> bool {
@@ -85,8 +93,12 @@ impl WasiHttpHooks for OutboundPolicy {
             tracing::warn!(%authority, "outbound request denied: host not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let default = wasmtime_wasi_http::default_hooks();
-        default.send_request(request, options, fut)
+        let _ = fut;
+        let guard = self.guard.clone();
+        Box::new(async move {
+            let (response, io) = outbound::send_checked(request, options, guard).await?;
+            Ok((response, io))
+        })
     }
 }
 
@@ -95,7 +107,7 @@ mod tests {
     use super::*;
 
     fn policy(allowed: &[&str]) -> OutboundPolicy {
-        OutboundPolicy { allowed: allowed.iter().map(|s| s.to_string()).collect() }
+        OutboundPolicy { allowed: allowed.iter().map(|s| s.to_string()).collect(), guard: Arc::default() }
     }
 
     #[test]

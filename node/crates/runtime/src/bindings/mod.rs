@@ -106,6 +106,7 @@ impl Host {
     pub fn new(
         declared: Declared,
         outbound: Arc<[String]>,
+        guard: Arc<nimbus_wasm::AddressGuard>,
         memory_limit: usize,
         stores: Stores,
         object: Option<nimbus_durable::ObjectContext>,
@@ -122,7 +123,7 @@ impl Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy::new(outbound),
+            outbound: OutboundPolicy::new(outbound, guard),
             memory: MemoryGuard::new(memory_limit),
             cpu: CpuBudget::default(),
             declared,
