@@ -110,6 +110,7 @@ pub fn status_of(error: &ControlPlaneError) -> StatusCode {
         | ControlPlaneError::VersionNotFound { .. }
         | ControlPlaneError::TokenNotFound(_) => StatusCode::NOT_FOUND,
         ControlPlaneError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ControlPlaneError::Conflict(_) => StatusCode::CONFLICT,
         ControlPlaneError::Forbidden(_) => StatusCode::FORBIDDEN,
         ControlPlaneError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ControlPlaneError::Database(_) | ControlPlaneError::Io { .. } | ControlPlaneError::Internal(_) => {
@@ -194,6 +195,23 @@ async fn deploy(
             "the manifest binds Durable Object class(es) {} but the component does not export `nimbus:worker/durable-object` (define them with `nimbus::durable_objects!`)",
             classes.join(", ")
         )));
+    }
+    // A route belongs to one worker: another worker's claim is refused here, not left to
+    // each node's tie-break.
+    let routes: Vec<String> = manifest.routes.iter().map(|r| nimbus_proto::manifest::route_key(r)).collect();
+    if !routes.is_empty() {
+        let (_, active) = api.store.snapshot()?;
+        for other in active.iter().filter(|d| d.name != name) {
+            let Ok(theirs) = serde_json::from_str::<WorkerManifest>(&other.manifest_json) else { continue };
+            if let Some(route) =
+                theirs.routes.iter().map(|r| nimbus_proto::manifest::route_key(r)).find(|r| routes.contains(r))
+            {
+                return Err(ControlPlaneError::Conflict(format!(
+                    "route `{route}` is already claimed by worker `{}`; remove it there first",
+                    other.name
+                )));
+            }
+        }
     }
     let hash = hex::encode(Sha256::digest(&component));
     let manifest_json = serde_json::to_string(&manifest).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;

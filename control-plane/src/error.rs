@@ -5,6 +5,9 @@ pub enum ControlPlaneError {
     /// The request (component, manifest, name) is wrong; nothing was stored.
     #[error("{0}")]
     Invalid(String),
+    /// The request collides with what another worker holds (a route); nothing was stored.
+    #[error("{0}")]
+    Conflict(String),
     #[error("worker `{0}` does not exist")]
     WorkerNotFound(String),
     #[error("worker `{worker}` has no version {version}")]

@@ -194,7 +194,33 @@ fn validate_route(route: &str) -> Result<(), String> {
     if path[..path.len().saturating_sub(1)].contains('*') {
         return Err(format!("route `{route}`: `*` is only allowed at the end of the path"));
     }
+    // A route for any host must leave the edge's own paths alone.
+    if host.is_empty() {
+        let prefix = path.strip_suffix('*');
+        for platform in PLATFORM_PATHS {
+            let claims = match prefix {
+                Some(prefix) => platform.starts_with(prefix),
+                None => path == *platform,
+            };
+            if claims {
+                return Err(format!(
+                    "route `{route}` would claim `{platform}`, a path the edge serves itself; give the route a host (`example.com{path}`) or a narrower path"
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Paths the public edge answers itself, under any host no worker claims.
+pub const PLATFORM_PATHS: &[&str] = &["/healthz"];
+
+/// The same route as another, up to the case of its host (`Example.com/*` is `example.com/*`).
+pub fn route_key(route: &str) -> String {
+    match route.find('/') {
+        Some(i) => format!("{}{}", route[..i].to_ascii_lowercase(), &route[i..]),
+        None => route.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -223,10 +249,14 @@ mod tests {
 
     #[test]
     fn routes_are_checked() {
-        for good in ["example.com/*", "example.com/api/*", "/static/*", "*.example.com/x"] {
+        for good in
+            ["example.com/*", "example.com/api/*", "/static/*", "*.example.com/x", "example.com/healthz", "/health"]
+        {
             assert!(validate_route(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "https://example.com/*", "exa*mple.com/*", "example.com/*/x"] {
+        for bad in
+            ["example.com", "https://example.com/*", "exa*mple.com/*", "example.com/*/x", "/*", "/h*", "/healthz"]
+        {
             assert!(validate_route(bad).is_err(), "{bad}");
         }
     }

@@ -154,3 +154,27 @@ fn compiled_components(data_dir: &std::path::Path) -> Vec<(std::path::PathBuf, s
     found.sort();
     found
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_belongs_to_one_worker_and_platform_paths_to_none() {
+    let cluster = cluster(1).await;
+    let wasm = nimbus_testkit::examples::wasm_bytes("hello").expect("example builds");
+    let first = cluster.deploy("site", &wasm, json!({"routes": ["Example.com/*"]})).await.expect("deploy");
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let taken = cluster.deploy("other", &wasm, json!({"routes": ["example.com/*"]})).await.expect("deploy");
+    assert_eq!(taken.status, 409, "{:?}", taken.body);
+    assert!(
+        taken.body["error"].as_str().is_some_and(|e| e.contains("already claimed by worker `site`")),
+        "{:?}",
+        taken.body
+    );
+    // The worker that holds a route may deploy it again.
+    let again = cluster.deploy("site", &wasm, json!({"routes": ["example.com/*"]})).await.expect("deploy");
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    for route in ["/*", "/healthz"] {
+        let platform = cluster.deploy("greedy", &wasm, json!({"routes": [route]})).await.expect("deploy");
+        assert_eq!(platform.status, 400, "{route}: {:?}", platform.body);
+        assert!(platform.body["error"].as_str().is_some_and(|e| e.contains("/healthz")), "{:?}", platform.body);
+    }
+    cluster.stop().await.expect("stop");
+}

@@ -393,7 +393,7 @@ impl Durable {
         let owner = view.owner(&id).ok_or(DurableError::NotOwner)?;
         if owner.node_id == self.inner.me {
             let frames = self.inner.sockets.attach(id, socket).map_err(|e| DurableError::Invalid(e.to_string()))?;
-            return Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(frames)));
+            return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(frames)));
         }
         let mut client = self.client(owner)?;
         let payload = postcard::to_allocvec(&Request::Attach { id: id.0, socket })
@@ -409,10 +409,7 @@ impl Durable {
     }
 
     /// Serves a peer's `DurableAttach`: the frames of a socket of an object this node runs.
-    pub fn serve_attach(
-        &self,
-        request: Request,
-    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<sockets::Frame>, DurableError> {
+    pub fn serve_attach(&self, request: Request) -> Result<tokio::sync::mpsc::Receiver<sockets::Frame>, DurableError> {
         match request {
             Request::Attach { id, socket } => {
                 self.inner.sockets.attach(ObjectId(id), socket).map_err(|e| DurableError::Invalid(e.to_string()))

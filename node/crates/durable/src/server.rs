@@ -48,9 +48,7 @@ impl DurablePeer for DurableService {
         self.peers.admit(&request)?;
         let frames = self.durable.serve_attach(decode(request)?).map_err(|e| Status::not_found(e.to_string()))?;
         let stream =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(frames), |frame| {
-                encode(&frame)
-            });
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(frames), |frame| encode(&frame));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -19,6 +19,10 @@ pub const MAX_SOCKETS_PER_OBJECT: usize = 32_768;
 /// Most tags per socket, and longest tag (Cloudflare: 10 tags of 256 bytes).
 pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_BYTES: usize = 256;
+/// Frames an object may have sent that its client has not read yet (and that may wait for a
+/// client to attach). Past it the client is a slow reader: its socket is closed with 1013
+/// ("try again later") instead of buffering without end.
+pub const MAX_QUEUED_FRAMES: usize = 1_024;
 
 /// A WebSocket frame between an object and its client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +35,7 @@ pub enum Frame {
 struct Socket {
     tags: Vec<String>,
     /// The client's node, once attached; frames sent before that wait in `early`.
-    attached: Option<mpsc::UnboundedSender<Frame>>,
+    attached: Option<mpsc::Sender<Frame>>,
     early: Vec<Frame>,
 }
 
@@ -46,6 +50,9 @@ pub enum SocketError {
     Unknown(u64),
     #[error("{0}")]
     Invalid(String),
+    /// The client read too slowly; its socket was closed with 1013.
+    #[error("WebSocket {0} was closed: its client read too slowly ({MAX_QUEUED_FRAMES} frames queued)")]
+    SlowReader(u64),
 }
 
 impl Sockets {
@@ -77,12 +84,13 @@ impl Sockets {
     }
 
     /// Connects the client's node to an accepted socket: the frames the object sends.
-    pub fn attach(&self, id: ObjectId, socket: u64) -> Result<mpsc::UnboundedReceiver<Frame>, SocketError> {
+    pub fn attach(&self, id: ObjectId, socket: u64) -> Result<mpsc::Receiver<Frame>, SocketError> {
         let mut objects = self.objects();
         let entry = objects.get_mut(&id).and_then(|s| s.get_mut(&socket)).ok_or(SocketError::Unknown(socket))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        // One slot beyond the bound, for the close that tells a slow reader why.
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_FRAMES + 1);
         for frame in entry.early.drain(..) {
-            let _ = tx.send(frame);
+            let _ = tx.try_send(frame);
         }
         entry.attached = Some(tx);
         Ok(rx)
@@ -95,11 +103,22 @@ impl Sockets {
         let entry = sockets.get_mut(&socket).ok_or(SocketError::Unknown(socket))?;
         let closing = matches!(frame, Frame::Close { .. });
         match &entry.attached {
+            Some(tx) if tx.is_closed() => {
+                sockets.remove(&socket);
+                return Err(SocketError::Unknown(socket));
+            }
+            Some(tx) if tx.capacity() <= 1 => {
+                // The last slot carries the close; the socket is gone for the object.
+                let _ = tx.try_send(Frame::Close { code: 1013, reason: "the client reads too slowly".into() });
+                sockets.remove(&socket);
+                return Err(SocketError::SlowReader(socket));
+            }
             Some(tx) => {
-                if tx.send(frame).is_err() {
-                    sockets.remove(&socket);
-                    return Err(SocketError::Unknown(socket));
-                }
+                let _ = tx.try_send(frame);
+            }
+            None if entry.early.len() >= MAX_QUEUED_FRAMES => {
+                sockets.remove(&socket);
+                return Err(SocketError::SlowReader(socket));
             }
             None => entry.early.push(frame),
         }
@@ -146,5 +165,31 @@ impl Sockets {
 
     pub fn count(&self) -> usize {
         self.objects().values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that stops reading gets its socket closed with 1013 once its queue is full,
+    /// instead of the object's frames piling up in memory.
+    #[test]
+    fn a_slow_reader_is_closed_not_buffered() {
+        let sockets = Sockets::default();
+        let id = ObjectId([7; 32]);
+        let socket = sockets.accept(id, Vec::new()).expect("accept");
+        let mut frames = sockets.attach(id, socket).expect("attach");
+        for n in 0..MAX_QUEUED_FRAMES {
+            sockets.send(&id, socket, Frame::Text(format!("{n}"))).expect("within the bound");
+        }
+        let refused = sockets.send(&id, socket, Frame::Text("one too many".into())).expect_err("over the bound");
+        assert!(matches!(refused, SocketError::SlowReader(s) if s == socket), "{refused}");
+        assert!(sockets.list(&id, None).is_empty(), "the socket is forgotten");
+        let mut last = None;
+        while let Ok(frame) = frames.try_recv() {
+            last = Some(frame);
+        }
+        assert_eq!(last, Some(Frame::Close { code: 1013, reason: "the client reads too slowly".into() }));
     }
 }

@@ -40,6 +40,16 @@ impl Route {
         Some(Route { host, path, prefix, worker: worker.to_string() })
     }
 
+    /// The route as written, normalised, for a stable order among equals.
+    fn pattern(&self) -> (String, &str, bool) {
+        let host = match &self.host {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*.{s}"),
+            HostMatch::Any => String::new(),
+        };
+        (host, self.path.as_str(), self.prefix)
+    }
+
     fn rank(&self) -> (u8, usize, bool) {
         let host = match &self.host {
             HostMatch::Exact(_) => 2,
@@ -81,7 +91,12 @@ impl RouteTable {
             table.names.insert(name.to_string(), ());
             table.routes.extend(routes.iter().filter_map(|r| Route::parse(r, name)));
         }
-        table.routes.sort_by_key(|r| std::cmp::Reverse(r.rank()));
+        // Most specific first; routes equally specific (the control plane refuses the same
+        // route twice, but `a.com/x*` and `a.com/y*` tie) are ordered by pattern and worker,
+        // so every node picks the same one whatever order its workers arrived in.
+        table.routes.sort_by(|a, b| {
+            b.rank().cmp(&a.rank()).then_with(|| a.pattern().cmp(&b.pattern())).then_with(|| a.worker.cmp(&b.worker))
+        });
         table
     }
 
@@ -143,6 +158,18 @@ mod tests {
         assert_eq!(t.lookup("other.org", "/static/a.css"), Some("assets"));
         assert_eq!(t.lookup("other.org", "/"), None);
         assert_eq!(t.lookup("notexample.com", "/"), None);
+    }
+
+    #[test]
+    fn equal_routes_resolve_the_same_whatever_the_order_workers_arrived_in() {
+        let a = ["a.com/x*".to_string()];
+        let b = ["a.com/y*".to_string(), "a.com/x*".to_string()];
+        let one = RouteTable::build("w", [("alpha", &a[..]), ("beta", &b[..])]);
+        let two = RouteTable::build("w", [("beta", &b[..]), ("alpha", &a[..])]);
+        for path in ["/x", "/xy", "/y"] {
+            assert_eq!(one.lookup("a.com", path), two.lookup("a.com", path), "{path}");
+        }
+        assert_eq!(one.lookup("a.com", "/x"), Some("alpha"), "a tie goes to the first worker by name");
     }
 
     #[test]
