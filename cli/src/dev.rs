@@ -20,6 +20,8 @@ pub struct DevOptions {
     pub regions: Vec<String>,
     /// Configuration text every node reads (a latency matrix, say).
     pub node_config: Option<String>,
+    /// Peer gRPC and the watch without TLS (to measure what it costs).
+    pub insecure_plaintext: bool,
 }
 
 /// Parses `--node-env KEY=VALUE` settings; only `NIMBUS_*` keys are node settings.
@@ -66,6 +68,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         node_management_base_port: Some(options.management_port),
         token,
         gossip_keys: vec![gossip_key],
+        insecure_plaintext: options.insecure_plaintext,
         bin_dir: nimbus_testkit::bin_dir()?,
         node_env: options.node_env,
         // D1's Raft group: three voters (or every node, if fewer); the others are replicas.

@@ -96,6 +96,10 @@ enum Command {
         /// latency matrix between regions (applied by the peer transport).
         #[arg(long, value_name = "FILE")]
         node_config: Option<PathBuf>,
+        /// Peer gRPC and the control-plane watch without TLS: only to measure what mutual
+        /// TLS costs (`bench/d1/run --plaintext`), never on a network.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// Workers KV: namespaces and keys, through any node.
     Kv {
@@ -237,6 +241,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             ref node_env,
             ref regions,
             ref node_config,
+            insecure_plaintext,
         } => {
             let node_env = dev::parse_node_env(node_env)?;
             let node_config = match node_config {
@@ -256,6 +261,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
                 node_env,
                 regions: regions.clone(),
                 node_config,
+                insecure_plaintext,
             };
             dev::run(options, style).await
         }

@@ -23,9 +23,10 @@ const LAYERS: &[&[&str]] = &[
 
 /// External crates that belong to one layer: only the crates listed may depend on them.
 const OWNED: &[(&str, &[&str])] = &[
-    // The HTTP edge is the node's: no subsystem serves HTTP itself.
+    // The HTTP edge is the node's: no subsystem serves HTTP itself. (nimbus-wasm uses
+    // hyper-util's I/O adapter for the outbound client, which connects to checked addresses.)
     ("axum", &["nimbus-node", "nimbus-control-plane"]),
-    ("hyper-util", &["nimbus-node", "nimbus-control-plane"]),
+    ("hyper-util", &["nimbus-node", "nimbus-control-plane", "nimbus-wasm"]),
     // Only the runtime (and the control plane's deploy-time checks) run WebAssembly.
     ("wasmtime", &["nimbus-wasm", "nimbus-runtime", "nimbus-control-plane"]),
     ("wasmtime-wasi", &["nimbus-runtime", "nimbus-control-plane"]),

@@ -51,6 +51,9 @@ pub struct ClusterSpec {
     /// The gossip keys every node seals and opens datagrams with (base64, 32 bytes; the
     /// first seals); `ClusterSpec::local` makes a fresh one.
     pub gossip_keys: Vec<String>,
+    /// Peer gRPC and the watch without TLS (`tls.insecure_plaintext`): only to measure what
+    /// mutual TLS costs.
+    pub insecure_plaintext: bool,
     /// Directory holding `nimbus-node` and `nimbus-control-plane`.
     pub bin_dir: PathBuf,
     /// Extra `NIMBUS_*` settings for every node.
@@ -81,6 +84,7 @@ impl ClusterSpec {
             node_management_base_port: None,
             token: TEST_TOKEN.into(),
             gossip_keys: vec![random_key()?],
+            insecure_plaintext: false,
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
             d1_voters: nodes.min(3),
@@ -324,10 +328,12 @@ impl Cluster {
     /// Starts (or restarts, on the same ports and data) the control plane.
     pub async fn start_control_plane(&mut self) -> Result<()> {
         let tls = self.certs(certs::CONTROL_PLANE_NAME)?;
+        let plaintext = self.spec.insecure_plaintext.to_string();
         let env = vec![
             ("NIMBUS_GRPC__TLS__CA_FILE".to_string(), tls.ca.display().to_string()),
             ("NIMBUS_GRPC__TLS__CERT_FILE".to_string(), tls.cert.display().to_string()),
             ("NIMBUS_GRPC__TLS__KEY_FILE".to_string(), tls.key.display().to_string()),
+            ("NIMBUS_GRPC__TLS__INSECURE_PLAINTEXT".to_string(), plaintext),
             ("NIMBUS_DATA_DIR".to_string(), self.dir.join("control-plane").display().to_string()),
             ("NIMBUS_API__LISTEN".to_string(), self.api.to_string()),
             ("NIMBUS_GRPC__LISTEN".to_string(), self.grpc.to_string()),
@@ -375,6 +381,7 @@ impl Cluster {
             ("NIMBUS_TLS__CA_FILE".to_string(), tls.ca.display().to_string()),
             ("NIMBUS_TLS__CERT_FILE".to_string(), tls.cert.display().to_string()),
             ("NIMBUS_TLS__KEY_FILE".to_string(), tls.key.display().to_string()),
+            ("NIMBUS_TLS__INSECURE_PLAINTEXT".to_string(), self.spec.insecure_plaintext.to_string()),
             ("NIMBUS_RPC__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("NIMBUS_ADMIN__FAULT_INJECTION".to_string(), "true".to_string()),
             ("NIMBUS_D1__BOOTSTRAP_EXPECT".to_string(), self.spec.d1_voters.max(1).to_string()),

@@ -140,7 +140,11 @@ async fn a_python_worker_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_fetch_reaches_only_allowed_hosts() {
-    let cluster = cluster(1).await;
+    // The target is the node itself, on loopback: the operator opens it (public addresses only
+    // otherwise; see js::outbound_fetch_reaches_no_private_address…).
+    let mut spec = nimbus_testkit::ClusterSpec::local(1).expect("spec");
+    spec.node_env.push(("NIMBUS_RUNTIME__OUTBOUND_PRIVATE_ALLOWED".into(), r#"["127.0.0.1/32"]"#.into()));
+    let cluster = nimbus_testkit::Cluster::start(spec).await.expect("cluster starts");
     let node = cluster.nodes[0].http;
     deploy_example(&cluster, "allowed", "hostile", json!({"allowed_outbound_hosts": [node.to_string()]})).await;
     deploy_example(&cluster, "denied", "hostile", json!({"allowed_outbound_hosts": ["example.com"]})).await;
