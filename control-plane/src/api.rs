@@ -37,6 +37,8 @@ pub struct Api {
     bootstrap: Arc<str>,
     max_component_bytes: usize,
     js: Arc<JsBuilder>,
+    /// The operator's ceilings on manifest limits.
+    ceilings: Arc<nimbus_proto::manifest::Limits>,
 }
 
 impl Api {
@@ -46,8 +48,16 @@ impl Api {
         token: &str,
         max_component_bytes: usize,
         js: Arc<JsBuilder>,
+        ceilings: nimbus_proto::manifest::Limits,
     ) -> Self {
-        Api { store, changes, bootstrap: auth::token_hash(token).into(), max_component_bytes, js }
+        Api {
+            store,
+            changes,
+            bootstrap: auth::token_hash(token).into(),
+            max_component_bytes,
+            js,
+            ceilings: Arc::new(ceilings),
+        }
     }
 
     pub fn router(self) -> Router {
@@ -154,6 +164,7 @@ async fn deploy(
     let manifest: WorkerManifest =
         serde_json::from_value(req.manifest).map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
     manifest.validate().map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
+    manifest.limits.within(&api.ceilings).map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
     let (component, runtime) = match (req.component, req.script) {
         (Some(component), None) => {
             let bytes = base64::engine::general_purpose::STANDARD

@@ -20,6 +20,9 @@ pub struct ControlPlaneConfig {
     pub grpc: GrpcConfig,
     #[serde(default)]
     pub js: JsConfig,
+    /// Ceilings on what a manifest may ask for; a deploy over one is refused naming it.
+    #[serde(default)]
+    pub limits: nimbus_proto::manifest::Limits,
 }
 
 /// JavaScript workers.

@@ -60,7 +60,14 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
     let stop = CancellationToken::new();
     let (changes, _) = tokio::sync::broadcast::channel(64);
     let js = Arc::new(js::JsBuilder::load(config.js.engine.as_deref())?);
-    let api = api::Api::new(store.clone(), changes.clone(), &token, config.api.max_component_bytes, js);
+    let api = api::Api::new(
+        store.clone(),
+        changes.clone(),
+        &token,
+        config.api.max_component_bytes,
+        js,
+        config.limits.clone(),
+    );
     let api_task = tokio::spawn({
         let stop = stop.clone();
         async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }

@@ -57,6 +57,28 @@ pub struct Limits {
     pub max_response_body: Option<u64>,
 }
 
+impl Limits {
+    /// Refuses a limit above the operator's ceiling (`None` there: no ceiling), naming it.
+    pub fn within(&self, ceilings: &Limits) -> Result<(), ManifestError> {
+        let pairs = [
+            ("cpu_ms", self.cpu_ms, ceilings.cpu_ms),
+            ("memory_mb", self.memory_mb, ceilings.memory_mb),
+            ("max_request_body", self.max_request_body, ceilings.max_request_body),
+            ("max_response_body", self.max_response_body, ceilings.max_response_body),
+        ];
+        for (name, asked, ceiling) in pairs {
+            if let (Some(asked), Some(ceiling)) = (asked, ceiling) {
+                if asked > ceiling {
+                    return Err(ManifestError(format!(
+                        "limits.{name} = {asked} is over this cluster's ceiling of {ceiling}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A binding gives the worker a named handle to a platform resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -245,6 +267,15 @@ mod tests {
         };
         let err = manifest.validate().expect_err("duplicate");
         assert!(err.0.contains("declared twice"), "{}", err.0);
+    }
+
+    #[test]
+    fn limits_over_a_ceiling_are_named() {
+        let ceilings = Limits { cpu_ms: Some(100), memory_mb: Some(256), ..Default::default() };
+        assert!(Limits { cpu_ms: Some(100), ..Default::default() }.within(&ceilings).is_ok());
+        let err = Limits { memory_mb: Some(512), ..Default::default() }.within(&ceilings).expect_err("over");
+        assert!(err.0.contains("limits.memory_mb = 512") && err.0.contains("256"), "{}", err.0);
+        assert!(Limits { max_request_body: Some(u64::MAX), ..Default::default() }.within(&ceilings).is_ok());
     }
 
     #[test]
