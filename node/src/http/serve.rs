@@ -96,16 +96,19 @@ pub async fn serve(
     }
 }
 
-/// A request body that fails once its deadline passes before it has been read whole.
+/// A request body that fails once its deadline passes before it has been read whole. The
+/// timer is armed only when a read has to wait, so a request whose body is already here (or
+/// empty) costs no timer.
 struct DeadlineBody<B> {
     inner: B,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    started: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     limit: Duration,
 }
 
 impl<B> DeadlineBody<B> {
     fn new(inner: B, limit: Duration) -> Self {
-        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(limit)), limit }
+        DeadlineBody { inner, started: tokio::time::Instant::now(), deadline: None, limit }
     }
 }
 
@@ -126,7 +129,9 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let at = self.started + self.limit;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if deadline.as_mut().poll(cx).is_ready() {
             let limit = self.limit;
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(limit)))));
         }
