@@ -71,6 +71,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         insecure_plaintext: options.insecure_plaintext,
         bin_dir: nimbus_testkit::bin_dir()?,
         node_env: options.node_env,
+        control_plane_env: Vec::new(),
         // D1's Raft group: three voters (or every node, if fewer); the others are replicas.
         d1_voters: options.nodes.min(3),
         regions: options.regions,

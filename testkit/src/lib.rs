@@ -58,6 +58,8 @@ pub struct ClusterSpec {
     pub bin_dir: PathBuf,
     /// Extra `NIMBUS_*` settings for every node.
     pub node_env: Vec<(String, String)>,
+    /// Extra `NIMBUS_*` settings for the control plane.
+    pub control_plane_env: Vec<(String, String)>,
     /// The first this many nodes vote in D1's Raft group (the rest are read replicas).
     pub d1_voters: usize,
     /// Node i (0-based) is in region `regions[i % len]`; empty: every node in `local`.
@@ -87,6 +89,7 @@ impl ClusterSpec {
             insecure_plaintext: false,
             bin_dir: bin_dir()?,
             node_env: Vec::new(),
+            control_plane_env: Vec::new(),
             d1_voters: nodes.min(3),
             regions: Vec::new(),
             node_config: None,
@@ -329,7 +332,7 @@ impl Cluster {
     pub async fn start_control_plane(&mut self) -> Result<()> {
         let tls = self.certs(certs::CONTROL_PLANE_NAME)?;
         let plaintext = self.spec.insecure_plaintext.to_string();
-        let env = vec![
+        let mut env = vec![
             ("NIMBUS_GRPC__TLS__CA_FILE".to_string(), tls.ca.display().to_string()),
             ("NIMBUS_GRPC__TLS__CERT_FILE".to_string(), tls.cert.display().to_string()),
             ("NIMBUS_GRPC__TLS__KEY_FILE".to_string(), tls.key.display().to_string()),
@@ -339,6 +342,7 @@ impl Cluster {
             ("NIMBUS_GRPC__LISTEN".to_string(), self.grpc.to_string()),
             ("NIMBUS_API__TOKEN".to_string(), self.spec.token.clone()),
         ];
+        env.extend(self.spec.control_plane_env.iter().cloned());
         let log = self.dir.join("logs/control-plane.log");
         let (proc, line) = Proc::start(Role::ControlPlane, &self.spec.bin_dir, env, &log).await?;
         let ready: ControlPlaneReady =

@@ -178,3 +178,18 @@ async fn a_route_belongs_to_one_worker_and_platform_paths_to_none() {
     }
     cluster.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_over_the_operators_ceiling_is_refused_naming_the_limit() {
+    let mut spec = nimbus_testkit::ClusterSpec::local(1).expect("spec");
+    spec.control_plane_env.push(("NIMBUS_LIMITS__MEMORY_MB".into(), "256".into()));
+    let cluster = nimbus_testkit::Cluster::start(spec).await.expect("cluster starts");
+    let wasm = examples::wasm_bytes("hello").expect("example builds");
+    let over = cluster.deploy("greedy", &wasm, json!({"limits": {"memory_mb": 512}})).await.expect("deploy");
+    assert_eq!(over.status, 400, "{:?}", over.body);
+    let error = over.body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("limits.memory_mb = 512") && error.contains("ceiling of 256"), "{error}");
+    let within = cluster.deploy("modest", &wasm, json!({"limits": {"memory_mb": 128}})).await.expect("deploy");
+    assert_eq!(within.status, 201, "{:?}", within.body);
+    cluster.stop().await.expect("stop");
+}
