@@ -60,22 +60,9 @@ pub struct GrpcConfig {
     pub tls: TlsConfig,
 }
 
-/// Mutual TLS on the watch service: a certificate the cluster CA issued for `control-plane`,
-/// and nodes must present one it issued for their node id.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Plain gRPC with no certificates: anyone who reaches the port can watch (and read every
-    /// worker's code). Only to measure what TLS costs.
-    #[serde(default)]
-    pub insecure_plaintext: bool,
-}
+/// Mutual TLS on the watch service: a certificate the cluster CA issued for `control-plane`;
+/// nodes must present one it issued for their node id.
+pub use nimbus_proto::tls::TlsConfig;
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data/control-plane")

@@ -72,7 +72,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
         let stop = stop.clone();
         async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
-    let tls = grpc_tls(&config)?;
+    let tls = config.grpc.tls.load("grpc.tls").map_err(|e| ControlPlaneError::Invalid(format!("grpc.tls: {e}")))?;
     let service = DeploymentsServer::new(watch::WatchService::new(store, changes, &token, tls.is_some(), stop.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -101,25 +101,6 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
         tracing::warn!("grpc server: {e}");
     }
     Ok(())
-}
-
-/// The watch service's mutual-TLS material, or `None` when the operator chose plaintext.
-fn grpc_tls(config: &ControlPlaneConfig) -> Result<Option<nimbus_proto::tls::ClusterTls>, ControlPlaneError> {
-    let tls = &config.grpc.tls;
-    if tls.insecure_plaintext {
-        tracing::warn!(
-            "grpc.tls.insecure_plaintext: the watch service runs without TLS; anyone who reaches it can watch"
-        );
-        return Ok(None);
-    }
-    match (&tls.ca_file, &tls.cert_file, &tls.key_file) {
-        (Some(ca), Some(cert), Some(key)) => nimbus_proto::tls::ClusterTls::load(ca, cert, key)
-            .map(Some)
-            .map_err(|e| ControlPlaneError::Invalid(format!("grpc.tls: {e}"))),
-        _ => Err(ControlPlaneError::Invalid(
-            "grpc.tls.ca_file, cert_file and key_file are required: nodes watch over mutual TLS. Make them with `nimbus certs create`, or set grpc.tls.insecure_plaintext = true to measure without".into(),
-        )),
-    }
 }
 
 /// `len` random bytes from the OS, as hex.

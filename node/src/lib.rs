@@ -112,7 +112,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let rumors = Arc::new(kv::replication::KvRumors { kv: kv.clone(), metrics: metrics.clone() });
     let membership =
         membership::Membership::start(me, gossip_settings(&config).await?, rumors, metrics.clone(), &tasks).await?;
-    let cluster_tls = cluster_tls(&config)?;
+    let cluster_tls = config.tls.load("tls").map_err(|e| NodeError::Config(format!("tls: {e}")))?;
     let peers = membership::peers::PeerChannels::new(
         membership.me().gossip_addr,
         &config.node_id,
@@ -260,25 +260,6 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     d1.shutdown().await;
     tasks.shutdown().await;
     Ok(())
-}
-
-/// The node's mutual-TLS material, or `None` when the operator chose plaintext.
-fn cluster_tls(config: &NodeConfig) -> Result<Option<membership::tls::ClusterTls>, NodeError> {
-    let tls = &config.tls;
-    if tls.insecure_plaintext {
-        tracing::warn!(
-            "tls.insecure_plaintext: peer gRPC and the control-plane watch run without TLS or authentication"
-        );
-        return Ok(None);
-    }
-    match (&tls.ca_file, &tls.cert_file, &tls.key_file) {
-        (Some(ca), Some(cert), Some(key)) => membership::tls::ClusterTls::load(ca, cert, key)
-            .map(Some)
-            .map_err(|e| NodeError::Config(format!("tls: {e}"))),
-        _ => Err(NodeError::Config(
-            "tls.ca_file, tls.cert_file and tls.key_file are required: peers and the control plane talk over mutual TLS. Make them with `nimbus certs create`, or set tls.insecure_plaintext = true to measure without".into(),
-        )),
-    }
 }
 
 /// Binds a TCP listener and says where it listens (port 0 becomes the port it got).

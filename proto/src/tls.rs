@@ -8,7 +8,8 @@
 //! issued for that name, so a node cannot speak for another even with a valid certificate.
 
 use rustls_pki_types::{CertificateDer, ServerName};
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The name the control plane's certificate is issued for.
@@ -20,6 +21,43 @@ pub enum TlsError {
     Read { path: String, source: std::io::Error },
     #[error("{0}")]
     Config(String),
+}
+
+/// Where a process's mutual-TLS material is: the node's `[tls]` and the control plane's
+/// `[grpc.tls]` are this one section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This process's certificate (PEM), issued for its node id (or `control-plane`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// This process's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Plain gRPC with no certificates: only to measure what TLS costs, never on a network
+    /// anyone else reaches.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+impl TlsConfig {
+    /// The material, or `None` when the operator chose plaintext; `section` names the
+    /// configuration section in the error when a file is missing.
+    pub fn load(&self, section: &str) -> Result<Option<ClusterTls>, TlsError> {
+        if self.insecure_plaintext {
+            tracing::warn!("{section}.insecure_plaintext: gRPC runs without TLS or authentication");
+            return Ok(None);
+        }
+        match (&self.ca_file, &self.cert_file, &self.key_file) {
+            (Some(ca), Some(cert), Some(key)) => ClusterTls::load(ca, cert, key).map(Some),
+            _ => Err(TlsError::Config(format!(
+                "{section}.ca_file, cert_file and key_file are required: the cluster plane runs over mutual TLS. Make them with `nimbus certs create`, or set {section}.insecure_plaintext = true to measure without"
+            ))),
+        }
+    }
 }
 
 /// This process's certificate and key, and the cluster CA it trusts.

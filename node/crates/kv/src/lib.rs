@@ -165,6 +165,20 @@ impl KvStore {
         nimbus_proto::manifest::validate_kv_namespace_id(id).map_err(|e| KvError::InvalidNamespace(e.0))
     }
 
+    /// Cloudflare's value and metadata size limits, for local writes and peers' entries alike.
+    fn check_sizes(value_len: usize, metadata: Option<&str>) -> Result<(), KvError> {
+        if value_len > MAX_VALUE_BYTES {
+            return Err(KvError::ValueTooLarge { size: value_len, limit: MAX_VALUE_BYTES });
+        }
+        match metadata {
+            Some(metadata) if metadata.len() > MAX_METADATA_BYTES => Err(KvError::InvalidMetadata(format!(
+                "metadata is {} bytes, over the limit of {MAX_METADATA_BYTES}",
+                metadata.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn validate_key(key: &str) -> Result<(), KvError> {
         if key.is_empty() || key == "." || key == ".." {
             return Err(KvError::InvalidKey(format!("key `{key}` is not allowed")));
@@ -243,16 +257,8 @@ impl KvStore {
     pub fn put(&self, namespace: &str, key: &str, value: Vec<u8>, options: PutOptions) -> Result<Entry, KvError> {
         self.check_namespace(namespace)?;
         Self::validate_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(KvError::ValueTooLarge { size: value.len(), limit: MAX_VALUE_BYTES });
-        }
+        Self::check_sizes(value.len(), options.metadata.as_deref())?;
         if let Some(metadata) = &options.metadata {
-            if metadata.len() > MAX_METADATA_BYTES {
-                return Err(KvError::InvalidMetadata(format!(
-                    "metadata is {} bytes, over the limit of {MAX_METADATA_BYTES}",
-                    metadata.len()
-                )));
-            }
             serde_json::from_str::<serde_json::Value>(metadata)
                 .map_err(|e| KvError::InvalidMetadata(format!("metadata is not JSON: {e}")))?;
         }
@@ -347,19 +353,7 @@ impl KvStore {
             Self::validate_namespace_id(namespace)?;
         }
         Self::validate_key(key)?;
-        if let Some(value) = &remote.value {
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(KvError::ValueTooLarge { size: value.len(), limit: MAX_VALUE_BYTES });
-            }
-        }
-        if let Some(metadata) = &remote.metadata {
-            if metadata.len() > MAX_METADATA_BYTES {
-                return Err(KvError::InvalidMetadata(format!(
-                    "metadata is {} bytes, over the limit of {MAX_METADATA_BYTES}",
-                    metadata.len()
-                )));
-            }
-        }
+        Self::check_sizes(remote.value.as_ref().map_or(0, Vec::len), remote.metadata.as_deref())?;
         let node = &remote.version.node;
         if node.is_empty() || node.len() > MAX_NODE_ID_BYTES {
             return Err(KvError::InvalidKey(format!("version from a node id of {} bytes", node.len())));

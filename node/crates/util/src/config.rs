@@ -49,25 +49,9 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
 }
 
-/// Mutual TLS on the cluster plane: peer gRPC and the control-plane watch. The cluster CA
-/// signs one certificate per node, issued for its node id (`nimbus certs create` makes them).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The cluster CA's certificate (PEM).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// This node's certificate (PEM), issued for its node id.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// This node's private key (PEM).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Plain gRPC between nodes and to the control plane, with no certificates: only to
-    /// measure what TLS costs, never on a network anyone else reaches.
-    #[serde(default)]
-    pub insecure_plaintext: bool,
-}
+/// Mutual TLS on the cluster plane (peer gRPC, the control-plane watch): the cluster CA
+/// signs one certificate per node, issued for its node id (`nimbus certs create`).
+pub use nimbus_proto::tls::TlsConfig;
 
 /// The simulated network between regions: a latency matrix the peer transport applies to
 /// gossip and gRPC (see `membership::faults`). Empty by default: no delay is added. Use it
