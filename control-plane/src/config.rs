@@ -48,6 +48,16 @@ pub struct ApiConfig {
     /// Largest component accepted by a deploy, in bytes.
     #[serde(default = "default_max_component_bytes")]
     pub max_component_bytes: usize,
+    /// Connections served at once; one past the cap is closed on accept.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// HTTPS: a certificate chain and key (PEM). Without them, plain HTTP.
+    #[serde(default)]
+    pub tls: HttpsConfig,
+}
+
+fn default_api_max_connections() -> usize {
+    256
 }
 
 /// The watch service nodes connect to.
@@ -62,7 +72,7 @@ pub struct GrpcConfig {
 
 /// Mutual TLS on the watch service: a certificate the cluster CA issued for `control-plane`;
 /// nodes must present one it issued for their node id.
-pub use nimbus_proto::tls::TlsConfig;
+pub use nimbus_proto::tls::{HttpsConfig, TlsConfig};
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data/control-plane")

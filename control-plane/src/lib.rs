@@ -68,9 +68,16 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
         js,
         config.limits.clone(),
     );
+    let api_tls =
+        nimbus_http::load_tls(&config.api.tls, "api.tls").map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
+    let bounds = nimbus_http::Bounds {
+        max_connections: config.api.max_connections,
+        header_read_timeout: std::time::Duration::from_secs(15),
+        body_read_timeout: std::time::Duration::from_secs(120),
+    };
     let api_task = tokio::spawn({
-        let stop = stop.clone();
-        async move { axum::serve(api_listener, api.router()).with_graceful_shutdown(stop.cancelled_owned()).await }
+        let (stop, refused) = (stop.clone(), nimbus_http::Counter::default());
+        async move { nimbus_http::serve("api", api_listener, api.router(), bounds, api_tls, refused, stop).await }
     });
     let tls = config.grpc.tls.load("grpc.tls").map_err(|e| ControlPlaneError::Invalid(format!("grpc.tls: {e}")))?;
     let service = DeploymentsServer::new(watch::WatchService::new(store, changes, &token, tls.is_some(), stop.clone()))
@@ -94,7 +101,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
-    if let Ok(Err(e)) = api_task.await {
+    if let Err(e) = api_task.await {
         tracing::warn!("api server: {e}");
     }
     if let Ok(Err(e)) = grpc_task.await {

@@ -209,23 +209,28 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         &config,
     );
     let ms = std::time::Duration::from_millis;
-    let edge_bounds = http::serve::Bounds {
+    let edge_bounds = nimbus_http::Bounds {
         max_connections: config.http.max_connections,
         header_read_timeout: ms(config.http.header_read_timeout_ms.max(1)),
         body_read_timeout: ms(config.http.body_read_timeout_ms.max(1)),
     };
+    let https = |section: &nimbus_http::HttpsConfig, name: &str| {
+        nimbus_http::load_tls(section, name).map_err(|e| NodeError::Config(e.to_string()))
+    };
+    let (edge_tls, management_tls) =
+        (https(&config.http.tls, "http.tls")?, https(&config.management.tls, "management.tls")?);
     {
         let management = edge.clone().management_router(tokens.clone());
-        let bounds = http::serve::Bounds { max_connections: config.management.max_connections, ..edge_bounds };
-        let metrics = metrics.clone();
+        let bounds = nimbus_http::Bounds { max_connections: config.management.max_connections, ..edge_bounds };
+        let refused = metrics.http_connections_refused.clone();
         tasks.spawn("management", move |shutdown| {
-            http::serve::serve("management", management_listener, management, bounds, metrics, shutdown)
+            nimbus_http::serve("management", management_listener, management, bounds, management_tls, refused, shutdown)
         });
     }
     {
-        let (router, metrics) = (edge.router(), metrics.clone());
+        let (router, refused) = (edge.router(), metrics.http_connections_refused.clone());
         tasks.spawn("http", move |shutdown| {
-            http::serve::serve("edge", listener, router, edge_bounds, metrics, shutdown)
+            nimbus_http::serve("edge", listener, router, edge_bounds, edge_tls, refused, shutdown)
         });
     }
     let watcher = deploy::Watcher::new(

@@ -1,4 +1,5 @@
-//! Mutual TLS for the cluster plane: peer gRPC and the control-plane watch.
+//! Mutual TLS for the cluster plane: peer gRPC and the control-plane watch (and the
+//! [`HttpsConfig`] section of the HTTP listeners, served by `nimbus-http`).
 //!
 //! One cluster CA signs a certificate per node, issued for the node id as its DNS name (and
 //! one for the control plane, issued for `control-plane`). A server asks every caller for a
@@ -58,6 +59,18 @@ impl TlsConfig {
             ))),
         }
     }
+}
+
+/// An HTTP listener's `tls` section (the node's `http.tls` and `management.tls`, the control
+/// plane's `api.tls`): its certificate chain and private key, PEM files. Without them the
+/// listener serves plain HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// This process's certificate and key, and the cluster CA it trusts.

@@ -178,6 +178,26 @@ fn read_level(
     }
 }
 
+/// A query body's statements and how to read them.
+fn parse_query(body: QueryBody) -> Result<(Vec<Statement>, Consistency, Option<u64>), String> {
+    let statements = match (body.sql, body.batch) {
+        (Some(sql), None) => vec![statement(sql, &body.params)?],
+        (None, Some(batch)) => batch.into_iter().map(|s| statement(s.sql, &s.params)).collect::<Result<_, _>>()?,
+        _ => return Err("give either `sql` (with `params`) or `batch`".into()),
+    };
+    let bookmark = parse_bookmark(&body.bookmark)?;
+    let (consistency, bookmark) = read_level(body.consistency, bookmark, body.session.as_deref())?;
+    Ok((statements, consistency, bookmark))
+}
+
+/// The D1 query body as the REST API reads it, for the fuzz targets in `fuzz/`: the
+/// statements, or why the body is a 400.
+#[cfg(fuzzing)]
+pub fn fuzz_query_body(bytes: &[u8]) -> Result<Vec<Statement>, String> {
+    let body: QueryBody = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    parse_query(body).map(|(statements, _, _)| statements)
+}
+
 fn reply_json(reply: QueryReply, consistency: Consistency) -> api::QueryReply {
     let (served_by, region, primary) =
         (reply.served_by.clone(), reply.served_by_region.clone(), reply.served_by_primary);
@@ -214,19 +234,8 @@ async fn query(State(edge): State<Edge>, Path(database): Path<String>, body: Jso
         Ok(Json(body)) => body,
         Err(e) => return bad_body(e),
     };
-    let statements = match (body.sql, body.batch) {
-        (Some(sql), None) => statement(sql, &body.params).map(|s| vec![s]),
-        (None, Some(batch)) => batch.into_iter().map(|s| statement(s.sql, &s.params)).collect(),
-        _ => Err("give either `sql` (with `params`) or `batch`".into()),
-    };
-    let statements = match statements {
-        Ok(statements) => statements,
-        Err(e) => return bad_request(e),
-    };
-    let level = parse_bookmark(&body.bookmark)
-        .and_then(|bookmark| read_level(body.consistency, bookmark, body.session.as_deref()));
-    let (consistency, bookmark) = match level {
-        Ok(level) => level,
+    let (statements, consistency, bookmark) = match parse_query(body) {
+        Ok(query) => query,
         Err(e) => return bad_request(e),
     };
     match edge.d1.query(&database, statements, consistency, bookmark).await {

@@ -9,8 +9,9 @@
 //! place where a runtime error becomes an HTTP status.
 
 mod d1;
+#[cfg(fuzzing)]
+pub use d1::fuzz_query_body;
 mod kv;
-pub mod serve;
 mod websocket;
 
 use crate::auth::Tokens;

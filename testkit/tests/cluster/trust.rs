@@ -360,3 +360,69 @@ async fn the_cluster_plane_admits_only_members_as_themselves() {
     watch(member, "node-2").await.expect("node-2 watches as itself");
     cluster.stop().await.expect("stop");
 }
+
+/// The first line of the answer to `GET path` over TLS from a client that trusts only `ca`
+/// and expects a certificate for `localhost`; `Err` when the handshake fails.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(ca).expect("the CA certificate");
+    roots.add(ca).expect("a root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{auth}connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&answer);
+    Ok(answer.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_and_the_control_plane_api_serve_https_when_given_a_certificate() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let made = nimbus_testkit::certs::create(certs.path(), &["localhost".to_string()]).expect("a certificate");
+    let files = &made[0].1;
+    let (cert, key) = (files.cert.display().to_string(), files.key.display().to_string());
+    let mut spec = ClusterSpec::local(1).expect("spec");
+    spec.node_env =
+        vec![("NIMBUS_HTTP__TLS__CERT_FILE".into(), cert.clone()), ("NIMBUS_HTTP__TLS__KEY_FILE".into(), key.clone())];
+    spec.control_plane_env =
+        vec![("NIMBUS_API__TLS__CERT_FILE".into(), cert), ("NIMBUS_API__TLS__KEY_FILE".into(), key)];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let node = &cluster.nodes[0];
+
+    let edge = https_get(node.http, &files.ca, "/healthz", None).await.expect("the edge speaks TLS");
+    assert!(edge.starts_with("HTTP/1.1 200"), "{edge}");
+    let stranger = https_get(node.http, &files.ca, "/v1/kv/namespaces", None).await.expect("TLS");
+    assert!(stranger.starts_with("HTTP/1.1 404"), "{stranger}");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = cluster.edge().get(format!("{}/healthz", node.url())).send().await;
+    assert!(plain.is_err(), "plain HTTP was answered on the HTTPS edge: {plain:?}");
+
+    let api = cluster.api;
+    let anonymous = https_get(api, &files.ca, "/v1/deployments", None).await.expect("the API speaks TLS");
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    let operator = https_get(api, &files.ca, "/v1/deployments", Some(cluster.token())).await.expect("TLS");
+    assert!(operator.starts_with("HTTP/1.1 200"), "{operator}");
+
+    // A client that trusts another CA refuses the server's certificate.
+    let other = tempfile::tempdir().expect("tempdir");
+    let strange = nimbus_testkit::certs::create(other.path(), &["localhost".to_string()]).expect("another CA");
+    assert!(https_get(node.http, &strange[0].1.ca, "/healthz", None).await.is_err());
+    cluster.stop().await.expect("stop");
+}

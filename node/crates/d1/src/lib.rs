@@ -35,6 +35,8 @@
 mod batcher;
 mod error;
 mod forward;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod group;
 // openraft's `StorageError` (224 bytes) is what its storage traits return; boxing it in our
 // helpers would only move the allocation.

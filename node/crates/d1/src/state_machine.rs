@@ -28,7 +28,7 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// What a snapshot's bytes hold.
 #[derive(Serialize, Deserialize)]
-struct SnapshotImage {
+pub(crate) struct SnapshotImage {
     /// Database name → the bytes of its SQLite file.
     databases: Vec<(String, Vec<u8>)>,
 }

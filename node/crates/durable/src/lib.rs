@@ -33,6 +33,8 @@
 //! - [`sockets`]: WebSockets accepted by objects (they outlive evicted instances).
 
 pub mod alarms;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 #[cfg(test)]
 mod model;
 mod object;

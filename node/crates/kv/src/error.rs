@@ -23,6 +23,9 @@ pub enum KvError {
     /// A peer's entry whose clock runs too far ahead of this node's.
     #[error("entry from {node} is stamped {ahead_ms} ms ahead of this node's clock (at most {max_ms} ms allowed: kv.max_clock_offset_ms)")]
     ClockSkew { node: String, ahead_ms: u64, max_ms: u64 },
+    /// A peer's anti-entropy request over the limits.
+    #[error("anti-entropy request refused: {0}")]
+    AntiEntropy(String),
     #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
     #[error("stored entry is corrupt: {0}")]

@@ -28,6 +28,8 @@
 mod digest;
 mod entry;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod hlc;
 mod peer;
 pub mod replication;

@@ -47,8 +47,11 @@ const MAX_RUMOR_BACKLOG: usize = 256;
 /// A peer that takes longer than this for one push is left to anti-entropy.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Buckets compared per request in an anti-entropy round.
-const BUCKETS_PER_REQUEST: usize = 64;
+/// Buckets compared per request in an anti-entropy round; a peer asking for more (after
+/// duplicates are dropped) is refused.
+pub const BUCKETS_PER_REQUEST: usize = 64;
+/// Keys fetched per request in an anti-entropy round; a peer asking for more is refused.
+pub const KEYS_PER_FETCH: usize = 1024;
 
 /// Applies an entry that came from a peer; counts it by path, and measures how long the
 /// write took to get here when it came straight from its writer.
@@ -376,8 +379,8 @@ impl Replicator {
         }
 
         let mut pulled = 0;
-        if !pull.is_empty() {
-            let request = self.request(peer, FetchKvRequest { keys: pull })?;
+        for keys in pull.chunks(KEYS_PER_FETCH) {
+            let request = self.request(peer, FetchKvRequest { keys: keys.to_vec() })?;
             let mut stream = client.fetch_kv(request).await.map_err(|e| peer_error(peer, e.message()))?.into_inner();
             while let Some(wire) = stream.message().await.map_err(|e| peer_error(peer, e.message()))? {
                 self.reachable(peer)?;
@@ -440,11 +443,33 @@ fn decode_digests(bytes: &[u8]) -> Vec<u64> {
 
 /// The (key, version) list a peer asked for, as sent.
 pub fn bucket_versions(kv: &KvStore, buckets: &[u32]) -> Result<Vec<nimbus_proto::peer::KeyVersion>, KvError> {
-    Ok(kv.versions_in(buckets)?.iter().filter_map(|(raw, version)| key_version(raw, version)).collect())
+    let mut buckets = buckets.to_vec();
+    buckets.sort_unstable();
+    buckets.dedup();
+    if buckets.len() > BUCKETS_PER_REQUEST {
+        return Err(KvError::AntiEntropy(format!(
+            "{} buckets asked for at once, over the limit of {BUCKETS_PER_REQUEST}",
+            buckets.len()
+        )));
+    }
+    Ok(kv.versions_in(&buckets)?.iter().filter_map(|(raw, version)| key_version(raw, version)).collect())
+}
+
+/// The storage keys a fetch asks for, each once, or why the request is refused.
+pub fn fetch_keys(keys: &[nimbus_proto::peer::KeyVersion]) -> Result<Vec<Vec<u8>>, KvError> {
+    let mut raw: Vec<Vec<u8>> = keys.iter().map(|k| from_key_version(k).0).collect();
+    raw.sort_unstable();
+    raw.dedup();
+    if raw.len() > KEYS_PER_FETCH {
+        return Err(KvError::AntiEntropy(format!(
+            "{} keys asked for at once, over the limit of {KEYS_PER_FETCH}",
+            raw.len()
+        )));
+    }
+    Ok(raw)
 }
 
 /// Entries a peer asked for by key, as sent.
-pub fn fetch(kv: &KvStore, keys: &[nimbus_proto::peer::KeyVersion]) -> Result<Vec<KvEntry>, KvError> {
-    let raw: Vec<Vec<u8>> = keys.iter().map(|k| from_key_version(k).0).collect();
-    Ok(kv.fetch_raw(&raw)?.iter().map(|(namespace, key, entry)| to_wire(namespace, key, entry)).collect())
+pub fn fetch(kv: &KvStore, raw_keys: &[Vec<u8>]) -> Result<Vec<KvEntry>, KvError> {
+    Ok(kv.fetch_raw(raw_keys)?.iter().map(|(namespace, key, entry)| to_wire(namespace, key, entry)).collect())
 }

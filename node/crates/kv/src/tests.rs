@@ -242,3 +242,24 @@ fn merges_refuse_far_future_clocks_and_oversized_entries() {
     assert!(a.merge("ns", "nameless", &nameless).is_err());
     assert!(a.merge("../ns", "k", &slightly_ahead).is_err(), "namespace ids are checked");
 }
+
+#[test]
+fn anti_entropy_requests_are_deduplicated_and_capped() {
+    use crate::replication::{bucket_versions, fetch_keys, BUCKETS_PER_REQUEST, KEYS_PER_FETCH};
+    use nimbus_proto::peer::KeyVersion;
+    let (_dir, kv) = store("a");
+    kv.put("ns", "k", b"v".to_vec(), PutOptions::default()).expect("put");
+    let bucket = u32::from(crate::digest::bucket_of(&crate::entry::storage_key("ns", "k")));
+
+    // The same bucket asked for many times is one bucket, answered once.
+    let versions = bucket_versions(&kv, &vec![bucket; 10_000]).expect("duplicates are one bucket");
+    assert_eq!(versions.len(), 1);
+    let too_many: Vec<u32> = (0..=BUCKETS_PER_REQUEST as u32).collect();
+    assert!(matches!(bucket_versions(&kv, &too_many), Err(KvError::AntiEntropy(_))));
+
+    let key = |k: &str| KeyVersion { namespace: "ns".into(), key: k.into(), hlc: 1, node: "b".into() };
+    assert_eq!(fetch_keys(&vec![key("k"); 10_000]).expect("duplicates are one key").len(), 1);
+    let many: Vec<KeyVersion> = (0..=KEYS_PER_FETCH).map(|i| key(&format!("k{i}"))).collect();
+    let refused = fetch_keys(&many).expect_err("over the cap");
+    assert!(refused.is_client_error(), "{refused}");
+}

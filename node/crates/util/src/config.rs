@@ -51,7 +51,7 @@ pub struct NodeConfig {
 
 /// Mutual TLS on the cluster plane (peer gRPC, the control-plane watch): the cluster CA
 /// signs one certificate per node, issued for its node id (`nimbus certs create`).
-pub use nimbus_proto::tls::TlsConfig;
+pub use nimbus_proto::tls::{HttpsConfig, TlsConfig};
 
 /// The simulated network between regions: a latency matrix the peer transport applies to
 /// gossip and gRPC (see `membership::faults`). Empty by default: no delay is added. Use it
@@ -178,6 +178,9 @@ pub struct HttpConfig {
     /// A request body must arrive whole within this of the request's start, in milliseconds.
     #[serde(default = "default_body_read_timeout_ms")]
     pub body_read_timeout_ms: u64,
+    /// HTTPS on the edge: a certificate chain and key (PEM). Without them, plain HTTP.
+    #[serde(default)]
+    pub tls: HttpsConfig,
 }
 
 /// The management API: the REST APIs (KV, D1, Durable Objects, cluster, faults) and
@@ -196,6 +199,9 @@ pub struct ManagementConfig {
     /// Connections served at once (header and body timeouts are the edge's).
     #[serde(default = "default_management_max_connections")]
     pub max_connections: usize,
+    /// HTTPS on the management API (see `http.tls`).
+    #[serde(default)]
+    pub tls: HttpsConfig,
 }
 
 /// Peer-to-peer gRPC (Raft, Durable Object forwarding, KV bulk sync); used by later subsystems.

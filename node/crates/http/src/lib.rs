@@ -1,8 +1,13 @@
-//! The accept loop both HTTP planes run on, with the bounds axum's `serve` does not offer.
+//! The accept loop every HTTP listener of Nimbus runs on (a node's public edge and
+//! management API, the control plane's API), with the bounds axum's `serve` does not offer,
+//! and TLS when the operator gives a certificate ([`HttpsConfig`]).
 //!
 //! - **Connections**: at most `max_connections` at once; a connection past the cap is closed
-//!   as soon as it is accepted (counted in `nimbus_http_connections_refused_total`), so a
+//!   as soon as it is accepted (counted in the `refused` counter the caller hands in), so a
 //!   flood cannot queue behind the ones being served.
+//! - **TLS handshake**: a connection that has not finished its handshake within
+//!   `header_read_timeout` is closed; handshakes run on the connection's own task, so a slow
+//!   one never holds up the accept loop.
 //! - **Header read / idle**: a connection that does not deliver a complete request head
 //!   within `header_read_timeout` — its first one, or the next on a kept-alive connection — is
 //!   closed (hyper's header-read timer), which ends slowloris clients and idle sockets alike.
@@ -12,6 +17,11 @@
 //! Shutdown stops accepting, lets in-flight requests finish (hyper's graceful shutdown) and
 //! waits for them up to [`DRAIN`].
 
+mod tls;
+
+pub use prometheus_client::metrics::counter::Counter;
+pub use tls::{acceptor, load as load_tls, HttpsConfig, HttpsError};
+
 use axum::body::Body;
 use axum::Router;
 use bytes::Bytes;
@@ -19,13 +29,14 @@ use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use nimbus_util::metrics::Metrics;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -40,19 +51,22 @@ pub struct Bounds {
     pub body_read_timeout: Duration,
 }
 
-/// Serves `router` on `listener` within `bounds` until `shutdown`.
+/// Serves `router` on `listener` within `bounds` until `shutdown`: HTTPS when `tls` is given,
+/// plain HTTP otherwise. A connection refused by the cap counts in `refused`.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     bounds: Bounds,
-    metrics: Arc<Metrics>,
+    tls: Option<TlsAcceptor>,
+    refused: Counter,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections.max(1)));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -69,7 +83,7 @@ pub async fn serve(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.http_connections_refused.inc();
+            refused.inc();
             drop(tcp);
             continue;
         };
@@ -78,21 +92,53 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        let deadline = bounds.body_read_timeout;
-        let service = router.clone().map_request(move |req: http::Request<hyper::body::Incoming>| {
-            req.map(|body| Body::new(DeadlineBody::new(body, deadline)))
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let connection = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            body_read_timeout: bounds.body_read_timeout,
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
+        let handshake_timeout = bounds.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = connection.await {
-                tracing::trace!("connection ended: {e}");
+            match tls {
+                None => connection.serve(tcp).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => connection.serve(stream).await,
+                    Ok(Err(e)) => tracing::debug!("{name}: TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("{name}: TLS handshake timed out"),
+                },
             }
         });
     }
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("{name}: requests still running after {DRAIN:?}; closing them");
+    }
+}
+
+/// What one accepted connection is served with.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    body_read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let deadline = self.body_read_timeout;
+        let service = self.router.map_request(move |req: http::Request<hyper::body::Incoming>| {
+            req.map(|body| Body::new(DeadlineBody::new(body, deadline)))
+        });
+        let connection =
+            self.builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        if let Err(e) = self.watcher.watch(connection.into_owned()).await {
+            tracing::trace!("connection ended: {e}");
+        }
     }
 }
 
