@@ -13,7 +13,7 @@ use std::process::Command;
 /// of one layer are siblings and never depend on each other.
 const LAYERS: &[&[&str]] = &[
     &["nimbus-proto", "nimbus-api"],
-    &["nimbus-util", "nimbus-wasm"],
+    &["nimbus-util", "nimbus-wasm", "nimbus-http"],
     &["nimbus-storage"],
     &["nimbus-cluster"],
     &["nimbus-kv", "nimbus-d1", "nimbus-durable"],
@@ -23,10 +23,11 @@ const LAYERS: &[&[&str]] = &[
 
 /// External crates that belong to one layer: only the crates listed may depend on them.
 const OWNED: &[(&str, &[&str])] = &[
-    // The HTTP edge is the node's: no subsystem serves HTTP itself. (nimbus-wasm uses
-    // hyper-util's I/O adapter for the outbound client, which connects to checked addresses.)
-    ("axum", &["nimbus-node", "nimbus-control-plane"]),
-    ("hyper-util", &["nimbus-node", "nimbus-control-plane", "nimbus-wasm"]),
+    // The HTTP edge is the node's: no subsystem serves HTTP itself. (nimbus-http is the accept
+    // loop the node and the control plane share; nimbus-wasm uses hyper-util's I/O adapter
+    // for the outbound client, which connects to checked addresses.)
+    ("axum", &["nimbus-node", "nimbus-control-plane", "nimbus-http"]),
+    ("hyper-util", &["nimbus-node", "nimbus-control-plane", "nimbus-wasm", "nimbus-http"]),
     // Only the runtime (and the control plane's deploy-time checks) run WebAssembly.
     ("wasmtime", &["nimbus-wasm", "nimbus-runtime", "nimbus-control-plane"]),
     ("wasmtime-wasi", &["nimbus-runtime", "nimbus-control-plane"]),
