@@ -213,7 +213,7 @@ fn validate_route(route: &str) -> Result<(), String> {
     if host.contains('*') && !host.starts_with("*.") {
         return Err(format!("route `{route}`: a wildcard host must start with `*.`"));
     }
-    if path[..path.len().saturating_sub(1)].contains('*') {
+    if path.strip_suffix('*').unwrap_or(path).contains('*') {
         return Err(format!("route `{route}`: `*` is only allowed at the end of the path"));
     }
     // A route for any host must leave the edge's own paths alone.
@@ -276,6 +276,16 @@ mod tests {
         let err = Limits { memory_mb: Some(512), ..Default::default() }.within(&ceilings).expect_err("over");
         assert!(err.0.contains("limits.memory_mb = 512") && err.0.contains("256"), "{}", err.0);
         assert!(Limits { max_request_body: Some(u64::MAX), ..Default::default() }.within(&ceilings).is_ok());
+    }
+
+    /// Found by `scripts/fuzz` (target `manifest`): a path ending in a multi-byte character
+    /// was sliced inside it, and the deploy's handler panicked.
+    #[test]
+    fn a_route_ending_in_a_multibyte_character_is_checked_not_a_panic() {
+        let manifest = |route: &str| WorkerManifest { routes: vec![route.into()], ..Default::default() };
+        assert!(manifest("/\u{615}").validate().is_ok());
+        assert!(manifest("example.com/caf\u{e9}").validate().is_ok());
+        assert!(manifest("example.com/\u{e9}*\u{e9}").validate().is_err(), "`*` only at the end");
     }
 
     #[test]
