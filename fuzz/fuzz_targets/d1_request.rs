@@ -13,10 +13,8 @@ fn replica() -> &'static Mutex<(Replica, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("tempdir");
         // A small budget per statement keeps a runaway query to milliseconds.
         let mut replica = Replica::open(dir.path(), 200_000);
-        replica.run(vec![nimbus_d1::Statement {
-            sql: "CREATE TABLE t (k TEXT PRIMARY KEY, v)".into(),
-            params: vec![],
-        }]);
+        replica
+            .run(vec![nimbus_d1::Statement { sql: "CREATE TABLE t (k TEXT PRIMARY KEY, v)".into(), params: vec![] }]);
         Mutex::new((replica, dir))
     })
 }

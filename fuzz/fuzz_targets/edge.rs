@@ -94,7 +94,8 @@ fn healthy(addr: SocketAddr) -> bool {
 fn health(addr: SocketAddr) -> Result<(), String> {
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
     let read = tcp.take(64 * 1024).read_to_end(&mut answer);
     if answer.starts_with(b"HTTP/1.1 200") {
