@@ -443,30 +443,26 @@ fn decode_digests(bytes: &[u8]) -> Vec<u64> {
 
 /// The (key, version) list a peer asked for, as sent.
 pub fn bucket_versions(kv: &KvStore, buckets: &[u32]) -> Result<Vec<nimbus_proto::peer::KeyVersion>, KvError> {
-    let mut buckets = buckets.to_vec();
-    buckets.sort_unstable();
-    buckets.dedup();
-    if buckets.len() > BUCKETS_PER_REQUEST {
-        return Err(KvError::AntiEntropy(format!(
-            "{} buckets asked for at once, over the limit of {BUCKETS_PER_REQUEST}",
-            buckets.len()
-        )));
-    }
+    let buckets = distinct(buckets.to_vec(), BUCKETS_PER_REQUEST, "buckets")?;
     Ok(kv.versions_in(&buckets)?.iter().filter_map(|(raw, version)| key_version(raw, version)).collect())
 }
 
 /// The storage keys a fetch asks for, each once, or why the request is refused.
 pub fn fetch_keys(keys: &[nimbus_proto::peer::KeyVersion]) -> Result<Vec<Vec<u8>>, KvError> {
-    let mut raw: Vec<Vec<u8>> = keys.iter().map(|k| from_key_version(k).0).collect();
-    raw.sort_unstable();
-    raw.dedup();
-    if raw.len() > KEYS_PER_FETCH {
+    distinct(keys.iter().map(|k| from_key_version(k).0).collect(), KEYS_PER_FETCH, "keys")
+}
+
+/// What a peer asked for, each once, or refused when that is more than `limit`.
+fn distinct<T: Ord>(mut items: Vec<T>, limit: usize, what: &str) -> Result<Vec<T>, KvError> {
+    items.sort_unstable();
+    items.dedup();
+    if items.len() > limit {
         return Err(KvError::AntiEntropy(format!(
-            "{} keys asked for at once, over the limit of {KEYS_PER_FETCH}",
-            raw.len()
+            "{} {what} asked for at once, over the limit of {limit}",
+            items.len()
         )));
     }
-    Ok(raw)
+    Ok(items)
 }
 
 /// Entries a peer asked for by key, as sent.

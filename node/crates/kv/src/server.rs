@@ -58,13 +58,19 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, KvError> +
 }
 
 impl KvService {
-    /// Admits a peer's read of the replica: checks it may be copied from and takes one of
-    /// the read slots, held until the answer is sent.
-    fn admit_read<T>(&self, request: &Request<T>) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    /// Admits a peer's request, and for reads of the replica checks it may be copied from.
+    fn admit_copy<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.peers.admit(request)?;
         if self.kv.is_catching_up() {
             return Err(Status::unavailable("this KV replica is catching up after a long absence"));
         }
+        Ok(())
+    }
+
+    /// As [`KvService::admit_copy`], and takes one of the read slots, held until the answer
+    /// is sent.
+    fn admit_read<T>(&self, request: &Request<T>) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.admit_copy(request)?;
         self.reads
             .clone()
             .try_acquire_owned()
@@ -89,10 +95,7 @@ impl KvPeer for KvService {
     }
 
     async fn kv_digests(&self, request: Request<KvDigestsRequest>) -> Result<Response<KvDigestsReply>, Status> {
-        self.peers.admit(&request)?;
-        if self.kv.is_catching_up() {
-            return Err(Status::unavailable("this KV replica is catching up after a long absence"));
-        }
+        self.admit_copy(&request)?;
         let digests = self.kv.digests();
         Ok(Response::new(KvDigestsReply { digests: encode_digests(&digests.snapshot()), entries: digests.entries() }))
     }
