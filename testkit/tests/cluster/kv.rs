@@ -51,6 +51,19 @@ async fn on_nodes(
     }
 }
 
+/// Waits until the wall clock has left the millisecond it is in now. Versions are hybrid
+/// logical clocks with millisecond wall time: two writes on the two sides of a partition within
+/// the same millisecond are concurrent, and last-writer-wins orders them by logical counter and
+/// node id, not by which HTTP request returned first. A test that means "later" across a
+/// partition must let the clock tick between the writes.
+async fn next_millisecond() {
+    let wall_ms = || std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_millis()).unwrap_or(0);
+    let now = wall_ms();
+    while wall_ms() <= now {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
 async fn converged(cluster: &Cluster, what: &str) {
     cluster.eventually(SPREAD, what, || cluster.kv_converged()).await.expect(what);
 }
@@ -280,12 +293,14 @@ async fn a_partition_with_writes_on_both_sides_heals_with_nothing_lost_or_resurr
     // A put on the minority side, then (later, so with a higher version) a delete on the
     // majority side: after the heal the stale put must not bring the key back.
     assert_eq!(cluster.kv_put(3, "ns", "doomed", "stale").await.expect("put").0, 200);
+    next_millisecond().await;
     assert_eq!(cluster.kv_delete(0, "ns", "doomed").await.expect("delete"), 200);
     for i in 0..100 {
         assert_eq!(cluster.kv_put(1, "ns", &format!("majority:{i}"), "a").await.expect("put").0, 200);
         assert_eq!(cluster.kv_put(4, "ns", &format!("minority:{i}"), "b").await.expect("put").0, 200);
     }
     assert_eq!(cluster.kv_put(3, "ns", "contested", "minority").await.expect("put").0, 200);
+    next_millisecond().await;
     assert_eq!(cluster.kv_put(2, "ns", "contested", "majority").await.expect("put").0, 200);
     on_nodes(&cluster, &[3, 4], "ns", "minority:99", Some(b"b"), "spreads within the side").await;
     // during_partition: nothing crosses.
