@@ -6,6 +6,7 @@
 //! and renamed, so a crash never leaves a half-written artifact under a real name. A compiled
 //! file that the engine refuses (another wasmtime version, corruption) is rebuilt from source.
 
+use super::engine::Compiler;
 use super::RuntimeError;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ impl ComponentCache {
 
     /// The compiled component, compiling and caching it first if needed. Blocking: call it
     /// from `spawn_blocking`.
-    pub fn load(&self, engine: &Engine, hash: &str) -> Result<Component, RuntimeError> {
+    pub fn load(&self, engine: &Engine, compiler: &Compiler, hash: &str) -> Result<Component, RuntimeError> {
         checked(hash)?;
         let compiled = self.compiled_path(hash);
         if compiled.is_file() {
@@ -77,10 +78,12 @@ impl ComponentCache {
             _ => RuntimeError::Io { context: format!("reading component {hash}"), source: e },
         })?;
         let started = std::time::Instant::now();
-        let machine_code = engine
+        let machine_code = compiler
             .precompile_component(&source)
             .map_err(|e| RuntimeError::Compile { hash: hash.to_string(), message: format!("{e:#}") })?;
         write_atomically(&compiled, &machine_code)?;
+        drop(machine_code);
+        super::release_free_heap();
         tracing::info!(%hash, elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
         deserialize(engine, &compiled)
             .map_err(|e| RuntimeError::Compile { hash: hash.to_string(), message: format!("{e:#}") })

@@ -13,8 +13,10 @@
 //! [`Stores`].
 //!
 //! # Layout
-//! - `engine`: engine configuration (pooling allocator, copy-on-write images, epochs).
-//! - `cache`: components by content hash, source and compiled.
+//! - `engine`: engine configuration (pooling allocator, copy-on-write images, epochs), and
+//!   the compiler, which compiles with an engine of its own.
+//! - `cache`: components by content hash, source and compiled; compiled functions (for the
+//!   next deployment from the same toolchain) in `components/functions`.
 //! - [`bindings`]: what a guest can reach, one file per binding (WASI without files, env or
 //!   sockets; outbound HTTP by allow-list; `kv`, `d1`, `durable-objects`, `storage`,
 //!   `websocket`, `console`).
@@ -43,6 +45,7 @@ use http_body_util::BodyExt;
 use nimbus_proto::manifest::{Isolation, WorkerManifest};
 use nimbus_util::config::{NodeConfig, RuntimeConfig};
 use nimbus_util::metrics::{Metrics, WorkerMetrics};
+use nimbus_wasm::FunctionCache;
 use pool::{Instance, Pool};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -63,8 +66,14 @@ pub struct WorkerSpec {
     pub manifest: WorkerManifest,
 }
 
+/// The most compiled functions a node keeps on disk for later deployments (about 25 JavaScript
+/// engines' worth).
+const FUNCTION_CACHE_BYTES: u64 = 256 << 20;
+
 pub struct Runtime {
+    /// Runs every worker; never compiles (see [`engine`]).
     engine: Engine,
+    compiler: engine::Compiler,
     /// WASI, wasi:http and the Nimbus bindings; shared by every worker.
     linker: Linker<Host>,
     cache: ComponentCache,
@@ -151,7 +160,12 @@ impl Runtime {
         workers: Workers,
         stores: Stores,
     ) -> Result<Self, RuntimeError> {
-        let engine = engine::build(&config.runtime)?;
+        let components = config.data_dir.join("components");
+        let functions =
+            FunctionCache::in_dir(components.join("functions"), FUNCTION_CACHE_BYTES).map_err(|source| {
+                RuntimeError::Io { context: format!("opening {}/functions", components.display()), source }
+            })?;
+        let (engine, compiler) = engine::build(&config.runtime, Arc::new(functions))?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Internal(format!("building the linker: {e}"));
@@ -162,8 +176,9 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(format!("runtime.outbound_private_allowed: {e}")))?;
         Ok(Runtime {
             outbound_guard: Arc::new(outbound_guard),
-            cache: ComponentCache::open(config.data_dir.join("components"))?,
+            cache: ComponentCache::open(components)?,
             engine,
+            compiler,
             linker,
             config: config.runtime.clone(),
             host_suffix: config.http.worker_host_suffix.clone(),
@@ -190,7 +205,7 @@ impl Runtime {
     }
 
     fn prepare_blocking(&self, spec: WorkerSpec) -> Result<Arc<Worker>, RuntimeError> {
-        let component = self.cache.load(&self.engine, &spec.component_hash)?;
+        let component = self.cache.load(&self.engine, &self.compiler, &spec.component_hash)?;
         let link_error =
             |e: wasmtime::Error| RuntimeError::Link { worker: spec.name.clone(), message: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
@@ -345,7 +360,7 @@ impl Runtime {
 /// Hands the allocator's free pages back to the OS (glibc keeps them after a burst of
 /// requests; the node's resident memory would stay at its peak).
 #[allow(unsafe_code)]
-fn release_free_heap() {
+pub(crate) fn release_free_heap() {
     // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
