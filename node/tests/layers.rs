@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["nimbus-util", "nimbus-wasm", "nimbus-http"],
     &["nimbus-storage"],
     &["nimbus-cluster"],
-    &["nimbus-kv", "nimbus-d1", "nimbus-durable"],
+    &["nimbus-kv", "nimbus-d1", "nimbus-durable", "nimbus-r2"],
     &["nimbus-runtime"],
     &["nimbus-node"],
 ];
