@@ -15,6 +15,7 @@
 //! - [`Membership`]: the handle other subsystems hold (members, subscribe, broadcast, leave).
 //! - [`rumors`]: the [`Rumors`] trait an upper layer implements for its broadcasts.
 //! - [`peers`]: gRPC channels to members, with the same fault injection.
+//! - [`placement`]: rendezvous hashing, where a key lives among the members.
 //! - [`faults`]: peers to drop traffic to and from, for partition tests.
 //! - [`keyring`]: every datagram sealed (ChaCha20-Poly1305) under the cluster's keys; what
 //!   does not open is dropped and counted.
@@ -22,6 +23,7 @@
 pub mod faults;
 pub mod keyring;
 pub mod peers;
+pub mod placement;
 pub mod rumors;
 /// Mutual TLS for the cluster plane (shared with the control plane, so it lives in
 /// `nimbus-proto`).

@@ -52,6 +52,15 @@ impl fmt::Debug for ChunkId {
     }
 }
 
+/// Copies of every chunk when enough members are live.
+pub const COPIES: usize = 3;
+
+/// The members that hold `id`, first choice first (rendezvous hashing of the id, as Durable
+/// Objects place objects): fewer than [`COPIES`] only when fewer members are live.
+pub fn holders<'a>(id: &ChunkId, members: &[&'a str]) -> Vec<&'a str> {
+    nimbus_cluster::placement::rank(id.as_bytes(), members, COPIES)
+}
+
 pub struct ChunkStore {
     dir: PathBuf,
 }
@@ -213,6 +222,16 @@ mod tests {
         }
         assert_eq!(ChunkId::parse(&claimed.to_string()).expect("round trip"), claimed);
         assert!(ChunkId::from_bytes(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn a_chunk_has_three_holders_among_the_members() {
+        let members = ["node-1", "node-2", "node-3", "node-4", "node-5"];
+        let id = ChunkId::of(b"some bytes");
+        let holders = holders(&id, &members);
+        assert_eq!(holders.len(), COPIES);
+        assert_eq!(holders, super::holders(&id, &["node-5", "node-4", "node-3", "node-2", "node-1"]));
+        assert_eq!(super::holders(&id, &["node-1", "node-2"]).len(), 2);
     }
 
     #[test]

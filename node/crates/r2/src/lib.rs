@@ -16,7 +16,7 @@
 //! itself; buffer a whole object.
 //!
 //! # Layout
-//! - [`chunks`]: content-addressed chunk files on this node.
+//! - [`chunks`]: content-addressed chunk files on this node, and which members hold a chunk.
 //! - [`limits`]: R2's limits, and the ETags S3 clients check (single and multipart).
 //! - [`R2Error`]: every failure, with its S3 error code and HTTP status.
 
@@ -24,5 +24,5 @@ pub mod chunks;
 mod error;
 pub mod limits;
 
-pub use chunks::{ChunkId, ChunkStore};
+pub use chunks::{holders, ChunkId, ChunkStore};
 pub use error::R2Error;

@@ -380,6 +380,11 @@ pub struct PoolConfig {
     /// Drop an instance that has waited this long for a request, in milliseconds.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// KiB at the start of each memory slot an instance returns that stay resident for the
+    /// next instance (wasmtime's `linear_memory_keep_resident`). 0 gives every page back; 64
+    /// makes a fresh instance ~20 µs faster but keeps 64 KiB of every slot ever used.
+    #[serde(default)]
+    pub keep_resident_kb: u64,
 }
 
 fn default_node_id() -> String {
@@ -627,6 +632,7 @@ mod tests {
         assert_eq!(config.d1.role, D1Role::Voter);
         assert_eq!(config.http.worker_host_suffix, "workers.localhost");
         assert_eq!(config.runtime.cpu_ms, 50);
+        assert_eq!(config.runtime.pool.keep_resident_kb, 0);
     }
 
     #[test]
