@@ -23,6 +23,8 @@ pub enum R2Error {
     InvalidPartOrder,
     #[error("an upload completes with at least one part")]
     NoParts,
+    #[error("the range is not satisfiable for an object of {size} bytes")]
+    InvalidRange { size: u64 },
     #[error("chunk ids are 64 lowercase hex digits")]
     InvalidChunkId,
     #[error("no chunk {0} on this node")]
@@ -55,6 +57,7 @@ impl R2Error {
             R2Error::InvalidPartNumber { .. } => "InvalidArgument",
             R2Error::InvalidPartOrder => "InvalidPartOrder",
             R2Error::NoParts => "MalformedXML",
+            R2Error::InvalidRange { .. } => "InvalidRange",
             R2Error::InvalidChunkId | R2Error::ChunkMissing(_) | R2Error::ChunkCorrupt { .. } | R2Error::Io { .. } => {
                 "InternalError"
             }
@@ -65,6 +68,7 @@ impl R2Error {
     pub fn status(&self) -> u16 {
         match self.s3_code() {
             "InternalError" => 500,
+            "InvalidRange" => 416,
             _ => 400,
         }
     }

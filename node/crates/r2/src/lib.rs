@@ -16,10 +16,13 @@
 //! itself; buffer a whole object.
 //!
 //! # Layout
+//! - [`body`]: bodies cut into chunks as they stream in (with their MD5 and SHA-256), and
+//!   the chunks a byte range covers.
 //! - [`chunks`]: content-addressed chunk files on this node, and which members hold a chunk.
 //! - [`limits`]: R2's limits, and the ETags S3 clients check (single and multipart).
 //! - [`R2Error`]: every failure, with its S3 error code and HTTP status.
 
+pub mod body;
 pub mod chunks;
 mod error;
 pub mod limits;
