@@ -19,11 +19,14 @@
 //! - [`body`]: bodies cut into chunks as they stream in (with their MD5 and SHA-256), and
 //!   the chunks a byte range covers.
 //! - [`chunks`]: content-addressed chunk files on this node, and which members hold a chunk.
+//! - [`conditions`]: `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`
+//!   (and the binding's `onlyIf`) as S3 evaluates them.
 //! - [`limits`]: R2's limits, and the ETags S3 clients check (single and multipart).
 //! - [`R2Error`]: every failure, with its S3 error code and HTTP status.
 
 pub mod body;
 pub mod chunks;
+pub mod conditions;
 mod error;
 pub mod limits;
 
