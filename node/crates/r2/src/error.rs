@@ -25,6 +25,16 @@ pub enum R2Error {
     NoParts,
     #[error("the range is not satisfiable for an object of {size} bytes")]
     InvalidRange { size: u64 },
+    #[error("the signature does not match the request and the access key's secret")]
+    SignatureDoesNotMatch,
+    #[error("no such access key")]
+    InvalidAccessKeyId,
+    #[error("access denied: {0}")]
+    AccessDenied(&'static str),
+    #[error("the request's time is more than 15 minutes from the server's")]
+    RequestTimeTooSkewed,
+    #[error("malformed signature: {0}")]
+    AuthorizationMalformed(String),
     #[error("chunk ids are 64 lowercase hex digits")]
     InvalidChunkId,
     #[error("no chunk {0} on this node")]
@@ -58,6 +68,11 @@ impl R2Error {
             R2Error::InvalidPartOrder => "InvalidPartOrder",
             R2Error::NoParts => "MalformedXML",
             R2Error::InvalidRange { .. } => "InvalidRange",
+            R2Error::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            R2Error::InvalidAccessKeyId => "InvalidAccessKeyId",
+            R2Error::AccessDenied(_) => "AccessDenied",
+            R2Error::RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            R2Error::AuthorizationMalformed(_) => "AuthorizationHeaderMalformed",
             R2Error::InvalidChunkId | R2Error::ChunkMissing(_) | R2Error::ChunkCorrupt { .. } | R2Error::Io { .. } => {
                 "InternalError"
             }
@@ -69,6 +84,7 @@ impl R2Error {
         match self.s3_code() {
             "InternalError" => 500,
             "InvalidRange" => 416,
+            "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied" | "RequestTimeTooSkewed" => 403,
             _ => 400,
         }
     }

@@ -22,6 +22,7 @@
 //! - [`conditions`]: `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`
 //!   (and the binding's `onlyIf`) as S3 evaluates them.
 //! - [`limits`]: R2's limits, and the ETags S3 clients check (single and multipart).
+//! - [`sigv4`]: AWS Signature Version 4, in the header or presigned, checked in constant time.
 //! - [`R2Error`]: every failure, with its S3 error code and HTTP status.
 
 pub mod body;
@@ -29,6 +30,7 @@ pub mod chunks;
 pub mod conditions;
 mod error;
 pub mod limits;
+pub mod sigv4;
 
 pub use chunks::{holders, ChunkId, ChunkStore};
 pub use error::R2Error;
