@@ -69,19 +69,28 @@ impl ChunkStore {
     /// Opens (creating) the store in `dir` and removes what a write cut short left behind.
     pub fn open(dir: PathBuf) -> Result<Self, R2Error> {
         std::fs::create_dir_all(&dir).map_err(R2Error::io_at("creating", &dir))?;
-        for shard in std::fs::read_dir(&dir).map_err(R2Error::io_at("listing", &dir))? {
-            let shard = shard.map_err(R2Error::io_at("listing", &dir))?.path();
+        let store = ChunkStore { dir };
+        for path in store.files()? {
+            if path.extension().is_some_and(|ext| ext.to_string_lossy().starts_with("tmp")) {
+                std::fs::remove_file(&path).map_err(R2Error::io_at("removing", &path))?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Every file in every shard directory.
+    fn files(&self) -> Result<Vec<PathBuf>, R2Error> {
+        let mut files = Vec::new();
+        for shard in std::fs::read_dir(&self.dir).map_err(R2Error::io_at("listing", &self.dir))? {
+            let shard = shard.map_err(R2Error::io_at("listing", &self.dir))?.path();
             if !shard.is_dir() {
                 continue;
             }
             for entry in std::fs::read_dir(&shard).map_err(R2Error::io_at("listing", &shard))? {
-                let path = entry.map_err(R2Error::io_at("listing", &shard))?.path();
-                if path.extension().is_some_and(|ext| ext.to_string_lossy().starts_with("tmp")) {
-                    std::fs::remove_file(&path).map_err(R2Error::io_at("removing", &path))?;
-                }
+                files.push(entry.map_err(R2Error::io_at("listing", &shard))?.path());
             }
         }
-        Ok(ChunkStore { dir })
+        Ok(files)
     }
 
     fn path(&self, id: &ChunkId) -> PathBuf {
@@ -161,17 +170,10 @@ impl ChunkStore {
     /// this). Files whose names are not chunk ids are skipped.
     pub fn list(&self) -> Result<Vec<(ChunkId, SystemTime)>, R2Error> {
         let mut chunks = Vec::new();
-        for shard in std::fs::read_dir(&self.dir).map_err(R2Error::io_at("listing", &self.dir))? {
-            let shard = shard.map_err(R2Error::io_at("listing", &self.dir))?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for entry in std::fs::read_dir(&shard).map_err(R2Error::io_at("listing", &shard))? {
-                let entry = entry.map_err(R2Error::io_at("listing", &shard))?;
-                let Ok(id) = ChunkId::parse(&entry.file_name().to_string_lossy()) else { continue };
-                let written = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-                chunks.push((id, written));
-            }
+        for path in self.files()? {
+            let Some(Ok(id)) = path.file_name().map(|name| ChunkId::parse(&name.to_string_lossy())) else { continue };
+            let written = path.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            chunks.push((id, written));
         }
         chunks.sort_unstable();
         Ok(chunks)

@@ -56,29 +56,25 @@ pub fn check_part(part: u32, size: u64) -> Result<(), R2Error> {
 /// The parts a completion lists, as (part number, size): ascending, each but the last at
 /// least 5 MiB, and all but the last of one size (R2's rule, stricter than S3's).
 pub fn check_completion(parts: &[(u32, u64)]) -> Result<(), R2Error> {
-    let Some(((_, first_size), _)) = parts.split_first() else { return Err(R2Error::NoParts) };
-    for pair in parts.windows(2) {
-        if pair[1].0 <= pair[0].0 {
-            return Err(R2Error::InvalidPartOrder);
-        }
+    let Some((&(last_part, last_size), leading)) = parts.split_last() else { return Err(R2Error::NoParts) };
+    if parts.windows(2).any(|pair| pair[1].0 <= pair[0].0) {
+        return Err(R2Error::InvalidPartOrder);
     }
-    let (_, leading) = parts.split_last().unwrap_or((&parts[0], &[]));
+    let part_size = leading.first().map_or(last_size, |&(_, size)| size);
     for &(part, size) in leading {
         check_part(part, size)?;
         if size < MIN_PART_BYTES {
             return Err(R2Error::EntityTooSmall { part, size, min: MIN_PART_BYTES });
         }
-        if size != *first_size {
-            return Err(R2Error::UnequalParts { part, size, expected: *first_size });
+        if size != part_size {
+            return Err(R2Error::UnequalParts { part, size, expected: part_size });
         }
     }
-    let &(last_part, last_size) = &parts[parts.len() - 1];
     check_part(last_part, last_size)?;
-    if leading.is_empty() || last_size <= *first_size {
-        Ok(())
-    } else {
-        Err(R2Error::UnequalParts { part: last_part, size: last_size, expected: *first_size })
+    if last_size > part_size {
+        return Err(R2Error::UnequalParts { part: last_part, size: last_size, expected: part_size });
     }
+    Ok(())
 }
 
 /// The ETag of a single PUT: the hex MD5 of its bytes.

@@ -53,8 +53,9 @@ pub fn verify(
     now: u64,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Verified, R2Error> {
-    let presigned = query_pairs(request.query)?.iter().any(|(k, _)| k == "X-Amz-Algorithm");
-    let parts = if presigned { presigned_parts(request, now)? } else { header_parts(request, now)? };
+    let query = query_pairs(request.query)?;
+    let presigned = query.iter().any(|(k, _)| k == "X-Amz-Algorithm");
+    let parts = if presigned { presigned_parts(&query, now)? } else { header_parts(request, now)? };
     let (date, region, service) = parts.scope;
     if !matches!(region.as_str(), "auto" | "us-east-1" | "") {
         return Err(malformed("the region is 'auto' (or empty, or us-east-1)"));
@@ -63,7 +64,7 @@ pub fn verify(
         return Err(malformed("the service is 's3'"));
     }
     let secret = secret_of(&parts.access_key).ok_or(R2Error::InvalidAccessKeyId)?;
-    let canonical = canonical_request(request, &parts.signed_headers, &parts.payload, presigned)?;
+    let canonical = canonical_request(request, query, &parts.signed_headers, &parts.payload, presigned)?;
     let string_to_sign = format!(
         "{ALGORITHM}\n{}\n{date}/{region}/{service}/aws4_request\n{}",
         parts.amz_date,
@@ -149,10 +150,9 @@ fn header_parts(request: &Request<'_>, now: u64) -> Result<Parts, R2Error> {
     })
 }
 
-fn presigned_parts(request: &Request<'_>, now: u64) -> Result<Parts, R2Error> {
-    let pairs = query_pairs(request.query)?;
+fn presigned_parts(query: &[(String, String)], now: u64) -> Result<Parts, R2Error> {
     let get = |name: &str| {
-        pairs
+        query
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
@@ -186,12 +186,13 @@ fn presigned_parts(request: &Request<'_>, now: u64) -> Result<Parts, R2Error> {
 
 fn canonical_request(
     request: &Request<'_>,
+    query: Vec<(String, String)>,
     signed_headers: &[String],
     payload: &str,
     presigned: bool,
 ) -> Result<String, R2Error> {
     let path = if request.path.is_empty() { "/".to_string() } else { encode(&decode(request.path)?, false) };
-    let mut query: Vec<(String, String)> = query_pairs(request.query)?
+    let mut query: Vec<(String, String)> = query
         .into_iter()
         .filter(|(k, _)| !(presigned && k == "X-Amz-Signature"))
         .map(|(k, v)| (encode(&k, true), encode(&v, true)))

@@ -60,8 +60,8 @@ pub fn build(config: &RuntimeConfig, functions: Arc<FunctionCache>) -> Result<(E
     let keep_resident = usize::try_from(config.pool.keep_resident_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
     pool.linear_memory_keep_resident(keep_resident);
 
-    let compiler = Compiler { config: code_settings(functions.clone())? };
-    let mut wasm = code_settings(functions)?;
+    let compiler = Compiler { config: code_settings(functions)? };
+    let mut wasm = compiler.config.clone();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Internal(format!("cannot configure wasmtime: {e}")))?;
     Ok((engine, compiler))
