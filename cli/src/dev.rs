@@ -14,6 +14,7 @@ pub struct DevOptions {
     pub http_port: u16,
     pub management_port: u16,
     pub gossip_port: u16,
+    pub s3_port: u16,
     /// Extra `NIMBUS_*` settings for every node.
     pub node_env: Vec<(String, String)>,
     /// Regions the nodes are spread over, round robin (empty: `local`).
@@ -66,6 +67,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
         node_http_base_port: Some(options.http_port),
         node_gossip_base_port: Some(options.gossip_port),
         node_management_base_port: Some(options.management_port),
+        node_s3_base_port: Some(options.s3_port),
         token,
         gossip_keys: vec![gossip_key],
         insecure_plaintext: options.insecure_plaintext,
@@ -86,7 +88,13 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
     println!("{} Nimbus dev cluster is up", style.ok("✓"));
     println!("  {:<14} {}", "control plane", file.api_url);
     for node in &file.nodes {
-        println!("  {:<14} {}   {}", node.id, node.http_url, style.dim(&format!("management {}", node.api_url)));
+        let s3 = node.s3_url.as_deref().unwrap_or("-");
+        println!(
+            "  {:<14} {}   {}",
+            node.id,
+            node.http_url,
+            style.dim(&format!("management {}   s3 {s3}", node.api_url))
+        );
     }
     println!("  {:<14} {}", "endpoints", cluster_json.display());
     println!("  {:<14} {}", "logs", dir.join("logs").display());
@@ -95,6 +103,7 @@ pub async fn run(options: DevOptions, style: &Style) -> Result<()> {
     println!("Try:  nimbus deploy -c examples/hello/nimbus.toml");
     println!("      curl -H 'Host: hello.workers.localhost' {first}/");
     println!("      nimbus tokens create grafana --scope cluster:read");
+    println!("      nimbus r2 keys create laptop   (then any S3 client at the s3 address, region auto)");
     println!("{}", style.dim("Ctrl-C stops every process."));
 
     wait_for_signal().await;

@@ -14,6 +14,7 @@ mod kv;
 mod manifest;
 mod node;
 mod output;
+mod r2;
 mod tokens;
 
 use anyhow::{Context, Result};
@@ -85,6 +86,9 @@ enum Command {
         /// UDP gossip port of node-1; node-i uses this + i - 1.
         #[arg(long, default_value_t = 7946)]
         gossip_port: u16,
+        /// S3 API port of node-1; node-i listens on this + i - 1.
+        #[arg(long, default_value_t = 9001)]
+        s3_port: u16,
         /// A node setting for every node, as `NIMBUS_<SECTION>__<KEY>=value`
         /// (e.g. `NIMBUS_GOSSIP__SUSPECT_TO_DOWN_MS=1000`); repeatable.
         #[arg(long = "node-env", value_name = "KEY=VALUE")]
@@ -110,6 +114,11 @@ enum Command {
     D1 {
         #[command(subcommand)]
         command: d1::D1Command,
+    },
+    /// R2: buckets, objects and S3 access keys, through any node.
+    R2 {
+        #[command(subcommand)]
+        command: r2::R2Command,
     },
     /// Management API tokens: create (the secret is shown once), list, revoke.
     Tokens {
@@ -203,6 +212,10 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             d1::run(command, client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?, cli.json, style)
                 .await
         }
+        Command::R2 { command } => {
+            r2::run(command, client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?, cli.json, style)
+                .await
+        }
         Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
         Command::Certs { command: CertsCommand::Create { ref out, ref nodes } } => {
             let mut names = nodes.clone();
@@ -238,6 +251,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             http_port,
             management_port,
             gossip_port,
+            s3_port,
             ref node_env,
             ref regions,
             ref node_config,
@@ -258,6 +272,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
                 http_port,
                 management_port,
                 gossip_port,
+                s3_port,
                 node_env,
                 regions: regions.clone(),
                 node_config,

@@ -33,6 +33,26 @@ impl Node {
         self.checked(self.http.request(method, format!("{}{path}", self.url)).query(query).body(body)).await
     }
 
+    /// Streams a body (with its length, when known) and reads the reply as `T`.
+    pub async fn stream_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: reqwest::Body,
+        length: Option<u64>,
+        content_type: Option<String>,
+    ) -> Result<T> {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).body(body);
+        if let Some(length) = length {
+            request = request.header(reqwest::header::CONTENT_LENGTH, length);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let value: Value = self.checked(request).await?.json().await?;
+        serde_json::from_value(value).with_context(|| format!("reading the node's answer to {path}"))
+    }
+
     /// Sends raw bytes and reads a JSON reply.
     pub async fn json(&self, method: Method, path: &str, query: &[(&str, String)], body: Vec<u8>) -> Result<Value> {
         Ok(self.send(method, path, query, body).await?.json().await?)

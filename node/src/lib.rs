@@ -18,12 +18,17 @@
 //! - [`http`]: the public edge (workers, `/healthz`) and the management API (`/v1`,
 //!   `/metrics`, behind tokens), on two listeners.
 //! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes,
-//!   Durable Object events and replication).
+//!   Durable Object events and replication, R2's chunks).
+//! - [`s3`]: the S3 API on its own listener (R2's buckets and objects, signed requests only).
+//! - [`stores`]: where sibling stores meet without depending on each other (R2's metadata in
+//!   D1's Raft group).
 
 pub mod auth;
 pub mod deploy;
 pub mod http;
 pub mod rpc;
+pub mod s3;
+pub mod stores;
 
 pub use nimbus_util::{config, metrics, tasks};
 
@@ -32,6 +37,7 @@ use nimbus_cluster as membership;
 use nimbus_d1 as d1;
 use nimbus_durable as durable;
 use nimbus_kv as kv;
+use nimbus_r2 as r2;
 use nimbus_runtime as runtime;
 use nimbus_storage as storage;
 use std::future::Future;
@@ -46,6 +52,8 @@ pub enum NodeError {
     Kv(#[from] kv::KvError),
     #[error("d1: {0}")]
     D1(#[from] d1::D1Error),
+    #[error("r2: {0}")]
+    R2(#[from] r2::R2Error),
     #[error("configuration: {0}")]
     Config(String),
     #[error("runtime: {0}")]
@@ -87,6 +95,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     let (management_listener, management_addr) = bind(config.management.listen).await?;
     let tokens = auth::Tokens::load(&config.management, &storage).map_err(NodeError::Config)?;
     let (rpc_listener, rpc_addr) = bind(config.rpc.listen).await?;
+    let (s3_listener, s3_addr) = bind(config.r2.s3.listen).await?;
 
     // 2. The cluster: membership (gossip carries KV's small writes, an upward call handed in
     //    as `Rumors`) and the peer transport.
@@ -142,6 +151,8 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         tasks.spawn("kv-spread", move |shutdown| spreader.spread_changes(kv_changes, shutdown));
     }
     tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
+    // R2's metadata is an application of D1's Raft group (see `stores`).
+    let r2_metadata = r2::open_metadata(&config.data_dir)?;
     let d1 = d1::D1::start(
         &config.d1,
         &config.region,
@@ -150,6 +161,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         storage.clone(),
         d1::group::node_of(membership.me()),
         peers.clone(),
+        stores::applications(r2_metadata.clone()),
         &tasks,
     )
     .await?;
@@ -180,12 +192,30 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         let durable = durable.clone();
         tasks.spawn("durable-alarms", move |shutdown| durable::alarms::run(durable, shutdown));
     }
-    // Peers reach the stores from here on (Raft, replication, object events).
+    let r2 = r2::R2::new(
+        &config.r2,
+        &config.data_dir,
+        membership.clone(),
+        peers.clone(),
+        r2_metadata,
+        Arc::new(stores::D1Log(d1.clone())),
+    )?;
     {
-        let (kv, d1, durable, peers, metrics) =
-            (kv.clone(), d1.clone(), durable.clone(), peers.clone(), metrics.clone());
+        let r2 = r2.clone();
+        tasks.spawn("r2-maintain", move |shutdown| r2::maintain::run(r2, shutdown));
+    }
+    // Peers reach the stores from here on (Raft, replication, object events, chunks).
+    {
+        let services = rpc::Services {
+            kv: kv.clone(),
+            d1: d1.clone(),
+            durable: durable.clone(),
+            chunks: r2.chunk_store(),
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+        };
         let tls = cluster_tls.clone();
-        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, tls, kv, d1, durable, peers, metrics, shutdown));
+        tasks.spawn("rpc", move |shutdown| rpc::serve(rpc_listener, tls, services, shutdown));
     }
 
     // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
@@ -206,6 +236,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         kv.clone(),
         d1.clone(),
         durable.clone(),
+        r2.clone(),
         &config,
     );
     let ms = std::time::Duration::from_millis;
@@ -233,6 +264,15 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             nimbus_http::serve("edge", listener, router, edge_bounds, edge_tls, refused, shutdown)
         });
     }
+    {
+        let router = s3::S3::new(r2.clone(), &config.r2.s3.domain, &config.node_id).router();
+        let bounds = nimbus_http::Bounds { max_connections: config.r2.s3.max_connections, ..edge_bounds };
+        let s3_tls = https(&config.r2.s3.tls, "r2.s3.tls")?;
+        let refused = metrics.http_connections_refused.clone();
+        tasks.spawn("s3", move |shutdown| {
+            nimbus_http::serve("s3", s3_listener, router, bounds, s3_tls, refused, shutdown)
+        });
+    }
     let watcher = deploy::Watcher::new(
         &config,
         http_addr.to_string(),
@@ -251,6 +291,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         management: management_addr,
         rpc: rpc_addr,
         gossip: membership.me().gossip_addr,
+        s3: Some(s3_addr),
         workers_restored,
     };
     tracing::info!(node_id = %ready.node_id, http = %http_addr, management = %management_addr, workers_restored, "node ready");

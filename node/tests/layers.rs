@@ -35,7 +35,8 @@ const OWNED: &[(&str, &[&str])] = &[
     // RocksDB sits behind the storage crate.
     ("rocksdb", &["nimbus-storage"]),
     // SQLite and Raft are D1's (the control plane keeps its own SQLite store).
-    ("rusqlite", &["nimbus-d1", "nimbus-control-plane"]),
+    // (R2 keeps its metadata in an SQLite file the D1 group's log feeds.)
+    ("rusqlite", &["nimbus-d1", "nimbus-r2", "nimbus-control-plane"]),
     ("openraft", &["nimbus-d1"]),
     // Gossip is the cluster layer's.
     ("foca", &["nimbus-cluster"]),

@@ -46,6 +46,8 @@ pub struct ClusterSpec {
     pub node_gossip_base_port: Option<u16>,
     /// Management API port of node 1 (node i gets base + i - 1); `None`: any free port.
     pub node_management_base_port: Option<u16>,
+    /// S3 API port of node 1 (node i gets base + i - 1); `None`: any free port.
+    pub node_s3_base_port: Option<u16>,
     /// The bootstrap token: admin on the control plane and on every node.
     pub token: String,
     /// The gossip keys every node seals and opens datagrams with (base64, 32 bytes; the
@@ -84,6 +86,7 @@ impl ClusterSpec {
             node_http_base_port: None,
             node_gossip_base_port: None,
             node_management_base_port: None,
+            node_s3_base_port: None,
             token: TEST_TOKEN.into(),
             gossip_keys: vec![random_key()?],
             insecure_plaintext: false,
@@ -146,6 +149,8 @@ pub struct Node {
     pub management: SocketAddr,
     /// Peer gRPC (mutual TLS).
     pub rpc: SocketAddr,
+    /// The S3 API (R2).
+    pub s3: SocketAddr,
     /// UDP gossip address (for fault injection between nodes).
     pub gossip: SocketAddr,
     proc: Option<Proc>,
@@ -162,6 +167,11 @@ impl Node {
     /// The management API.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.management)
+    }
+
+    /// The S3 API.
+    pub fn s3_url(&self) -> String {
+        format!("http://{}", self.s3)
     }
 
     pub fn is_running(&self) -> bool {
@@ -207,6 +217,9 @@ pub struct NodeEntry {
     /// The management API (bearer token).
     #[serde(default)]
     pub api_url: String,
+    /// The S3 API (R2), for S3 clients.
+    #[serde(default)]
+    pub s3_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +234,7 @@ struct NodeReady {
     management: SocketAddr,
     rpc: SocketAddr,
     gossip: SocketAddr,
+    s3: Option<SocketAddr>,
 }
 
 /// The addresses a node listens on (port 0: any free port).
@@ -229,6 +243,7 @@ struct Ports {
     http: SocketAddr,
     management: SocketAddr,
     gossip: SocketAddr,
+    s3: SocketAddr,
 }
 
 /// A client that sends `Authorization: Bearer <token>` on every request.
@@ -285,11 +300,13 @@ impl Cluster {
             let http_port = cluster.spec.node_http_base_port.map_or(0, |base| base + i as u16 - 1);
             let gossip_port = cluster.spec.node_gossip_base_port.map_or(0, |base| base + i as u16 - 1);
             let management_port = cluster.spec.node_management_base_port.map_or(0, |base| base + i as u16 - 1);
+            let s3_port = cluster.spec.node_s3_base_port.map_or(0, |base| base + i as u16 - 1);
             let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
             let ports = Ports {
                 http: loopback(http_port),
                 management: loopback(management_port),
                 gossip: loopback(gossip_port),
+                s3: loopback(s3_port),
             };
             let node = cluster.launch_node(&format!("node-{i}"), ports, &[]).await?;
             cluster.nodes.push(node);
@@ -322,6 +339,7 @@ impl Cluster {
                     region: n.region.clone(),
                     http_url: n.url(),
                     api_url: n.api_url(),
+                    s3_url: Some(n.s3_url()),
                 })
                 .collect(),
             data_dir: self.dir.clone(),
@@ -360,7 +378,7 @@ impl Cluster {
     }
 
     async fn launch_node(&self, id: &str, ports: Ports, extra_env: &[(&str, &str)]) -> Result<Node> {
-        let Ports { http, management, gossip } = ports;
+        let Ports { http, management, gossip, s3 } = ports;
         let tls = self.certs(id)?;
         let data_dir = self.dir.join(id);
         let ordinal: usize = id.strip_prefix("node-").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
@@ -374,6 +392,7 @@ impl Cluster {
             ("NIMBUS_DATA_DIR".to_string(), data_dir.display().to_string()),
             ("NIMBUS_HTTP__LISTEN".to_string(), http.to_string()),
             ("NIMBUS_MANAGEMENT__LISTEN".to_string(), management.to_string()),
+            ("NIMBUS_R2__S3__LISTEN".to_string(), s3.to_string()),
             (
                 "NIMBUS_MANAGEMENT__ADMIN_TOKEN_SHA256".to_string(),
                 format!("[\"{}\"]", nimbus_proto::auth::token_hash(&self.spec.token)),
@@ -419,6 +438,7 @@ impl Cluster {
             management: ready.management,
             rpc: ready.rpc,
             gossip: ready.gossip,
+            s3: ready.s3.ok_or_else(|| anyhow!("{id} reported no S3 address"))?,
             proc: Some(proc),
             data_dir,
         })
@@ -433,7 +453,7 @@ impl Cluster {
     pub async fn add_node_with(&mut self, extra_env: &[(&str, &str)]) -> Result<usize> {
         let id = format!("node-{}", self.nodes.len() + 1);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let node = self.launch_node(&id, Ports { http: any, management: any, gossip: any }, extra_env).await?;
+        let node = self.launch_node(&id, Ports { http: any, management: any, gossip: any, s3: any }, extra_env).await?;
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
     }
@@ -504,7 +524,7 @@ impl Cluster {
         self.kill_node(index).await?;
         let (id, ports) = {
             let node = self.nodes.get(index).ok_or_else(|| anyhow!("no node {index}"))?;
-            (node.id.clone(), Ports { http: node.http, management: node.management, gossip: node.gossip })
+            (node.id.clone(), Ports { http: node.http, management: node.management, gossip: node.gossip, s3: node.s3 })
         };
         let node = self.launch_node(&id, ports, extra_env).await?;
         debug_assert_eq!(node.data_dir, self.nodes[index].data_dir);

@@ -3,7 +3,7 @@
 //! The **edge** ([`Edge::router`]) serves workers (by host, `<name>.<suffix>` or a declared
 //! route) and `/healthz`, nothing else, under any Host: no `/v1` path and no `/metrics` is
 //! reachable on it. The **management API** ([`Edge::management_router`], its own listener,
-//! loopback by default) serves the REST APIs (`kv`, `d1`), the node's status, the cluster
+//! loopback by default) serves the REST APIs (`kv`, `d1`, `r2`), the node's status, the cluster
 //! view, fault injection and `/metrics`, each behind `Authorization: Bearer <token>` with the
 //! scope [`required_scope`] names; `/healthz` alone is open. [`error_response`] is the one
 //! place where a runtime error becomes an HTTP status.
@@ -12,6 +12,7 @@ mod d1;
 #[cfg(fuzzing)]
 pub use d1::fuzz_query_body;
 mod kv;
+mod r2;
 mod websocket;
 
 use crate::auth::Tokens;
@@ -39,6 +40,7 @@ pub struct Edge {
     pub kv: KvStore,
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
+    pub r2: nimbus_r2::R2,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     colo_header: header::HeaderValue,
@@ -59,6 +61,7 @@ impl Edge {
         kv: KvStore,
         d1: nimbus_d1::D1,
         durable: nimbus_durable::Durable,
+        r2: nimbus_r2::R2,
         config: &NodeConfig,
     ) -> Self {
         let mut edge = Edge {
@@ -68,6 +71,7 @@ impl Edge {
             kv,
             d1,
             durable,
+            r2,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             colo_header: header::HeaderValue::from_str(&config.region)
@@ -82,7 +86,8 @@ impl Edge {
             .route("/v1/cluster", get(cluster_members))
             .route("/v1/node/durable", get(durable_status))
             .merge(kv::routes())
-            .merge(d1::routes());
+            .merge(d1::routes())
+            .merge(r2::routes());
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }
@@ -113,6 +118,8 @@ pub fn required_scope(method: &http::Method, path: &str) -> (Option<Product>, Ac
         Some(Product::Kv)
     } else if path.starts_with("/v1/d1/") || path == "/v1/node/d1" {
         Some(Product::D1)
+    } else if path.starts_with("/v1/r2/") {
+        Some(Product::R2)
     } else if path.starts_with("/v1/admin/") {
         None
     } else {

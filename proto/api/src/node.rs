@@ -15,6 +15,9 @@ pub struct Ready {
     pub management: SocketAddr,
     pub rpc: SocketAddr,
     pub gossip: SocketAddr,
+    /// The S3 API (R2): signed S3 requests only.
+    #[serde(default)]
+    pub s3: Option<SocketAddr>,
     pub workers_restored: usize,
 }
 

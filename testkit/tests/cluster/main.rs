@@ -7,6 +7,7 @@ mod durable;
 mod js;
 mod kv;
 mod membership;
+mod r2;
 mod runtime;
 mod trust;
 

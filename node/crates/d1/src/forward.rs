@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub enum Proposal {
     Write(WriteRequest),
     Create(String),
+    /// A command for an application that shares the group.
+    App {
+        app: String,
+        command: Vec<u8>,
+    },
 }
 
 /// The leader's answer to a [`Proposal`].
@@ -18,6 +23,7 @@ pub enum Proposal {
 pub enum Proposed {
     Write { reply: WriteReply, leader: String, region: String },
     Created { created: bool, bookmark: u64 },
+    App { reply: Vec<u8>, bookmark: u64 },
 }
 
 /// A read the leader runs after its read index (D1 without a session).

@@ -24,7 +24,9 @@ pub fn peer_message(payload: &[u8]) {
         Ok(Proposal::Create(name)) => {
             let _ = crate::validate_name(&name);
         }
-        Err(_) => {}
+        // An application's command is decoded and checked by the application, in the
+        // state machine.
+        Ok(Proposal::App { .. }) | Err(_) => {}
     }
     if let Ok(read) = postcard::from_bytes::<PrimaryRead>(payload) {
         let _ = crate::check_request(&read.database, &read.statements);

@@ -30,8 +30,10 @@
 //! - [`read_index`]: the leader's actor that lets concurrent reads share one quorum round.
 //! - [`group`]: forms the group from the configured voters and adds every other node as a
 //!   learner, following gossip.
+//! - [`app`]: other state machines (R2's metadata) that share the group and its log.
 //! - [`D1Error`]: what the caller should do about a failure.
 
+pub mod app;
 mod batcher;
 mod error;
 mod forward;
@@ -159,11 +161,12 @@ impl D1 {
         storage: nimbus_storage::Storage,
         me: D1Node,
         peers: PeerChannels,
+        apps: app::Applications,
         tasks: &Tasks,
     ) -> Result<D1, D1Error> {
         let id = types::raft_id(&me.name);
         let log = LogStore::open(storage.clone()).map_err(D1Error::internal)?;
-        let sm = StateMachine::open(&data_dir.join("d1"), storage).map_err(D1Error::internal)?;
+        let sm = StateMachine::open(&data_dir.join("d1"), storage, apps).map_err(D1Error::internal)?;
         let network = Network { peers, book: AddressBook::default(), metrics: Arc::default(), acks: Arc::default() };
         let raft = Raft::new(id, Arc::new(raft_config(config)?), network.clone(), log.clone(), sm.clone())
             .await
@@ -371,7 +374,7 @@ impl D1 {
         })
     }
 
-    fn leads(&self) -> bool {
+    pub fn leads(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
@@ -539,7 +542,39 @@ impl D1 {
                     other => Err(D1Error::Internal(format!("creation applied as {other:?}"))),
                 }
             }
+            Proposal::App { app, command } => {
+                let response = self
+                    .inner
+                    .raft
+                    .client_write(types::Command::App { app, command })
+                    .await
+                    .map_err(batcher::write_error)?;
+                match response.data {
+                    types::Applied::App(reply) => Ok(Proposed::App { reply, bookmark: response.log_id.index }),
+                    types::Applied::Refused { reason } => Err(D1Error::Invalid(reason)),
+                    other => Err(D1Error::Internal(format!("an application's command applied as {other:?}"))),
+                }
+            }
         }
+    }
+
+    /// Commits a command for the application `app` through the leader (from any node) and
+    /// returns the application's reply and the entry's index. A retry after a leader change
+    /// may apply the command twice: an application makes its commands idempotent (R2's carry
+    /// the version they write).
+    pub async fn propose_app(&self, app: &str, command: Vec<u8>) -> Result<(Vec<u8>, u64), D1Error> {
+        match self.propose(Proposal::App { app: app.to_owned(), command }).await? {
+            Proposed::App { reply, bookmark } => Ok((reply, bookmark)),
+            other => Err(D1Error::Internal(format!("an application's command answered with {other:?}"))),
+        }
+    }
+
+    /// Waits until this replica has applied the leader's read index: a read of any
+    /// application's state after it sees every write acknowledged before the call.
+    pub async fn linearize(&self) -> Result<u64, D1Error> {
+        let index = self.read_index().await?;
+        self.wait_applied(index).await?;
+        Ok(index)
     }
 
     /// Waits until this replica may serve a read at `consistency`.

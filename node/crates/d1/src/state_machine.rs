@@ -7,6 +7,7 @@
 //! one writes each database as a new file generation and swaps it in, so reads in flight
 //! finish on the old files.
 
+use super::app::Applications;
 use super::sqlite::{self, Database};
 use super::types::{
     Applied, Command, Entry, LogId, Outcome, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -26,12 +27,18 @@ use tokio::sync::watch;
 const APPLIED: &[u8] = b"sm_applied";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
-/// What a snapshot's bytes hold.
+/// What a snapshot's bytes hold: this image, then (since applications share the group)
+/// [`AppImages`] right after it. Postcard writes a struct as its fields one after the other,
+/// so a snapshot made before applications existed is this image alone, and still reads.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotImage {
     /// Database name → the bytes of its SQLite file.
     databases: Vec<(String, Vec<u8>)>,
 }
+
+/// Application name → its snapshot image.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct AppImages(Vec<(String, Vec<u8>)>);
 
 /// A snapshot as kept on disk.
 #[derive(Serialize, Deserialize)]
@@ -56,6 +63,7 @@ struct Inner {
     /// The last applied index, for readers waiting on a bookmark.
     applied_index: watch::Sender<u64>,
     snapshots_installed: AtomicU64,
+    apps: Applications,
 }
 
 struct Applying {
@@ -72,8 +80,9 @@ fn sm_error(verb: ErrorVerb, error: impl std::fmt::Display) -> StorageError {
 }
 
 impl StateMachine {
-    /// Opens every database in `dir` (the newest generation of each) and the applied state.
-    pub fn open(dir: &Path, storage: Storage) -> Result<Self, StorageError> {
+    /// Opens every database in `dir` (the newest generation of each) and the applied state;
+    /// `apps` receive their commands (they open their own state).
+    pub fn open(dir: &Path, storage: Storage, apps: Applications) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         let mut newest: BTreeMap<String, u64> = BTreeMap::new();
         let mut files = Vec::new();
@@ -113,6 +122,7 @@ impl StateMachine {
                 generation: AtomicU64::new(max_generation + 1),
                 applied_index,
                 snapshots_installed: AtomicU64::new(0),
+                apps,
             }),
         })
     }
@@ -193,6 +203,15 @@ impl StateMachine {
             }
             Command::Writes(requests) => self.apply_writes(index, requests, sqlite::Budget::default()),
             Command::BudgetedWrites { budget, requests } => self.apply_writes(index, requests, budget),
+            Command::App { app, command } => match self.inner.apps.get(&app) {
+                Some(application) => {
+                    application.apply(index, &command).map(Applied::App).map_err(|e| sm_error(ErrorVerb::Write, e))
+                }
+                None => {
+                    tracing::warn!(index, app = %app.escape_debug(), "refused a command for an unknown application");
+                    Ok(Applied::Refused { reason: format!("no application {app:?} in this group") })
+                }
+            },
         }
     }
 
@@ -236,7 +255,13 @@ impl StateMachine {
             sqlite::remove_files(&copy);
             databases.push((database.name.clone(), bytes));
         }
-        let data = postcard::to_allocvec(&SnapshotImage { databases }).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        let mut apps = AppImages::default();
+        for (name, application) in &self.inner.apps {
+            apps.0.push((name.clone(), application.snapshot().map_err(|e| sm_error(ErrorVerb::Read, e))?));
+        }
+        let mut data =
+            postcard::to_allocvec(&SnapshotImage { databases }).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        data.extend(postcard::to_allocvec(&apps).map_err(|e| sm_error(ErrorVerb::Write, e))?);
         let snapshot_id = match applying.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
             None => format!("empty-{}", data.len()),
@@ -281,8 +306,13 @@ impl StateMachine {
     /// Replaces every database with the snapshot's copies.
     fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let image: SnapshotImage =
-            postcard::from_bytes(&data).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+        let (image, rest): (SnapshotImage, &[u8]) =
+            postcard::take_from_bytes(&data).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+        let apps: AppImages = if rest.is_empty() {
+            AppImages::default()
+        } else {
+            postcard::from_bytes(rest).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
+        };
         let mut applying = self.inner.applying.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let mut fresh = BTreeMap::new();
@@ -299,6 +329,10 @@ impl StateMachine {
         let old = std::mem::replace(&mut *self.inner.databases.write().unwrap_or_else(|p| p.into_inner()), fresh);
         for database in old.values() {
             sqlite::remove_files(database.path());
+        }
+        for (name, application) in &self.inner.apps {
+            let image = apps.0.iter().find(|(app, _)| app == name).map(|(_, image)| image.as_slice());
+            application.restore(image).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         }
         applying.last_applied = meta.last_log_id;
         applying.membership = meta.last_membership.clone();

@@ -12,7 +12,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(&dir.path().join("db")).expect("rocksdb");
         let log = LogStore::open(storage.clone())?;
-        let sm = StateMachine::open(&dir.path().join("d1"), storage)?;
+        let sm = StateMachine::open(&dir.path().join("d1"), storage, Default::default())?;
         Ok((dir, log, sm))
     }
 }
@@ -177,7 +177,7 @@ fn the_state_machine_refuses_database_names_that_could_leave_its_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Storage::open(&dir.path().join("db")).expect("rocksdb");
     let d1_dir = dir.path().join("data/d1");
-    let sm = StateMachine::open(&d1_dir, storage).expect("state machine");
+    let sm = StateMachine::open(&d1_dir, storage, Default::default()).expect("state machine");
     for name in ["../x", "../../etc/x", "/tmp/x", "a/b", "UPPER", "", ".hidden", "x\0y"] {
         let applied = sm.apply_command(7, Command::CreateDatabase { name: name.into() }).expect("apply");
         assert!(matches!(applied, Applied::Refused { .. }), "{name:?}: {applied:?}");
@@ -272,4 +272,58 @@ fn a_ddl_bomb_on_a_fresh_database_fails_only_its_request() {
     let request = write(1, 0, vec![statement(bomb, vec![])]);
     let outcome = db.apply(1, &[(0, &request)], budget).expect("the entry applies");
     assert!(matches!(&outcome[0], Outcome::Failed(f) if f.message.contains("work budget")), "{outcome:?}");
+}
+
+/// An application of the group: every command appends its bytes; the state is what it holds.
+#[derive(Default)]
+struct Journal(std::sync::Mutex<Vec<u8>>);
+
+impl super::app::Application for Journal {
+    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+        let mut held = self.0.lock().map_err(|e| e.to_string())?;
+        held.extend_from_slice(command);
+        Ok(format!("{index}:{}", held.len()).into_bytes())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.0.lock().map_err(|e| e.to_string())?.clone())
+    }
+
+    fn restore(&self, image: Option<&[u8]>) -> Result<(), String> {
+        *self.0.lock().map_err(|e| e.to_string())? = image.unwrap_or_default().to_vec();
+        Ok(())
+    }
+}
+
+fn with_journal(dir: &std::path::Path) -> (StateMachine, std::sync::Arc<Journal>) {
+    let storage = Storage::open(&dir.join("db")).expect("rocksdb");
+    let journal = std::sync::Arc::new(Journal::default());
+    let mut apps = super::app::Applications::new();
+    apps.insert("journal".into(), journal.clone() as std::sync::Arc<dyn super::app::Application>);
+    (StateMachine::open(&dir.join("d1"), storage, apps).expect("state machine"), journal)
+}
+
+/// Applications get their commands in log order and travel in snapshots; a snapshot made
+/// before applications existed still installs (and empties them).
+#[tokio::test(flavor = "multi_thread")]
+async fn applications_share_the_log_and_its_snapshots() {
+    use super::types::{Applied, Command};
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let (dir, other_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (mut sm, journal) = with_journal(dir.path());
+    let app = |bytes: &[u8]| Command::App { app: "journal".into(), command: bytes.to_vec() };
+    assert_eq!(sm.apply_command(1, app(b"ab")).expect("apply"), Applied::App(b"1:2".to_vec()));
+    assert_eq!(sm.apply_command(2, app(b"c")).expect("apply"), Applied::App(b"2:3".to_vec()));
+    let unknown = sm.apply_command(3, Command::App { app: "nope".into(), command: vec![] }).expect("apply");
+    assert!(matches!(unknown, Applied::Refused { .. }), "{unknown:?}");
+
+    let snapshot = sm.build_snapshot().await.expect("snapshot");
+    let (mut fresh, fresh_journal) = with_journal(other_dir.path());
+    fresh.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install");
+    assert_eq!(*fresh_journal.0.lock().expect("lock"), b"abc");
+
+    // An image as written before applications: the databases alone.
+    let old = postcard::to_allocvec(&(Vec::<(String, Vec<u8>)>::new(),)).expect("encode");
+    sm.install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(old))).await.expect("install old");
+    assert!(journal.0.lock().expect("lock").is_empty());
 }

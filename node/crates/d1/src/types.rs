@@ -111,6 +111,11 @@ pub enum Command {
         budget: super::sqlite::Budget,
         requests: Vec<WriteRequest>,
     },
+    /// A command for an application that shares the group (see [`crate::app`]).
+    App {
+        app: String,
+        command: Vec<u8>,
+    },
 }
 
 /// What one statement returned.
@@ -157,6 +162,8 @@ pub enum Applied {
     Refused {
         reason: String,
     },
+    /// An application's reply to its command.
+    App(Vec<u8>),
 }
 
 /// A write's answer to the client: the outcome and the log index that holds it.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// The SHA-256 of a chunk's bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ChunkId([u8; 32]);
 
 impl ChunkId {
@@ -118,7 +118,10 @@ impl ChunkStore {
     fn write(&self, id: &ChunkId, bytes: &[u8]) -> Result<(), R2Error> {
         let path = self.path(id);
         if path.is_file() {
-            return Ok(());
+            // Already here (the same bytes, by their hash): renew its time, so garbage
+            // collection gives the write that wants it a full grace period to commit.
+            let renewed = File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+            return renewed.map_err(R2Error::io_at("renewing", &path));
         }
         let shard = path.parent().unwrap_or(&self.dir);
         if !shard.is_dir() {
@@ -155,6 +158,11 @@ impl ChunkStore {
 
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.path(id).is_file()
+    }
+
+    /// When the chunk was written (or last renewed); `None` if it is not here.
+    pub fn written_at(&self, id: &ChunkId) -> Option<SystemTime> {
+        self.path(id).metadata().and_then(|m| m.modified()).ok()
     }
 
     /// Removes a chunk; `false` if it was not here.

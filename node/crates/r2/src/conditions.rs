@@ -6,7 +6,7 @@
 
 /// The conditions a request carries. ETag lists are as sent (quoted or not, comma-separated,
 /// `*` for any); times are Unix seconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conditions {
     pub if_match: Option<String>,
     pub if_none_match: Option<String>,

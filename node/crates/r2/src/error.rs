@@ -41,6 +41,38 @@ pub enum R2Error {
     ChunkMissing(String),
     #[error("chunk {id} on this node is damaged: its bytes hash to {actual}")]
     ChunkCorrupt { id: String, actual: String },
+    #[error("bucket names are 3 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit; got {0:?}")]
+    InvalidBucketName(String),
+    #[error("no bucket {0}")]
+    NoSuchBucket(String),
+    #[error("bucket {0} already exists")]
+    BucketAlreadyOwnedByYou(String),
+    #[error("bucket {0} is not empty (objects or uploads in progress)")]
+    BucketNotEmpty(String),
+    #[error("no object {0}")]
+    NoSuchKey(String),
+    #[error("no upload {0} (never created, completed or aborted)")]
+    NoSuchUpload(String),
+    #[error("a condition of the request does not hold")]
+    PreconditionFailed,
+    #[error("part {0} is not uploaded, or its ETag differs")]
+    InvalidPart(u32),
+    #[error("{message}")]
+    Limit { code: String, message: String },
+    #[error("bucket {0} has no CORS configuration")]
+    NoSuchCorsConfiguration(String),
+    #[error("no access key {0}")]
+    NoSuchAccessKey(String),
+    #[error("the body's {algorithm} is not the one the request declared")]
+    BadDigest { algorithm: &'static str },
+    #[error("the request is malformed: {0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -52,6 +84,10 @@ pub enum R2Error {
 impl R2Error {
     pub(crate) fn io_at<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> R2Error + 'a {
         move |source| R2Error::Io { context: format!("{doing} {}", path.display()), source }
+    }
+
+    pub(crate) fn sql(error: rusqlite::Error) -> R2Error {
+        R2Error::Internal(format!("r2 metadata: {error}"))
     }
 
     /// The S3 error code a client sees.
@@ -73,9 +109,27 @@ impl R2Error {
             R2Error::AccessDenied(_) => "AccessDenied",
             R2Error::RequestTimeTooSkewed => "RequestTimeTooSkewed",
             R2Error::AuthorizationMalformed(_) => "AuthorizationHeaderMalformed",
-            R2Error::InvalidChunkId | R2Error::ChunkMissing(_) | R2Error::ChunkCorrupt { .. } | R2Error::Io { .. } => {
-                "InternalError"
-            }
+            R2Error::InvalidBucketName(_) => "InvalidBucketName",
+            R2Error::NoSuchBucket(_) => "NoSuchBucket",
+            R2Error::BucketAlreadyOwnedByYou(_) => "BucketAlreadyOwnedByYou",
+            R2Error::BucketNotEmpty(_) => "BucketNotEmpty",
+            R2Error::NoSuchKey(_) => "NoSuchKey",
+            R2Error::NoSuchUpload(_) => "NoSuchUpload",
+            R2Error::PreconditionFailed => "PreconditionFailed",
+            R2Error::InvalidPart(_) => "InvalidPart",
+            R2Error::Limit { code, .. } => limit_code(code),
+            R2Error::NoSuchAccessKey(_) => "NoSuchAccessKey",
+            R2Error::NoSuchCorsConfiguration(_) => "NoSuchCORSConfiguration",
+            R2Error::BadDigest { algorithm: "SHA-256" } => "XAmzContentSHA256Mismatch",
+            R2Error::BadDigest { .. } => "BadDigest",
+            R2Error::InvalidRequest(_) => "InvalidRequest",
+            R2Error::Conflict(_) => "OperationAborted",
+            R2Error::Unavailable(_) => "ServiceUnavailable",
+            R2Error::InvalidChunkId
+            | R2Error::ChunkMissing(_)
+            | R2Error::ChunkCorrupt { .. }
+            | R2Error::Internal(_)
+            | R2Error::Io { .. } => "InternalError",
         }
     }
 
@@ -83,9 +137,33 @@ impl R2Error {
     pub fn status(&self) -> u16 {
         match self.s3_code() {
             "InternalError" => 500,
+            "ServiceUnavailable" => 503,
             "InvalidRange" => 416,
+            "PreconditionFailed" => 412,
+            "NoSuchBucket" | "NoSuchKey" | "NoSuchUpload" | "NoSuchAccessKey" | "NoSuchCORSConfiguration" => 404,
+            "BucketAlreadyOwnedByYou" | "BucketNotEmpty" | "OperationAborted" => 409,
             "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied" | "RequestTimeTooSkewed" => 403,
             _ => 400,
         }
     }
+
+    /// Worth trying again (another holder, a later attempt).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.s3_code(), "InternalError" | "ServiceUnavailable" | "OperationAborted")
+    }
+}
+
+/// A limit's code as it crossed the log, mapped back to a static S3 code.
+fn limit_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "EntityTooLarge",
+        "EntityTooSmall",
+        "InvalidPart",
+        "InvalidPartOrder",
+        "InvalidArgument",
+        "MalformedXML",
+        "KeyTooLongError",
+        "MetadataTooLarge",
+    ];
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("InvalidRequest")
 }

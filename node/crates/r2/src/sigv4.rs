@@ -81,6 +81,16 @@ pub fn verify(
     Ok(Verified { access_key: parts.access_key, payload: parts.payload })
 }
 
+/// The access key id a request claims (in the header's or the URL's credential), to look up
+/// its secret before [`verify`]; `None` when the request is not signed.
+pub fn access_key_id(request: &Request<'_>) -> Option<String> {
+    let credential = match header(request, "authorization") {
+        Some(auth) => auth.split("Credential=").nth(1)?.split(',').next()?.to_string(),
+        None => query_pairs(request.query).ok()?.into_iter().find(|(k, _)| k == "X-Amz-Credential")?.1,
+    };
+    credential.split('/').next().filter(|id| !id.is_empty()).map(str::to_string)
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));

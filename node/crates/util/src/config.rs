@@ -44,6 +44,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub durable: DurableConfig,
     #[serde(default)]
+    pub r2: R2Config,
+    #[serde(default)]
     pub network: NetworkConfig,
     #[serde(default)]
     pub tls: TlsConfig,
@@ -126,6 +128,84 @@ fn default_alarm_retry_ms() -> u64 {
 
 fn default_alarm_poll_ms() -> u64 {
     100
+}
+
+/// R2: the S3 listener and the background work on chunks and uploads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct R2Config {
+    #[serde(default)]
+    pub s3: S3Config,
+    /// Unfinished multipart uploads are aborted this long after they were created (R2: 7 days).
+    #[serde(default = "default_upload_expiry_secs")]
+    pub upload_expiry_secs: u64,
+    /// A chunk no object or part references is deleted once it is this old: longer than any
+    /// PUT takes between writing its first chunk and committing its metadata.
+    #[serde(default = "default_chunk_grace_secs")]
+    pub chunk_grace_secs: u64,
+    /// How often the node checks its chunks: restores missing copies (repair), deletes
+    /// unreferenced ones (garbage), and (on the leader) expires old uploads.
+    #[serde(default = "default_maintain_secs")]
+    pub maintain_secs: u64,
+    /// Chunk transfers (PUT copies and GET fetches) in flight per request.
+    #[serde(default = "default_chunks_in_flight")]
+    pub chunks_in_flight: usize,
+}
+
+impl Default for R2Config {
+    fn default() -> Self {
+        R2Config {
+            s3: S3Config::default(),
+            upload_expiry_secs: default_upload_expiry_secs(),
+            chunk_grace_secs: default_chunk_grace_secs(),
+            maintain_secs: default_maintain_secs(),
+            chunks_in_flight: default_chunks_in_flight(),
+        }
+    }
+}
+
+/// The S3 API's listener: a public surface of its own that serves only S3 requests signed
+/// with an access key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default = "default_s3_listen")]
+    pub listen: SocketAddr,
+    /// Virtual-host-style requests: `<bucket>.<domain>`. Empty: path-style only.
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// HTTPS on the S3 listener (see `http.tls`).
+    #[serde(default)]
+    pub tls: HttpsConfig,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            listen: default_s3_listen(),
+            domain: String::new(),
+            max_connections: default_max_connections(),
+            tls: HttpsConfig::default(),
+        }
+    }
+}
+
+fn default_s3_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9000))
+}
+fn default_upload_expiry_secs() -> u64 {
+    7 * 24 * 3600
+}
+fn default_chunk_grace_secs() -> u64 {
+    3600
+}
+fn default_maintain_secs() -> u64 {
+    60
+}
+fn default_chunks_in_flight() -> usize {
+    2
 }
 
 /// Workers KV.
@@ -633,6 +713,8 @@ mod tests {
         assert_eq!(config.http.worker_host_suffix, "workers.localhost");
         assert_eq!(config.runtime.cpu_ms, 50);
         assert_eq!(config.runtime.pool.keep_resident_kb, 0);
+        assert_eq!(config.r2.s3.listen.port(), 9000);
+        assert_eq!(config.r2.upload_expiry_secs, 7 * 24 * 3600);
     }
 
     #[test]
