@@ -158,6 +158,23 @@ impl Api {
         Ok(replica.summary)
     }
 
+    pub async fn r2_bucket(&self, node: &str, bucket: &str) -> Result<()> {
+        let answer = self.send(self.http.post(format!("{node}/v1/r2/buckets")).json(&json!({ "name": bucket }))).await;
+        match answer.status() {
+            Some(201 | 409) => Ok(()),
+            _ => bail!("creating bucket {bucket}: {}", answer.describe()),
+        }
+    }
+
+    pub async fn r2_put(&self, node: &str, bucket: &str, key: &str, body: String) -> Answer {
+        self.send(self.http.put(format!("{node}/v1/r2/buckets/{bucket}/objects/{key}")).body(body)).await
+    }
+
+    /// An object's body through `node` (404: absent).
+    pub async fn r2_get(&self, node: &str, bucket: &str, key: &str) -> Answer {
+        self.send(self.http.get(format!("{node}/v1/r2/buckets/{bucket}/objects/{key}"))).await
+    }
+
     /// A request to worker `worker` through `node`'s public edge.
     pub async fn worker(&self, node: &str, worker: &str, path: &str) -> Answer {
         let Some(edge) = self.edges.get(node) else {

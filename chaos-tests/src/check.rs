@@ -334,3 +334,95 @@ pub async fn counter_id(api: &Api, urls: &[String], name: &str) -> Result<(Strin
         other => bail!("activating {name} made {} objects live: {other:?}", other.len()),
     }
 }
+
+/// R2: every answered read is whole and linearizes against its key's writes (one writer per
+/// key, so the writes are in its order: a read returns the last write acknowledged before it
+/// began, or one that overlapped it), and after the heal every node serves each key's last
+/// acknowledged write (or a later one of unknown outcome).
+pub async fn r2(api: &Api, urls: &[String], bucket: &str, ops: &[Op]) -> Result<(Vec<Check>, usize)> {
+    let mut by_key: BTreeMap<&str, (Vec<&Op>, Vec<&Op>)> = BTreeMap::new();
+    for op in ops {
+        match op.kind {
+            OpKind::R2Put => by_key.entry(op.key.as_str()).or_default().0.push(op),
+            OpKind::R2Get if op.outcome == Outcome::Ok => by_key.entry(op.key.as_str()).or_default().1.push(op),
+            _ => {}
+        }
+    }
+    let (mut torn, mut stale, mut reads) = (Vec::new(), Vec::new(), 0);
+    let mut lost = 0;
+    let mut final_wrong = Vec::new();
+    for (key, (writes, gets)) in &by_key {
+        let mut writes = writes.clone();
+        writes.sort_by_key(|w| w.start);
+        for read in gets {
+            reads += 1;
+            if read.result == Some(crate::workload::TORN) {
+                torn.push(format!("{key} read through node {} at {:?}", read.node, read.start));
+                continue;
+            }
+            // The latest write acknowledged before the read began: the read may return it, a
+            // later write that started before the read ended, or any write of unknown outcome
+            // (it may take effect at any time after it started).
+            let floor = writes.iter().rposition(|w| w.outcome == Outcome::Ok && w.end < read.start);
+            let mut allowed: Vec<Option<i64>> = writes
+                .iter()
+                .enumerate()
+                .filter(|(i, w)| {
+                    w.start < read.end
+                        && match w.outcome {
+                            Outcome::Unknown => true,
+                            Outcome::Ok => floor.is_none_or(|floor| *i >= floor),
+                            Outcome::Fail => false,
+                        }
+                })
+                .map(|(_, w)| w.value)
+                .collect();
+            if floor.is_none() {
+                allowed.push(None);
+            }
+            if !allowed.contains(&read.result) {
+                stale.push(format!("{key} through node {}: {:?}, allowed {:?}", read.node, read.result, allowed));
+            }
+        }
+        let last_acked = writes.iter().rposition(|w| w.outcome == Outcome::Ok);
+        let Some(last) = last_acked else { continue };
+        let mut allowed: Vec<Option<i64>> = vec![writes[last].value];
+        allowed.extend(writes.iter().filter(|w| w.outcome == Outcome::Unknown).map(|w| w.value));
+        for url in urls {
+            let answer = until(Duration::from_secs(30), "an R2 read after the heal", || async {
+                match api.r2_get(url, bucket, key).await {
+                    crate::api::Answer::Reply { status: 200, body } => Ok(Some(Some(crate::workload::r2_value(&body)))),
+                    crate::api::Answer::Reply { status: 404, .. } => Ok(Some(None)),
+                    other => Err(anyhow!(other.describe())),
+                }
+            })
+            .await?;
+            if !allowed.contains(&answer) {
+                lost += 1;
+                final_wrong.push(format!("{key} on {url}: {answer:?}, expected one of {allowed:?}"));
+            }
+        }
+    }
+    let checks = vec![
+        Check::new(
+            "r2: every body read is whole",
+            torn.is_empty(),
+            if torn.is_empty() { format!("{reads} reads") } else { torn.join("; ") },
+        ),
+        Check::new(
+            "r2: reads linearize (read-after-write and overwrite-after-write from any node)",
+            stale.is_empty(),
+            if stale.is_empty() { format!("{reads} reads of {} keys", by_key.len()) } else { stale.join("; ") },
+        ),
+        Check::new(
+            "r2: every node serves each key's last acknowledged write after the heal",
+            final_wrong.is_empty(),
+            if final_wrong.is_empty() {
+                format!("{} keys on {} nodes", by_key.len(), urls.len())
+            } else {
+                final_wrong.join("; ")
+            },
+        ),
+    ];
+    Ok((checks, lost))
+}

@@ -33,6 +33,11 @@ pub enum OpKind {
     KvDelete,
     /// Durable Object counter increment; `result` is the value it answered.
     Increment,
+    /// R2: put the object `key` with a body made from `value`.
+    R2Put,
+    /// R2: get the object `key`; `result` is the value its body was made from (`None`:
+    /// absent; [`crate::workload::TORN`]: a body that is not whole).
+    R2Get,
     /// Hello worker request.
     Hello,
 }

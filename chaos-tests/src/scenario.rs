@@ -99,7 +99,8 @@ async fn create_data(api: &Api, urls: &[String], names: &Names) -> Result<()> {
             if answer.status() != Some(200) {
                 bail!("creating tables: {}", answer.describe());
             }
-            api.kv_declare(url, &names.namespace).await
+            api.kv_declare(url, &names.namespace).await?;
+            api.r2_bucket(url, &names.bucket).await
         }
         .await;
         match created {
@@ -117,6 +118,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         db: format!("chaos_{index}_{seed}"),
         namespace: format!("chaos-{index}-{seed}"),
         counter: format!("c{index}-{seed}"),
+        bucket: format!("chaos-{index}-{seed}"),
     };
     let urls = Arc::new(RwLock::new(target.urls()));
     create_data(&api, &target.urls(), &names).await.context("creating the scenario's data")?;
@@ -141,6 +143,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
     for c in 0..2 {
         clients.push(tokio::spawn(workload::kv_client(ctx.clone(), c)));
         clients.push(tokio::spawn(workload::hello_client(ctx.clone(), c)));
+        clients.push(tokio::spawn(workload::r2_client(ctx.clone(), c)));
     }
 
     let mut rng = StdRng::seed_from_u64(seed ^ index as u64);
@@ -173,12 +176,16 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
     checks.extend(kv_checks);
     let (do_checks, do_lost) = check::counter(&api, &urls, &names.counter, &object, &ops).await?;
     checks.extend(do_checks);
+    let (r2_checks, r2_lost) = check::r2(&api, &urls, &names.bucket, &ops).await?;
+    checks.extend(r2_checks);
     let (availability_check, availability) = check::availability(&ops, &outages);
     checks.push(availability_check);
 
     let writes: Vec<_> = ops
         .iter()
-        .filter(|o| matches!(o.kind, OpKind::D1Write | OpKind::KvPut | OpKind::KvDelete | OpKind::Increment))
+        .filter(|o| {
+            matches!(o.kind, OpKind::D1Write | OpKind::KvPut | OpKind::KvDelete | OpKind::Increment | OpKind::R2Put)
+        })
         .collect();
     Ok(Report {
         scenario: nemesis.name(),
@@ -188,7 +195,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         attempted: writes.len(),
         acked: writes.iter().filter(|o| o.outcome == Outcome::Ok).count(),
         unknown: writes.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
-        lost: d1_lost + kv_lost + do_lost,
+        lost: d1_lost + kv_lost + do_lost + r2_lost,
         availability,
         converge_secs: converge.as_secs_f64(),
         checks,

@@ -7,6 +7,9 @@
 //! - KV: puts and deletes, each key written by one client only, so the version order of its
 //!   writes is the client's order.
 //! - Durable Object: increments of one counter.
+//! - R2: puts and gets of objects, each key written by one client only (so its writes are in
+//!   the client's order); a body is made from its value (some span two chunks), so a read
+//!   can tell a whole body from a torn one.
 //!
 //! A nemesis may aim the D1 and counter clients at one node ([`Aim`]): half their requests
 //! then go there.
@@ -34,6 +37,7 @@ pub struct Names {
     pub db: String,
     pub namespace: String,
     pub counter: String,
+    pub bucket: String,
 }
 
 /// A node the counter clients send half their requests to while it is set (a nemesis
@@ -251,5 +255,66 @@ pub async fn hello_client(ctx: Ctx, client: usize) {
         let answer = ctx.api.worker(&url, "hello", "/").await;
         finish(&mut op, &ctx.history, &answer);
         ctx.history.record(op);
+    }
+}
+
+/// Objects each R2 client owns.
+pub const R2_KEYS_PER_CLIENT: usize = 3;
+/// What a read records for a body that is not the whole body of any write.
+pub const TORN: i64 = -1;
+
+/// The body of an R2 write of `value`: the value, then filler derived from it; one in eight
+/// is 5 MiB (two chunks), the rest small.
+pub fn r2_body(value: i64) -> String {
+    let size = if value % 8 == 0 { 5 << 20 } else { 200 };
+    let mut body = format!("{value}\n");
+    let filler = format!("{:x}", value.wrapping_mul(0x9E37_79B9));
+    while body.len() < size {
+        body.push_str(&filler);
+    }
+    body.truncate(size);
+    body
+}
+
+/// The value a body was made from, if it is whole.
+pub fn r2_value(body: &str) -> i64 {
+    let parsed = body.split('\n').next().and_then(|v| v.parse::<i64>().ok());
+    match parsed {
+        Some(value) if r2_body(value) == body => value,
+        _ => TORN,
+    }
+}
+
+pub async fn r2_client(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0x42 + client as u64));
+    let mut n = 0i64;
+    let bucket = ctx.names.bucket.clone();
+    while ctx.pause().await {
+        let key = format!("c{client}-o{}", rng.random_range(0..R2_KEYS_PER_CLIENT));
+        let (node, url) = ctx.pick(&mut rng);
+        if rng.random_bool(0.5) {
+            let value = unique(client, &mut n);
+            let mut op = Op::new(client, node, OpKind::R2Put, key.clone(), ctx.history.now());
+            op.value = Some(value);
+            let answer = ctx.api.r2_put(&url, &bucket, &key, r2_body(value)).await;
+            finish(&mut op, &ctx.history, &answer);
+            ctx.history.record(op);
+        } else {
+            let mut op = Op::new(client, node, OpKind::R2Get, key.clone(), ctx.history.now());
+            let answer = ctx.api.r2_get(&url, &bucket, &key).await;
+            op.end = ctx.history.now();
+            match &answer {
+                Answer::Reply { status: 200, body } => {
+                    op.outcome = Outcome::Ok;
+                    op.result = Some(r2_value(body));
+                }
+                Answer::Reply { status: 404, .. } => op.outcome = Outcome::Ok,
+                other => {
+                    op.outcome = Outcome::Fail;
+                    op.error = Some(other.describe());
+                }
+            }
+            ctx.history.record(op);
+        }
     }
 }

@@ -402,8 +402,11 @@ fn object_headers(object: &Object, headers: &mut HeaderMap) {
 async fn get_object(r2: &R2, bucket: &str, key: &str, query: &Query, headers: &HeaderMap, head: bool) -> Answer {
     let conditions = request::conditions(headers, "");
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    // HEAD builds the same answer; its body stream is never polled, so no chunk is read.
-    let got = r2.get(bucket, key, range, &conditions).await?;
+    let got = if head {
+        r2.describe(bucket, key, range, &conditions).await?
+    } else {
+        r2.get(bucket, key, range, &conditions).await?
+    };
     match got {
         Got::NotModified(object) => {
             let mut response = StatusCode::NOT_MODIFIED.into_response();

@@ -71,6 +71,8 @@ pub enum R2Error {
     Conflict(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error("this node is moving as many object bodies as it may at once; try again shortly")]
+    SlowDown,
     #[error("{0}")]
     Internal(String),
     #[error("{context}: {source}")]
@@ -125,6 +127,7 @@ impl R2Error {
             R2Error::InvalidRequest(_) => "InvalidRequest",
             R2Error::Conflict(_) => "OperationAborted",
             R2Error::Unavailable(_) => "ServiceUnavailable",
+            R2Error::SlowDown => "SlowDown",
             R2Error::InvalidChunkId
             | R2Error::ChunkMissing(_)
             | R2Error::ChunkCorrupt { .. }
@@ -137,7 +140,7 @@ impl R2Error {
     pub fn status(&self) -> u16 {
         match self.s3_code() {
             "InternalError" => 500,
-            "ServiceUnavailable" => 503,
+            "ServiceUnavailable" | "SlowDown" => 503,
             "InvalidRange" => 416,
             "PreconditionFailed" => 412,
             "NoSuchBucket" | "NoSuchKey" | "NoSuchUpload" | "NoSuchAccessKey" | "NoSuchCORSConfiguration" => 404,
@@ -149,7 +152,7 @@ impl R2Error {
 
     /// Worth trying again (another holder, a later attempt).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.s3_code(), "InternalError" | "ServiceUnavailable" | "OperationAborted")
+        matches!(self.s3_code(), "InternalError" | "ServiceUnavailable" | "SlowDown" | "OperationAborted")
     }
 }
 

@@ -118,6 +118,8 @@ struct Inner {
     meta: Arc<Metadata>,
     log: Arc<dyn MetadataLog>,
     config: R2Config,
+    /// Bounds the bodies in flight on this node (`r2.max_transfers`).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 fn now_ms() -> u64 {
@@ -139,7 +141,8 @@ impl R2 {
         log: Arc<dyn MetadataLog>,
     ) -> Result<R2, R2Error> {
         let chunks = Arc::new(ChunkStore::open(data_dir.join("r2").join("chunks"))?);
-        Ok(R2 { inner: Arc::new(Inner { membership, peers, chunks, meta, log, config: config.clone() }) })
+        let transfers = Arc::new(tokio::sync::Semaphore::new(config.max_transfers.max(1)));
+        Ok(R2 { inner: Arc::new(Inner { membership, peers, chunks, meta, log, config: config.clone(), transfers }) })
     }
 
     /// This node's chunk files (for the `R2Peer` service).
@@ -249,8 +252,38 @@ impl R2 {
             conditions::Verdict::PreconditionFailed => return Err(R2Error::PreconditionFailed),
         }
         let range = range.map(|header| body::parse_range(header, object.size)).transpose()?;
+        let permit = self.transfer_permit()?;
         let body = self.body(&object, range);
+        // The permit lives as long as the body is being sent.
+        let body = Box::pin(body.map(move |chunk| {
+            let _held = &permit;
+            chunk
+        }));
         Ok(Got::Body(ObjectBody { object, range, body }))
+    }
+
+    /// What a GET would answer, without its bytes (HEAD): conditions and range checked.
+    pub async fn describe(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&str>,
+        conditions: &conditions::Conditions,
+    ) -> Result<Got, R2Error> {
+        let object = self.head(bucket, key).await?;
+        match conditions.for_read(&object.etag, object.uploaded_ms) {
+            conditions::Verdict::Proceed => {}
+            conditions::Verdict::NotModified => return Ok(Got::NotModified(object)),
+            conditions::Verdict::PreconditionFailed => return Err(R2Error::PreconditionFailed),
+        }
+        let range = range.map(|header| body::parse_range(header, object.size)).transpose()?;
+        Ok(Got::Body(ObjectBody { object, range, body: Box::pin(futures::stream::empty()) }))
+    }
+
+    /// One of the node's body transfers (each holds a few chunks in memory): `SlowDown`
+    /// when `r2.max_transfers` are running, which S3 clients retry with backoff.
+    fn transfer_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, R2Error> {
+        self.inner.transfers.clone().try_acquire_owned().map_err(|_| R2Error::SlowDown)
     }
 
     /// The bytes of `object` (or of `range` of it), fetched a few chunks ahead.
@@ -354,6 +387,7 @@ impl R2 {
         if self.inner.meta.bucket(bucket)?.is_none() {
             self.bucket(bucket).await?;
         }
+        let _permit = self.transfer_permit()?;
         let (chunks, digests) =
             self.take_body(body, options.content_length, limits::MAX_OBJECT_BYTES, "the object").await?;
         check_digests(&options, &digests)?;
@@ -496,6 +530,7 @@ impl R2 {
     ) -> Result<Part, R2Error> {
         limits::check_part(number, content_length.unwrap_or(0))?;
         self.upload(bucket, key, upload_id).await?;
+        let _permit = self.transfer_permit()?;
         let (chunks, digests) = self.take_body(body, content_length, limits::MAX_PART_BYTES, "a part").await?;
         let options = PutOptions { md5, sha256, ..PutOptions::default() };
         check_digests(&options, &digests)?;
@@ -533,6 +568,7 @@ impl R2 {
         };
         // The bytes go through a chunker again: a part's chunks must be whole 4 MiB chunks
         // from its own start, and the MD5 (its ETag) needs every byte anyway.
+        let _permit = self.transfer_permit()?;
         let data = self.body(&from, range);
         let size = range.map_or(from.size, |r| r.len());
         let (chunks, digests) = self.take_body(data, Some(size), limits::MAX_PART_BYTES, "a part").await?;

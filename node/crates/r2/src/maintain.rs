@@ -46,9 +46,9 @@ impl R2 {
     pub async fn maintain(&self) -> Result<Round, R2Error> {
         let mut round = Round::default();
         self.log().linearize().await?;
-        if self.log().leads() {
-            let expiry = self.config().upload_expiry_secs.saturating_mul(1000);
-            let before_ms = super::now_ms().saturating_sub(expiry);
+        let expiry = self.config().upload_expiry_secs.saturating_mul(1000);
+        let before_ms = super::now_ms().saturating_sub(expiry);
+        if self.log().leads() && self.meta().has_uploads_before(before_ms)? {
             if let super::meta::Reply::Expired(count) =
                 self.propose(super::meta::Command::ExpireUploads { before_ms }).await?
             {

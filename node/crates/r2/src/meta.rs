@@ -565,6 +565,15 @@ impl Metadata {
         rows.map(|row| row.and_then(|bytes| decode(&bytes))).collect::<Sql<_>>().map_err(R2Error::sql)
     }
 
+    /// Whether any upload was created before `ms` (so expiring them is worth a log entry).
+    pub fn has_uploads_before(&self, ms: u64) -> Result<bool, R2Error> {
+        let conn = self.lock();
+        conn.query_row("SELECT 1 FROM uploads WHERE created_ms < ?1 LIMIT 1", [ms as i64], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(R2Error::sql)
+    }
+
     /// Whether any object or part references the chunk.
     pub fn is_referenced(&self, id: &ChunkId) -> Result<bool, R2Error> {
         let conn = self.lock();

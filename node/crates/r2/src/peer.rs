@@ -10,8 +10,9 @@ use nimbus_proto::peer::r2_peer_client::R2PeerClient;
 use nimbus_proto::peer::{R2Chunk, R2ChunkRequest};
 use std::time::Duration;
 
-/// How long one chunk transfer to or from a peer may take.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one chunk transfer to or from a peer may take (a 4 MiB chunk moves in
+/// milliseconds; a peer this slow is treated as down and the next holder is asked).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The live members ranked for `id`: its holders first (the top [`crate::chunks::COPIES`]),
 /// then the members a write falls back to when a holder is down.

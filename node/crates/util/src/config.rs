@@ -150,6 +150,10 @@ pub struct R2Config {
     /// Chunk transfers (PUT copies and GET fetches) in flight per request.
     #[serde(default = "default_chunks_in_flight")]
     pub chunks_in_flight: usize,
+    /// Object bodies (PUTs, parts, GETs) moving through this node at once, each holding up to
+    /// `chunks_in_flight + 1` chunks of 4 MiB; one more is answered 503 `SlowDown`.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
 }
 
 impl Default for R2Config {
@@ -160,6 +164,7 @@ impl Default for R2Config {
             chunk_grace_secs: default_chunk_grace_secs(),
             maintain_secs: default_maintain_secs(),
             chunks_in_flight: default_chunks_in_flight(),
+            max_transfers: default_max_transfers(),
         }
     }
 }
@@ -206,6 +211,9 @@ fn default_maintain_secs() -> u64 {
 }
 fn default_chunks_in_flight() -> usize {
     2
+}
+fn default_max_transfers() -> usize {
+    32
 }
 
 /// Workers KV.
