@@ -233,10 +233,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         runtime.clone(),
         metrics.clone(),
         membership.clone(),
-        kv.clone(),
-        d1.clone(),
-        durable.clone(),
-        r2.clone(),
+        http::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone(), r2: r2.clone() },
         &config,
     );
     let ms = std::time::Duration::from_millis;

@@ -53,17 +53,23 @@ pub const COLO_HEADER: &str = "x-nimbus-colo";
 /// The node a request entered through.
 pub const NODE_HEADER: &str = "x-nimbus-node";
 
+/// The stores the management API serves.
+pub struct Stores {
+    pub kv: KvStore,
+    pub d1: nimbus_d1::D1,
+    pub durable: nimbus_durable::Durable,
+    pub r2: nimbus_r2::R2,
+}
+
 impl Edge {
     pub fn new(
         runtime: Arc<Runtime>,
         metrics: Arc<Metrics>,
         membership: Membership,
-        kv: KvStore,
-        d1: nimbus_d1::D1,
-        durable: nimbus_durable::Durable,
-        r2: nimbus_r2::R2,
+        stores: Stores,
         config: &NodeConfig,
     ) -> Self {
+        let Stores { kv, d1, durable, r2 } = stores;
         let mut edge = Edge {
             runtime,
             metrics,

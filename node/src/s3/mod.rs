@@ -223,15 +223,16 @@ async fn document(body: Body) -> Result<xml::Element, R2Error> {
 /// The body as a stream, decoded from `aws-chunked` if the client sent it so.
 fn body_stream(verified: &sigv4::Verified, body: Body) -> Result<BodyStream, R2Error> {
     let chunked = verified.payload.starts_with("STREAMING-");
-    if chunked && verified.payload != "STREAMING-UNSIGNED-PAYLOAD-TRAILER" {
+    if chunked && !matches!(verified.payload.as_str(), "STREAMING-UNSIGNED-PAYLOAD-TRAILER" | sigv4::STREAMING_SIGNED) {
         return Err(R2Error::InvalidRequest(format!(
-            "x-amz-content-sha256: {} (signed aws-chunked uploads) is not supported; sign the payload's SHA-256 or send UNSIGNED-PAYLOAD",
-            verified.payload
+            "x-amz-content-sha256: {} is not supported; send {} (signed chunks), STREAMING-UNSIGNED-PAYLOAD-TRAILER, the payload's SHA-256 or UNSIGNED-PAYLOAD",
+            verified.payload,
+            sigv4::STREAMING_SIGNED
         )));
     }
     let raw = body.into_data_stream().map(|data| data.map_err(|e| R2Error::InvalidRequest(format!("the body: {e}"))));
     if chunked {
-        Ok(request::aws_chunked(Box::pin(raw)))
+        Ok(request::aws_chunked(Box::pin(raw), verified.chunks.clone()))
     } else {
         Ok(Box::pin(raw))
     }
@@ -243,11 +244,14 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     value("x-amz-decoded-content-length").or_else(|| value("content-length"))
 }
 
+/// The digests a client vouched for.
+struct Declared {
+    md5: Option<[u8; 16]>,
+    sha256: Option<[u8; 32]>,
+}
+
 /// The digests the client vouched for: `Content-MD5`, and a signed payload SHA-256.
-fn declared_digests(
-    verified: &sigv4::Verified,
-    headers: &HeaderMap,
-) -> Result<(Option<[u8; 16]>, Option<[u8; 32]>), R2Error> {
+fn declared_digests(verified: &sigv4::Verified, headers: &HeaderMap) -> Result<Declared, R2Error> {
     let md5 = match headers.get("content-md5") {
         Some(value) => {
             use base64::Engine;
@@ -263,7 +267,7 @@ fn declared_digests(
     };
     let mut sha256 = [0u8; 32];
     let sha256 = hex::decode_to_slice(&verified.payload, &mut sha256).ok().map(|()| sha256);
-    Ok((md5, sha256))
+    Ok(Declared { md5, sha256 })
 }
 
 async fn put_object(
@@ -275,7 +279,7 @@ async fn put_object(
     body: Body,
 ) -> Answer {
     let (http, custom) = request::metadata(headers)?;
-    let (md5, sha256) = declared_digests(verified, headers)?;
+    let Declared { md5, sha256 } = declared_digests(verified, headers)?;
     let options = PutOptions {
         http,
         custom,
@@ -296,7 +300,7 @@ async fn upload_part(
     headers: &HeaderMap,
     body: Body,
 ) -> Answer {
-    let (md5, sha256) = declared_digests(verified, headers)?;
+    let Declared { md5, sha256 } = declared_digests(verified, headers)?;
     let body = body_stream(verified, body)?;
     let part = r2.upload_part(bucket, key, upload_id, part, body, content_length(headers), md5, sha256).await?;
     Ok(([(header::ETAG, quoted(&part.etag))], "").into_response())

@@ -8,7 +8,9 @@ use futures::StreamExt;
 use http::{header, HeaderMap, HeaderValue};
 use nimbus_r2::conditions::Conditions;
 use nimbus_r2::meta::HttpMetadata;
+use nimbus_r2::sigv4::ChunkSigning;
 use nimbus_r2::{BodyStream, R2Error};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The bucket and key a request names (either may be absent: ListBuckets, bucket operations).
@@ -178,86 +180,121 @@ pub fn decode_token(token: &str) -> Result<String, R2Error> {
 
 /// The longest `aws-chunked` chunk header line.
 const MAX_CHUNK_HEADER: usize = 4096;
+/// The largest `aws-chunked` chunk (SDKs send 64 KiB to 8 MiB).
+const MAX_CHUNK_BYTES: usize = 16 << 20;
 
-/// Decodes an `aws-chunked` body (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`): `<hex size>[;…]\r\n`,
-/// the bytes, `\r\n`, …, a zero-size chunk, then trailers (checksums), which are dropped.
-pub fn aws_chunked(raw: BodyStream) -> BodyStream {
+/// Decodes an `aws-chunked` body: `<hex size>[;chunk-signature=<sig>]\r\n`, the bytes, `\r\n`,
+/// …, a zero-size chunk, then trailers (checksums, dropped). With `signing`
+/// (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) every chunk's signature is checked as the chunk
+/// ends; bytes flow on before that, and a bad signature fails the body, so the write that
+/// reads it commits nothing.
+pub fn aws_chunked(raw: BodyStream, signing: Option<ChunkSigning>) -> BodyStream {
     enum State {
         Header,
-        Data(usize),
-        DataEnd,
+        Data { left: usize, signature: Option<String> },
+        DataEnd { signature: Option<String> },
         Trailers,
     }
-    let stream = futures::stream::unfold(
-        (raw, BytesMut::new(), State::Header, false),
-        |(mut raw, mut buffer, mut state, mut ended)| async move {
-            loop {
-                match state {
-                    State::Header => {
-                        if let Some(at) = buffer.windows(2).position(|w| w == b"\r\n") {
-                            let line = buffer.split_to(at + 2);
-                            let text = String::from_utf8_lossy(&line[..at]).into_owned();
-                            let size = text.split(';').next().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
-                            match size {
-                                Some(0) => state = State::Trailers,
-                                Some(size) => state = State::Data(size),
-                                None => {
-                                    return Some((
-                                        Err(malformed("a chunk header")),
-                                        (raw, buffer, State::Trailers, true),
-                                    ))
+    struct Decoder {
+        raw: BodyStream,
+        buffer: BytesMut,
+        state: State,
+        ended: bool,
+        signing: Option<ChunkSigning>,
+        hash: Sha256,
+    }
+    impl Decoder {
+        /// Ends a chunk: checks its signature, if the body is signed.
+        fn close_chunk(&mut self, signature: Option<String>) -> Result<(), R2Error> {
+            let digest: [u8; 32] = std::mem::take(&mut self.hash).finalize().into();
+            match (&mut self.signing, signature) {
+                (Some(signing), Some(signature)) => signing.verify(&digest, &signature),
+                (Some(_), None) => Err(malformed("a chunk without its chunk-signature")),
+                (None, _) => Ok(()),
+            }
+        }
+    }
+    let decoder =
+        Decoder { raw, buffer: BytesMut::new(), state: State::Header, ended: false, signing, hash: Sha256::new() };
+    let fail = |mut decoder: Decoder, error: R2Error| {
+        decoder.state = State::Trailers;
+        decoder.ended = true;
+        Some((Err(error), decoder))
+    };
+    let stream = futures::stream::unfold(decoder, move |mut d| async move {
+        loop {
+            match std::mem::replace(&mut d.state, State::Trailers) {
+                State::Header => {
+                    if let Some(at) = d.buffer.windows(2).position(|w| w == b"\r\n") {
+                        let line = d.buffer.split_to(at + 2);
+                        let text = String::from_utf8_lossy(&line[..at]).into_owned();
+                        let mut fields = text.split(';');
+                        let size = fields.next().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+                        let signature =
+                            fields.find_map(|f| f.trim().strip_prefix("chunk-signature=").map(str::to_owned));
+                        match size {
+                            Some(size) if size > MAX_CHUNK_BYTES => return fail(d, malformed("a chunk over 16 MiB")),
+                            Some(0) => {
+                                if let Err(e) = d.close_chunk(signature) {
+                                    return fail(d, e);
                                 }
+                                d.state = State::Trailers;
                             }
-                            continue;
+                            Some(left) => d.state = State::Data { left, signature },
+                            None => return fail(d, malformed("a chunk header")),
                         }
-                        if buffer.len() > MAX_CHUNK_HEADER {
-                            return Some((
-                                Err(malformed("a chunk header too long")),
-                                (raw, buffer, State::Trailers, true),
-                            ));
-                        }
-                    }
-                    State::Data(left) if !buffer.is_empty() => {
-                        let take = left.min(buffer.len());
-                        let data = buffer.split_to(take).freeze();
-                        state = if take == left { State::DataEnd } else { State::Data(left - take) };
-                        return Some((Ok(data), (raw, buffer, state, ended)));
-                    }
-                    State::Data(_) => {}
-                    State::DataEnd if buffer.len() >= 2 => {
-                        if &buffer[..2] != b"\r\n" {
-                            return Some((Err(malformed("a chunk's end")), (raw, buffer, State::Trailers, true)));
-                        }
-                        buffer.advance(2);
-                        state = State::Header;
                         continue;
                     }
-                    State::DataEnd => {}
-                    State::Trailers => {
-                        // Trailers (checksums) and the final CRLF: read and dropped.
-                        if ended {
-                            return None;
-                        }
-                        buffer.clear();
+                    if d.buffer.len() > MAX_CHUNK_HEADER {
+                        return fail(d, malformed("a chunk header too long"));
                     }
+                    d.state = State::Header;
                 }
-                if ended {
-                    return match state {
-                        State::Trailers => None,
-                        _ => Some((
-                            Err(malformed("the body ended inside a chunk")),
-                            (raw, buffer, State::Trailers, true),
-                        )),
+                State::Data { left, signature } if !d.buffer.is_empty() => {
+                    let take = left.min(d.buffer.len());
+                    let data = d.buffer.split_to(take).freeze();
+                    d.hash.update(&data);
+                    d.state = if take == left {
+                        State::DataEnd { signature }
+                    } else {
+                        State::Data { left: left - take, signature }
                     };
+                    return Some((Ok(data), d));
                 }
-                match raw.next().await {
-                    Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
-                    Some(Err(e)) => return Some((Err(e), (raw, buffer, State::Trailers, true))),
-                    None => ended = true,
+                data @ State::Data { .. } => d.state = data,
+                State::DataEnd { signature } if d.buffer.len() >= 2 => {
+                    if &d.buffer[..2] != b"\r\n" {
+                        return fail(d, malformed("a chunk's end"));
+                    }
+                    d.buffer.advance(2);
+                    if let Err(e) = d.close_chunk(signature) {
+                        return fail(d, e);
+                    }
+                    d.state = State::Header;
+                    continue;
+                }
+                end @ State::DataEnd { .. } => d.state = end,
+                State::Trailers => {
+                    // Trailers (checksums) and the final CRLF: read and dropped.
+                    if d.ended {
+                        return None;
+                    }
+                    d.buffer.clear();
                 }
             }
-        },
-    );
+            if d.ended {
+                return match d.state {
+                    State::Trailers => None,
+                    _ => fail(d, malformed("the body ended inside a chunk")),
+                };
+            }
+            match d.raw.next().await {
+                Some(Ok(bytes)) => d.buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => return fail(d, e),
+                None => d.ended = true,
+            }
+        }
+    });
     Box::pin(stream)
 }
 
@@ -275,7 +312,7 @@ mod tests {
 
     async fn decoded(pieces: &[&[u8]]) -> Result<Vec<u8>, R2Error> {
         let raw: Vec<Result<Bytes, R2Error>> = pieces.iter().map(|p| Ok(Bytes::copy_from_slice(p))).collect();
-        let mut stream = aws_chunked(Box::pin(futures::stream::iter(raw)));
+        let mut stream = aws_chunked(Box::pin(futures::stream::iter(raw)), None);
         let mut out = Vec::new();
         while let Some(piece) = stream.next().await {
             out.extend_from_slice(&piece?);
@@ -293,6 +330,41 @@ mod tests {
         assert!(decoded(&[b"5\r\nhel"]).await.is_err(), "a body that ends inside a chunk fails");
         assert!(decoded(&[b"zz\r\n"]).await.is_err());
         assert!(decoded(&[b"5\r\nhelloXX0\r\n\r\n"]).await.is_err(), "a chunk must end with CRLF");
+    }
+
+    /// AWS's signed streaming example: 64 KiB and 1 KiB of `a` and the final chunk, each
+    /// signature chained from the seed; one changed byte fails the body.
+    #[tokio::test]
+    async fn signed_aws_chunked_bodies_are_checked_chunk_by_chunk() {
+        let signing = || {
+            Some(ChunkSigning::new(
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "20130524T000000Z",
+                "us-east-1",
+                "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9",
+            ))
+        };
+        let mut body =
+            b"10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n".to_vec();
+        body.extend(vec![b'a'; 65536]);
+        body.extend(b"\r\n400;chunk-signature=0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497\r\n");
+        body.extend(vec![b'a'; 1024]);
+        body.extend(b"\r\n0;chunk-signature=b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9\r\n\r\n");
+        let run = |body: Vec<u8>| async move {
+            let raw: Vec<Result<Bytes, R2Error>> = body.chunks(1000).map(|p| Ok(Bytes::copy_from_slice(p))).collect();
+            let mut stream = aws_chunked(Box::pin(futures::stream::iter(raw)), signing());
+            let mut out = Vec::new();
+            while let Some(piece) = stream.next().await {
+                out.extend_from_slice(&piece?);
+            }
+            Ok::<_, R2Error>(out)
+        };
+        assert_eq!(run(body.clone()).await.expect("decodes").len(), 65536 + 1024);
+        let mut changed = body.clone();
+        changed[200] = b'b';
+        assert!(matches!(run(changed).await, Err(R2Error::SignatureDoesNotMatch)));
+        let unsigned = b"5\r\nhello\r\n0\r\n\r\n".to_vec();
+        assert!(run(unsigned).await.is_err(), "a signed body's chunks must carry signatures");
     }
 
     #[test]

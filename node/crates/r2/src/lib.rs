@@ -292,6 +292,15 @@ impl R2 {
             return Box::pin(futures::stream::empty());
         }
         let whole = body::ByteRange { first: 0, last: object.size - 1 };
+        if let Some(inline) = &object.inline {
+            let range = range.unwrap_or(whole);
+            let (first, last) = (range.first as usize, range.last as usize);
+            let bytes = match inline.get(first..=last) {
+                Some(bytes) => Ok(Bytes::copy_from_slice(bytes)),
+                None => Err(R2Error::Internal(format!("object {} holds fewer bytes than its size", object.key))),
+            };
+            return Box::pin(futures::stream::once(async move { bytes }));
+        }
         let sizes: Vec<u64> = object.chunks.iter().map(|c| c.size).collect();
         let slices = body::slices(&sizes, range.unwrap_or(whole));
         let ids: Vec<ChunkId> = object.chunks.iter().map(|c| c.id).collect();
@@ -314,15 +323,18 @@ impl R2 {
         )
     }
 
-    /// Streams `body` into chunks on their holders, checking limits and digests; the chunks
-    /// and what the body hashed to. Nothing is committed here.
+    /// Streams `body` into chunks on their holders, checking limits and digests; the chunks,
+    /// what the body hashed to, and (when `inline` allows and the body is at most
+    /// [`meta::INLINE_MAX_BYTES`]) the bytes themselves instead of a chunk. Nothing is
+    /// committed here.
     async fn take_body(
         &self,
         mut body: BodyStream,
         declared: Option<u64>,
         max: u64,
         what: &'static str,
-    ) -> Result<(Vec<ChunkRef>, body::Digests), R2Error> {
+        inline: bool,
+    ) -> Result<(Vec<ChunkRef>, body::Digests, Option<Vec<u8>>), R2Error> {
         if let Some(size) = declared.filter(|size| *size > max) {
             return Err(R2Error::EntityTooLarge { what, size, max });
         }
@@ -347,8 +359,13 @@ impl R2 {
             }
         }
         let (last, digests) = chunker.finish();
-        if let Some(chunk) = last {
-            writing.push_back(self.write_chunk(chunk));
+        let small = inline && chunks.is_empty() && writing.is_empty() && digests.size <= meta::INLINE_MAX_BYTES as u64;
+        let mut kept = None;
+        match last {
+            Some(chunk) if small => kept = Some(chunk),
+            Some(chunk) => writing.push_back(self.write_chunk(chunk)),
+            None if small => kept = Some(Vec::new()),
+            None => {}
         }
         while let Some(done) = writing.next().await {
             chunks.push(done?);
@@ -359,7 +376,7 @@ impl R2 {
                 digests.size
             )));
         }
-        Ok((chunks, digests))
+        Ok((chunks, digests, kept))
     }
 
     fn write_chunk(&self, chunk: Vec<u8>) -> impl std::future::Future<Output = Result<ChunkRef, R2Error>> + Send {
@@ -388,8 +405,8 @@ impl R2 {
             self.bucket(bucket).await?;
         }
         let _permit = self.transfer_permit()?;
-        let (chunks, digests) =
-            self.take_body(body, options.content_length, limits::MAX_OBJECT_BYTES, "the object").await?;
+        let (chunks, digests, inline) =
+            self.take_body(body, options.content_length, limits::MAX_OBJECT_BYTES, "the object", true).await?;
         check_digests(&options, &digests)?;
         let object = Object {
             key: key.to_owned(),
@@ -401,11 +418,16 @@ impl R2 {
             custom: options.custom,
             chunks,
             sha256: Some(digests.sha256),
+            inline,
         };
-        let command =
-            Command::PutObject { bucket: bucket.to_owned(), object, conditions: options.conditions, source: None };
+        let command = Command::PutObject {
+            bucket: bucket.to_owned(),
+            object: Box::new(object),
+            conditions: options.conditions,
+            source: None,
+        };
         match self.propose(command).await? {
-            Reply::Object(object) => Ok(object),
+            Reply::Object(object) => Ok(*object),
             other => Err(unexpected(other)),
         }
     }
@@ -437,16 +459,17 @@ impl R2 {
             custom,
             chunks: from.chunks.clone(),
             sha256: from.sha256,
+            inline: from.inline.clone(),
         };
         let source = SourceCheck { bucket: source.0.to_owned(), key: source.1.to_owned(), version: from.version };
         let command = Command::PutObject {
             bucket: target.0.to_owned(),
-            object,
+            object: Box::new(object),
             conditions: target_conditions,
             source: Some(source),
         };
         match self.propose(command).await? {
-            Reply::Object(object) => Ok(object),
+            Reply::Object(object) => Ok(*object),
             other => Err(unexpected(other)),
         }
     }
@@ -531,7 +554,8 @@ impl R2 {
         limits::check_part(number, content_length.unwrap_or(0))?;
         self.upload(bucket, key, upload_id).await?;
         let _permit = self.transfer_permit()?;
-        let (chunks, digests) = self.take_body(body, content_length, limits::MAX_PART_BYTES, "a part").await?;
+        let (chunks, digests, _) =
+            self.take_body(body, content_length, limits::MAX_PART_BYTES, "a part", false).await?;
         let options = PutOptions { md5, sha256, ..PutOptions::default() };
         check_digests(&options, &digests)?;
         let part = Part {
@@ -571,7 +595,7 @@ impl R2 {
         let _permit = self.transfer_permit()?;
         let data = self.body(&from, range);
         let size = range.map_or(from.size, |r| r.len());
-        let (chunks, digests) = self.take_body(data, Some(size), limits::MAX_PART_BYTES, "a part").await?;
+        let (chunks, digests, _) = self.take_body(data, Some(size), limits::MAX_PART_BYTES, "a part", false).await?;
         let part = Part {
             number,
             etag: hex::encode(digests.md5),
@@ -629,7 +653,7 @@ impl R2 {
             conditions,
         };
         match self.propose(command).await? {
-            Reply::Object(object) => Ok(object),
+            Reply::Object(object) => Ok(*object),
             other => Err(unexpected(other)),
         }
     }

@@ -90,7 +90,15 @@ pub struct Object {
     pub chunks: Vec<ChunkRef>,
     /// The SHA-256 of the whole body, when known (single PUTs).
     pub sha256: Option<[u8; 32]>,
+    /// The bytes themselves, for an object small enough to live in the metadata
+    /// ([`INLINE_MAX_BYTES`]); `chunks` is then empty.
+    pub inline: Option<Vec<u8>>,
 }
+
+/// Objects up to this size are kept in the metadata itself: one Raft commit (on a quorum,
+/// fsynced) instead of chunk files on three nodes plus the commit, and a read served from the
+/// local replica. Larger objects are chunks. (garage inlines below 3 KiB.)
+pub const INLINE_MAX_BYTES: usize = 8 * 1024;
 
 /// A part of a multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +144,7 @@ pub enum Command {
     },
     PutObject {
         bucket: String,
-        object: Object,
+        object: Box<Object>,
         conditions: Conditions,
         source: Option<SourceCheck>,
     },
@@ -246,7 +254,7 @@ pub enum Reply {
     /// `CreateBucket`: whether it is new.
     Created(bool),
     /// The object a write left in place.
-    Object(Object),
+    Object(Box<Object>),
     /// `ExpireUploads`: how many it aborted.
     Expired(u64),
     Refused(Refusal),
@@ -705,7 +713,7 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
             let current = object(tx, &bucket, &new.key)?;
             if let Some(current) = &current {
                 if current.version == new.version {
-                    return Ok(Reply::Object(current.clone()));
+                    return Ok(Reply::Object(Box::new(current.clone())));
                 }
             }
             if conditions.for_write(current.as_ref().map(|o| (o.etag.as_str(), o.uploaded_ms))) != Verdict::Proceed {
@@ -773,7 +781,7 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
             let Some(found) = upload(tx, &upload_id)?.filter(|u| u.bucket == bucket && u.key == key) else {
                 // A retried completion whose first try applied finds its own version.
                 return match object(tx, &bucket, &key)? {
-                    Some(done) if done.version == version => Ok(Reply::Object(done)),
+                    Some(done) if done.version == version => Ok(Reply::Object(Box::new(done))),
                     _ => refused(Refusal::NoSuchUpload(upload_id)),
                 };
             };
@@ -804,6 +812,7 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
                 custom: found.custom.clone(),
                 chunks: chosen.iter().flat_map(|p| p.chunks.iter().copied()).collect(),
                 sha256: None,
+                inline: None,
             };
             if let Some(current) = &current {
                 reference(tx, &current.chunks, -1)?;
@@ -811,7 +820,7 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
             reference(tx, &completed.chunks, 1)?;
             store_object(tx, &bucket, &completed)?;
             drop_upload(tx, &upload_id)?;
-            Ok(Reply::Object(completed))
+            Ok(Reply::Object(Box::new(completed)))
         }
         Command::AbortUpload { bucket, key, upload_id } => {
             match upload(tx, &upload_id)? {
@@ -891,11 +900,17 @@ mod tests {
             custom: BTreeMap::new(),
             chunks,
             sha256: None,
+            inline: None,
         }
     }
 
     fn put(bucket: &str, object: Object) -> Command {
-        Command::PutObject { bucket: bucket.into(), object, conditions: Conditions::default(), source: None }
+        Command::PutObject {
+            bucket: bucket.into(),
+            object: Box::new(object),
+            conditions: Conditions::default(),
+            source: None,
+        }
     }
 
     #[test]
@@ -941,13 +956,13 @@ mod tests {
         assert_eq!(log.apply(Command::CreateBucket { name: "media".into(), time_ms: 1 }), Reply::Created(true));
         assert_eq!(log.apply(Command::CreateBucket { name: "media".into(), time_ms: 2 }), Reply::Created(false));
         let first = object("k", "v1", vec![chunk(1)]);
-        assert_eq!(log.apply(put("media", first.clone())), Reply::Object(first.clone()));
+        assert_eq!(log.apply(put("media", first.clone())), Reply::Object(Box::new(first.clone())));
         // A retried proposal finds its own version: answered again, applied once.
-        assert_eq!(log.apply(put("media", first.clone())), Reply::Object(first.clone()));
+        assert_eq!(log.apply(put("media", first.clone())), Reply::Object(Box::new(first.clone())));
         let create_only = Conditions { if_none_match: Some("*".into()), ..Conditions::default() };
         let refused = log.apply(Command::PutObject {
             bucket: "media".into(),
-            object: object("k", "v2", vec![chunk(2)]),
+            object: Box::new(object("k", "v2", vec![chunk(2)])),
             conditions: create_only,
             source: None,
         });
@@ -983,14 +998,14 @@ mod tests {
         assert!(!referenced(1) && referenced(2) && referenced(3), "the overwrite released chunk 1");
         let copy = Command::PutObject {
             bucket: "media".into(),
-            object: object("b", "v3", vec![chunk(2), chunk(3)]),
+            object: Box::new(object("b", "v3", vec![chunk(2), chunk(3)])),
             conditions: Conditions::default(),
             source: Some(SourceCheck { bucket: "media".into(), key: "a".into(), version: "v1".into() }),
         };
         assert_eq!(log.apply(copy), Reply::Refused(Refusal::SourceChanged), "the source moved on since it was read");
         let copy = Command::PutObject {
             bucket: "media".into(),
-            object: object("b", "v3", vec![chunk(2), chunk(3)]),
+            object: Box::new(object("b", "v3", vec![chunk(2), chunk(3)])),
             conditions: Conditions::default(),
             source: Some(SourceCheck { bucket: "media".into(), key: "a".into(), version: "v2".into() }),
         };

@@ -36,6 +36,67 @@ pub struct Verified {
     /// `x-amz-content-sha256` as signed: a hex SHA-256, `UNSIGNED-PAYLOAD`, or a `STREAMING-…`
     /// mode; `UNSIGNED-PAYLOAD` for presigned URLs.
     pub payload: String,
+    /// For `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: what checks each chunk's signature.
+    pub chunks: Option<ChunkSigning>,
+}
+
+/// The payload mode of a body sent in signed `aws-chunked` chunks.
+pub const STREAMING_SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Checks the chunks of a signed `aws-chunked` body in order: each chunk's signature chains
+/// from the previous one (the first from the request's own signature), so a chunk cannot be
+/// changed, dropped, reordered or added without the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChunkSigning {
+    key: Vec<u8>,
+    amz_date: String,
+    scope: String,
+    previous: String,
+}
+
+impl std::fmt::Debug for ChunkSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkSigning")
+            .field("scope", &self.scope)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkSigning {
+    /// The chain for a request signed with `secret` at `amz_date` (`20130524T000000Z`) for
+    /// `region`, whose own signature is `seed_signature`.
+    pub fn new(secret: &str, amz_date: &str, region: &str, seed_signature: &str) -> ChunkSigning {
+        let date = amz_date.get(..8).unwrap_or_default();
+        let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+        for step in [region.as_bytes(), b"s3", b"aws4_request"] {
+            key = hmac(&key, step);
+        }
+        ChunkSigning {
+            key,
+            amz_date: amz_date.to_owned(),
+            scope: format!("{date}/{region}/s3/aws4_request"),
+            previous: seed_signature.to_owned(),
+        }
+    }
+
+    /// Checks the next chunk (its SHA-256 and the signature it came with).
+    pub fn verify(&mut self, chunk_sha256: &[u8; 32], claimed: &str) -> Result<(), R2Error> {
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{}\n{EMPTY_SHA256}\n{}",
+            self.amz_date,
+            self.scope,
+            self.previous,
+            hex::encode(chunk_sha256)
+        );
+        let bytes = hex::decode(claimed).map_err(|_| R2Error::SignatureDoesNotMatch)?;
+        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| R2Error::SignatureDoesNotMatch)?;
+        mac.update(string_to_sign.as_bytes());
+        mac.verify_slice(&bytes).map_err(|_| R2Error::SignatureDoesNotMatch)?;
+        self.previous = claimed.to_owned();
+        Ok(())
+    }
 }
 
 fn header<'a>(request: &Request<'a>, name: &str) -> Option<&'a str> {
@@ -78,7 +139,13 @@ pub fn verify(
     let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| R2Error::SignatureDoesNotMatch)?;
     mac.update(string_to_sign.as_bytes());
     mac.verify_slice(&claimed).map_err(|_| R2Error::SignatureDoesNotMatch)?;
-    Ok(Verified { access_key: parts.access_key, payload: parts.payload })
+    let chunks = (parts.payload == STREAMING_SIGNED).then(|| ChunkSigning {
+        key,
+        amz_date: parts.amz_date.clone(),
+        scope: format!("{date}/{region}/{service}/aws4_request"),
+        previous: parts.signature.clone(),
+    });
+    Ok(Verified { access_key: parts.access_key, payload: parts.payload, chunks })
 }
 
 /// The access key id a request claims (in the header's or the URL's credential), to look up
@@ -306,7 +373,6 @@ mod tests {
     const KEY: &str = "AKIDNIMBUSEXAMPLE";
     const SECRET: &str = "nimbus/secret+EXAMPLEKEY0123456789abcdef";
     const NOW: u64 = 1_796_450_400;
-    const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn secret(key: &str) -> Option<String> {
         (key == KEY).then(|| SECRET.to_string())
@@ -355,7 +421,7 @@ mod tests {
         let path = "/media/avatars/user%201.jpg";
         let query = "list-type=2&prefix=a%2Fb";
         let ok = check("GET", path, query, &headers, NOW + 60).expect("boto's signature verifies");
-        assert_eq!(ok, Verified { access_key: KEY.into(), payload: EMPTY_SHA256.into() });
+        assert_eq!(ok, Verified { access_key: KEY.into(), payload: EMPTY_SHA256.into(), chunks: None });
         // The query in another order is the same request.
         assert!(check("GET", path, "prefix=a%2Fb&list-type=2", &headers, NOW).is_ok());
 
@@ -428,5 +494,31 @@ mod tests {
             check("GET", "/media/photo.jpg", &too_long, &headers, NOW),
             Err(R2Error::AuthorizationMalformed(_))
         ));
+    }
+
+    /// AWS's worked example of a signed streaming upload ("Signature Calculations for the
+    /// Authorization Header: Transferring Payload in Multiple Chunks"): 64 KiB of `a`, then
+    /// 1 KiB of `a`, then the empty final chunk, chained from the seed signature.
+    #[test]
+    fn signed_chunks_chain_from_the_seed_signature() {
+        let fresh = || {
+            ChunkSigning::new(
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "20130524T000000Z",
+                "us-east-1",
+                "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9",
+            )
+        };
+        let sha = |n: usize| -> [u8; 32] { Sha256::digest(vec![b'a'; n]).into() };
+        let mut chain = fresh();
+        chain.verify(&sha(65536), "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648").expect("chunk 1");
+        chain.verify(&sha(1024), "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497").expect("chunk 2");
+        chain.verify(&sha(0), "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9").expect("final chunk");
+        // Out of order, or changed bytes, break the chain.
+        let mut chain = fresh();
+        assert!(chain.verify(&sha(1024), "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497").is_err());
+        assert!(fresh()
+            .verify(&sha(65535), "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648")
+            .is_err());
     }
 }
