@@ -120,6 +120,10 @@ impl Rumors for KvRumors {
     }
 }
 
+/// A replica with fewer entries than this, and less than half a peer's, is copied in bulk
+/// rather than repaired bucket by bucket.
+const FEW_ENTRIES: u64 = 64;
+
 /// The replication tasks' shared state; cheap to clone.
 #[derive(Clone)]
 pub struct Replicator {
@@ -128,6 +132,10 @@ pub struct Replicator {
     peers: PeerChannels,
     metrics: Arc<Metrics>,
     settings: ReplicationSettings,
+    /// The store was empty when the node started (a new node, or a wiped disk) and no
+    /// exchange has completed since: the first one with a peer that holds more copies in
+    /// bulk, even if a few gossip rumors arrived first.
+    started_empty: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn peer_error(peer: &Member, reason: impl std::fmt::Display) -> KvError {
@@ -150,7 +158,8 @@ impl Replicator {
                 "kv: this replica was away longer than the tombstone grace; entries peers lack will be dropped, not pushed"
             );
         }
-        Ok(Replicator { kv, membership, peers, metrics, settings })
+        let started_empty = Arc::new(std::sync::atomic::AtomicBool::new(kv.digests().entries() == 0));
+        Ok(Replicator { kv, membership, peers, metrics, settings, started_empty })
     }
 
     /// Spreads local writes until shutdown: rumors for small ones, pushes for large ones.
@@ -315,19 +324,26 @@ impl Replicator {
             .into_inner();
         let mut diff = differing(&self.kv.digests().snapshot(), &decode_digests(&remote.digests));
         let mut synced = Synced { buckets: diff.len(), ..Synced::default() };
+        let fresh = self.started_empty.swap(false, std::sync::atomic::Ordering::Relaxed);
         if diff.is_empty() {
             return Ok(synced);
         }
         let local_entries = self.kv.digests().entries();
-        let far_behind =
-            |ours: u64, theirs: u64| (ours == 0 && theirs > 0) || (diff.len() > BUCKETS / 2 && theirs > 2 * ours);
+        // Far behind: less than half the peer's entries, and either a store of only a few
+        // (empty, or a few gossip rumors in after a wipe) or most buckets differing.
+        let far_behind = |ours: u64, theirs: u64| theirs > 2 * ours && (ours < FEW_ENTRIES || diff.len() > BUCKETS / 2);
         if far_behind(remote.entries, local_entries) {
             // The peer streams a bulk copy from us (or another node) when it runs its own
             // round; repairing it bucket by bucket from here would be the slow way.
             return Ok(synced);
         }
-        if far_behind(local_entries, remote.entries) {
-            synced.pulled += self.bulk_copy(peer, &mut client, remote.entries).await?;
+        if (fresh && remote.entries > local_entries) || far_behind(local_entries, remote.entries) {
+            let copied = self.bulk_copy(peer, &mut client, remote.entries).await;
+            if copied.is_err() && fresh {
+                // Try the bulk copy again with the next peer.
+                self.started_empty.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            synced.pulled += copied?;
             remote = client
                 .kv_digests(self.request(peer, KvDigestsRequest {})?)
                 .await
