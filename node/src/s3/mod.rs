@@ -67,20 +67,23 @@ async fn handle(State(s3): State<S3>, request: Request<Body>) -> Response {
     let addressed = request::address(&parts, &s3.domain);
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let resource = parts.uri.path().to_owned();
-    let answer = match addressed {
-        Err(e) => Err(e),
-        Ok(addressed) if method == Method::OPTIONS => cors::preflight(&s3.r2, &addressed, &parts.headers).await,
-        Ok(addressed) => match authenticate(&s3.r2, &parts).await {
-            Err(e) => Err(e),
-            Ok(verified) => {
-                let bucket = addressed.bucket.clone();
-                let mut answer = route(&s3, addressed, verified, &parts, body).await;
-                if let (Some(origin), Some(bucket), Ok(response)) = (&origin, bucket, &mut answer) {
-                    cors::decorate(&s3.r2, &bucket, origin, &method, response.headers_mut()).await;
-                }
-                answer
+    // A stranger learns nothing before the signature: only a preflight (which browsers never
+    // sign) is answered unauthenticated.
+    let verified = match method {
+        Method::OPTIONS => None,
+        _ => Some(authenticate(&s3.r2, &parts).await),
+    };
+    let answer = match (addressed, verified) {
+        (_, Some(Err(e))) | (Err(e), _) => Err(e),
+        (Ok(addressed), None) => cors::preflight(&s3.r2, &addressed, &parts.headers).await,
+        (Ok(addressed), Some(Ok(verified))) => {
+            let bucket = addressed.bucket.clone();
+            let mut answer = route(&s3, addressed, verified, &parts, body).await;
+            if let (Some(origin), Some(bucket), Ok(response)) = (&origin, bucket, &mut answer) {
+                cors::decorate(&s3.r2, &bucket, origin, &method, response.headers_mut()).await;
             }
-        },
+            answer
+        }
     };
     let mut response = answer.unwrap_or_else(|e| error_response(&e, &resource, method == Method::HEAD));
     if let Ok(node) = HeaderValue::from_str(&s3.node_id) {

@@ -32,6 +32,17 @@ const MANAGEMENT_PATHS: &[(&str, &str)] = &[
     ("PUT", "/v1/d1/databases/stolen"),
     ("POST", "/v1/d1/stolen/query"),
     ("POST", "/v1/d1/stolen/exec"),
+    ("GET", "/v1/r2/buckets"),
+    ("POST", "/v1/r2/buckets"),
+    ("DELETE", "/v1/r2/buckets/stolen"),
+    ("GET", "/v1/r2/buckets/stolen/objects"),
+    ("PUT", "/v1/r2/buckets/stolen/objects/k"),
+    ("GET", "/v1/r2/buckets/stolen/objects/k"),
+    ("DELETE", "/v1/r2/buckets/stolen/objects/k"),
+    ("GET", "/v1/r2/keys"),
+    ("POST", "/v1/r2/keys"),
+    ("DELETE", "/v1/r2/keys/stolen"),
+    ("POST", "/v1/r2/maintain"),
 ];
 
 async fn send(http: &reqwest::Client, method: &str, url: &str, host: Option<&str>, token: Option<&str>) -> u16 {
@@ -102,6 +113,19 @@ async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
         assert_eq!(send(anonymous, "GET", &d1, None, Some(secret)).await, 403, "a kv token reading d1");
         let metrics = format!("{}/metrics", cluster.nodes[i].api_url());
         assert_eq!(send(anonymous, "GET", &metrics, None, Some(secret)).await, 403, "a kv token reading metrics");
+        let api = cluster.nodes[i].api_url();
+        for (method, path) in
+            [("GET", "/v1/r2/keys"), ("POST", "/v1/r2/keys"), ("GET", "/v1/r2/buckets"), ("POST", "/v1/r2/maintain")]
+        {
+            assert_eq!(
+                send(anonymous, method, &format!("{api}{path}"), None, Some(secret)).await,
+                403,
+                "a kv token on {method} {path}"
+            );
+        }
+        // The S3 listener serves signed S3 requests only: no management route, not even with the token.
+        let s3 = format!("{}/v1/r2/keys", cluster.nodes[i].s3_url());
+        assert_eq!(send(anonymous, "GET", &s3, None, Some(secret)).await, 403, "the S3 port is not the management API");
     }
     // The control plane applies the same scopes: no deploys, no token management.
     let deployments = format!("{}/v1/deployments", cluster.api_url());
