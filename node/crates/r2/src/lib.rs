@@ -245,17 +245,13 @@ impl R2 {
         range: Option<&str>,
         conditions: &conditions::Conditions,
     ) -> Result<Got, R2Error> {
-        let object = self.head(bucket, key).await?;
-        match conditions.for_read(&object.etag, object.uploaded_ms) {
-            conditions::Verdict::Proceed => {}
-            conditions::Verdict::NotModified => return Ok(Got::NotModified(object)),
-            conditions::Verdict::PreconditionFailed => return Err(R2Error::PreconditionFailed),
-        }
-        let range = range.map(|header| body::parse_range(header, object.size)).transpose()?;
+        let (object, range) = match self.describe(bucket, key, range, conditions).await? {
+            Got::Body(ObjectBody { object, range, .. }) => (object, range),
+            not_modified => return Ok(not_modified),
+        };
         let permit = self.transfer_permit()?;
-        let body = self.body(&object, range);
         // The permit lives as long as the body is being sent.
-        let body = Box::pin(body.map(move |chunk| {
+        let body = Box::pin(self.body(&object, range).map(move |chunk| {
             let _held = &permit;
             chunk
         }));
