@@ -66,6 +66,8 @@ struct NimbusToml {
     d1_databases: Vec<D1Toml>,
     #[serde(default)]
     durable_objects: Option<DurableObjectsToml>,
+    #[serde(default)]
+    r2_buckets: Vec<R2Toml>,
 }
 
 /// `routes = ["example.com/*"]` or wrangler's `routes = [{ pattern = "example.com/*" }]`.
@@ -99,6 +101,15 @@ struct D1Toml {
     #[serde(default)]
     #[allow(dead_code)]
     database_id: Option<String>,
+}
+
+/// `[[r2_buckets]] binding = "MEDIA", bucket_name = "media"` (wrangler's
+/// `preview_bucket_name` and `jurisdiction` mean nothing here and are refused).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct R2Toml {
+    binding: String,
+    bucket_name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +163,9 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
     for object in toml.durable_objects.map(|d| d.bindings).unwrap_or_default() {
         bindings.push(Binding::DurableObject { name: object.name, class_name: object.class_name });
     }
+    for bucket in toml.r2_buckets {
+        bindings.push(Binding::R2 { name: bucket.binding, bucket_name: bucket.bucket_name });
+    }
     let manifest = WorkerManifest {
         routes: toml
             .routes
@@ -198,6 +212,9 @@ mod tests {
             [[durable_objects.bindings]]
             name = "COUNTER"
             class_name = "Counter"
+            [[r2_buckets]]
+            binding = "MEDIA"
+            bucket_name = "media"
         "#;
         let project = parse(text, Path::new("/w/nimbus.toml")).expect("parses");
         assert_eq!(project.main, Path::new("/w/out/app.wasm"));
@@ -205,7 +222,7 @@ mod tests {
         assert_eq!(project.manifest.isolation, Isolation::Request);
         assert_eq!(project.manifest.limits.cpu_ms, Some(20));
         let kinds: Vec<&str> = project.manifest.bindings.iter().map(Binding::kind).collect();
-        assert_eq!(kinds, ["kv", "d1", "durable_object"]);
+        assert_eq!(kinds, ["kv", "d1", "durable_object", "r2"]);
     }
 
     #[test]

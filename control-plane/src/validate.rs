@@ -11,7 +11,7 @@ use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// Interfaces a node provides to guests besides WASI 0.2.
-const NIMBUS_INTERFACES: [&str; 7] = ["types", "console", "kv", "d1", "durable-objects", "storage", "websocket"];
+const NIMBUS_INTERFACES: [&str; 8] = ["types", "console", "kv", "d1", "durable-objects", "storage", "websocket", "r2"];
 /// What a worker that defines Durable Object classes exports.
 pub const DURABLE_OBJECT_HANDLER: &str = "nimbus:worker/durable-object@0.1";
 const WASI_PACKAGES: [&str; 7] = ["cli", "clocks", "filesystem", "http", "io", "random", "sockets"];
@@ -143,6 +143,7 @@ mod tests {
         assert!(is_provided("wasi:http/types@0.2.12"));
         assert!(is_provided("wasi:cli/environment@0.2.0"));
         assert!(is_provided("nimbus:worker/kv@0.1.0"));
+        assert!(is_provided("nimbus:worker/r2@0.1.0"));
         assert!(!is_provided("nimbus:worker/r3@0.1.0"));
         assert!(!is_provided("wasi:http/types@0.3.0"));
         assert!(!is_provided("acme:secret/backdoor@1.0.0"));

@@ -220,7 +220,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
 
     // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
     //    persisted.
-    let stores = runtime::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone() };
+    let stores = runtime::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone(), r2: r2.clone() };
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
     {

@@ -83,15 +83,32 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Binding {
-    Kv { name: String, namespace_id: String },
-    D1 { name: String, database_name: String },
-    DurableObject { name: String, class_name: String },
+    Kv {
+        name: String,
+        namespace_id: String,
+    },
+    D1 {
+        name: String,
+        database_name: String,
+    },
+    DurableObject {
+        name: String,
+        class_name: String,
+    },
+    /// An R2 bucket (`[[r2_buckets]] binding, bucket_name`).
+    R2 {
+        name: String,
+        bucket_name: String,
+    },
 }
 
 impl Binding {
     pub fn name(&self) -> &str {
         match self {
-            Binding::Kv { name, .. } | Binding::D1 { name, .. } | Binding::DurableObject { name, .. } => name,
+            Binding::Kv { name, .. }
+            | Binding::D1 { name, .. }
+            | Binding::DurableObject { name, .. }
+            | Binding::R2 { name, .. } => name,
         }
     }
 
@@ -100,6 +117,7 @@ impl Binding {
             Binding::Kv { .. } => "kv",
             Binding::D1 { .. } => "d1",
             Binding::DurableObject { .. } => "durable_object",
+            Binding::R2 { .. } => "r2",
         }
     }
 }
@@ -136,8 +154,10 @@ impl WorkerManifest {
             if !seen.insert(name) {
                 return Err(ManifestError(format!("binding name `{name}` is declared twice")));
             }
-            if let Binding::Kv { namespace_id, .. } = binding {
-                validate_kv_namespace_id(namespace_id)?;
+            match binding {
+                Binding::Kv { namespace_id, .. } => validate_kv_namespace_id(namespace_id)?,
+                Binding::R2 { bucket_name, .. } => validate_bucket_name(bucket_name)?,
+                Binding::D1 { .. } | Binding::DurableObject { .. } => {}
             }
         }
         for route in &self.routes {
@@ -175,6 +195,23 @@ pub fn validate_worker_name(name: &str) -> Result<(), ManifestError> {
     } else {
         Err(ManifestError(format!(
             "worker name `{name}` must be 1-{MAX_WORKER_NAME} lowercase letters, digits or `-`, not starting or ending with `-`"
+        )))
+    }
+}
+
+/// An R2 bucket name, by R2's rule: 3-63 lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit (the bucket itself is created with `nimbus r2 bucket create`).
+pub fn validate_bucket_name(name: &str) -> Result<(), ManifestError> {
+    let bytes = name.as_bytes();
+    let ok = (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(|b| *b != b'-')
+        && bytes.last().is_some_and(|b| *b != b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError(format!(
+            "R2 bucket name `{name}` must be 3-63 lowercase letters, digits or `-`, starting and ending with a letter or digit"
         )))
     }
 }
@@ -267,6 +304,22 @@ mod tests {
         };
         let err = manifest.validate().expect_err("duplicate");
         assert!(err.0.contains("declared twice"), "{}", err.0);
+    }
+
+    #[test]
+    fn r2_bindings_name_a_valid_bucket() {
+        let manifest = |bucket: &str| WorkerManifest {
+            bindings: vec![Binding::R2 { name: "MEDIA".into(), bucket_name: bucket.into() }],
+            ..Default::default()
+        };
+        assert!(manifest("media-2026").validate().is_ok());
+        for bad in ["Media", "ab", "-media", "media-", "me_dia", &"m".repeat(64)] {
+            let err = manifest(bad).validate().expect_err(bad);
+            assert!(err.0.contains("R2 bucket name"), "{}", err.0);
+        }
+        let json = r#"{"bindings":[{"type":"r2","name":"MEDIA","bucket_name":"media"}]}"#;
+        let parsed: WorkerManifest = serde_json::from_str(json).expect("r2 binding");
+        assert_eq!(parsed.bindings[0].kind(), "r2");
     }
 
     #[test]

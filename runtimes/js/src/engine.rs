@@ -90,9 +90,10 @@ impl Engine {
     /// A request to the worker's default export.
     pub fn fetch(&mut self, request: Incoming) -> Reply {
         self.context.with(|ctx| {
+            let (method, url) = (request.method.clone(), request.url.clone());
             let result = dispatch(&ctx, "dispatchFetch", |ctx, f| {
-                let (headers, body) = request_parts(ctx, request.headers, request.body)?;
-                f.call((request.method, request.url, headers, body))
+                let (headers, body) = request_parts(ctx, request)?;
+                f.call((method, url, headers, body))
             });
             reply_or_500(&ctx, result)
         })
@@ -101,9 +102,10 @@ impl Engine {
     /// A request to the object `id` of the exported class `class_name`.
     pub fn object_fetch(&mut self, class_name: &str, id: &str, request: Incoming) -> Reply {
         self.context.with(|ctx| {
+            let (method, url) = (request.method.clone(), request.url.clone());
             let result = dispatch(&ctx, "dispatchObjectFetch", |ctx, f| {
-                let (headers, body) = request_parts(ctx, request.headers, request.body)?;
-                f.call((class_name, id, request.method, request.url, headers, body))
+                let (headers, body) = request_parts(ctx, request)?;
+                f.call((class_name, id, method, url, headers, body))
             });
             reply_or_500(&ctx, result)
         })
@@ -157,7 +159,8 @@ impl Engine {
             if let Err(e) = dispatch(&ctx, "finishEvent", |_, f| f.call(())) {
                 log_error(&ctx, &format!("waitUntil: {e}"));
             }
-        })
+        });
+        crate::body::clear();
     }
 }
 
@@ -208,13 +211,20 @@ fn prelude_fn<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Function<'js>
     natives.get(name)
 }
 
-fn request_parts<'js>(
-    ctx: &Ctx<'js>,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-) -> rquickjs::Result<(Array<'js>, Value<'js>)> {
-    let body = if body.is_empty() { Value::new_null(ctx.clone()) } else { natives::uint8_array(ctx, body)? };
-    Ok((natives::pairs_array(ctx, headers)?, body))
+/// The headers and body the prelude's `Request` is built from: the body is `null`, bytes,
+/// or `{stream, length}` naming a host stream.
+fn request_parts<'js>(ctx: &Ctx<'js>, request: Incoming) -> rquickjs::Result<(Array<'js>, Value<'js>)> {
+    let body = match request.stream {
+        Some(handle) => {
+            let stream = Object::new(ctx.clone())?;
+            stream.set("stream", handle)?;
+            stream.set("length", crate::body::length(handle).map(|n| n as f64))?;
+            stream.into_value()
+        }
+        None if request.body.is_empty() => Value::new_null(ctx.clone()),
+        None => natives::uint8_array(ctx, request.body)?,
+    };
+    Ok((natives::pairs_array(ctx, request.headers)?, body))
 }
 
 /// The `{status, headers, body}` a dispatch resolved to, or a 500 naming the error (which
@@ -225,7 +235,8 @@ fn reply_or_500<'js>(ctx: &Ctx<'js>, result: Result<Value<'js>, String>) -> Repl
             let object: Object<'js> = Object::from_value(value)?;
             let headers = natives::pairs(&object.get("headers")?)?;
             let body: Value<'js> = object.get("body")?;
-            Ok(Reply { status: object.get("status")?, headers, body: bytes_of(ctx, &body)? })
+            let stream: Option<u32> = object.get("stream")?;
+            Ok(Reply { status: object.get("status")?, headers, body: bytes_of(ctx, &body)?, stream })
         };
         parts().map_err(|e| describe(ctx, e))
     });

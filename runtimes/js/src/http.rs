@@ -1,5 +1,6 @@
-//! `wasi:http` at the edges of the engine: the incoming request read whole, the response
-//! written whole, and outbound `fetch()`.
+//! `wasi:http` at the edges of the engine: the incoming request (its body left as a stream
+//! for the script to read or hand on), the response (bytes, or a host stream spliced into
+//! it), and outbound `fetch()`.
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
@@ -8,19 +9,22 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
-/// An HTTP request as the JS side sees it: absolute URL, headers, whole body.
+/// An HTTP request as the JS side sees it: absolute URL, headers, and its body as bytes or,
+/// for the request the node hands the worker, as a stream ([`crate::body`]).
 pub struct Incoming {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub stream: Option<u32>,
 }
 
-/// A whole HTTP response.
+/// An HTTP response: its body is `body`, or the host stream `stream` when there is one.
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub stream: Option<u32>,
 }
 
 impl Reply {
@@ -29,6 +33,7 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
             body: format!("{message}\n").into_bytes(),
+            stream: None,
         }
     }
 }
@@ -47,19 +52,33 @@ pub fn read_request(request: IncomingRequest) -> Result<Incoming, String> {
         .unwrap_or_else(|| "localhost".to_string());
     let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
     let body_resource = request.consume().map_err(|()| "request body already consumed".to_string())?;
-    let body = {
-        let stream = body_resource.stream().map_err(|()| "request body stream unavailable".to_string())?;
-        read_all(&stream)?
+    let stream = body_resource.stream().map_err(|()| "request body stream unavailable".to_string())?;
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    let stream = if matches!(method.as_str(), "GET" | "HEAD") || length == Some(0) {
+        drop(stream);
+        IncomingBody::finish(body_resource);
+        None
+    } else {
+        Some(crate::body::open(stream, length, Some(body_resource)))
     };
-    IncomingBody::finish(body_resource);
-    Ok(Incoming { method, url: format!("{scheme}://{authority}{path}"), headers, body })
+    Ok(Incoming { method, url: format!("{scheme}://{authority}{path}"), headers, body: Vec::new(), stream })
 }
 
 /// Sends `reply`, then runs `after` (the event's `waitUntil` work) once the body is out.
 pub fn send_response(reply: Reply, out: ResponseOutparam, after: impl FnOnce()) {
+    let source = reply.stream.and_then(crate::body::take);
     let headers = Fields::new();
-    if !reply.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
-        let _ = headers.append("content-length", reply.body.len().to_string().as_bytes());
+    let length = match &source {
+        Some((_, length)) => *length,
+        None => Some(reply.body.len() as u64),
+    };
+    if let Some(length) = length {
+        if !reply.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+            let _ = headers.append("content-length", length.to_string().as_bytes());
+        }
     }
     for (name, value) in &reply.headers {
         // A header the host refuses (`connection`, a bad name) is dropped, not fatal.
@@ -71,12 +90,46 @@ pub fn send_response(reply: Reply, out: ResponseOutparam, after: impl FnOnce()) 
         return;
     };
     ResponseOutparam::set(out, Ok(outgoing));
-    if let Ok(stream) = body.write() {
-        // A write error means the client went away; nobody is left to tell.
-        let _ = write_all(&stream, &reply.body);
+    let whole = match body.write() {
+        Ok(stream) => match source {
+            // A write error means the client went away; nobody is left to tell.
+            None => {
+                let _ = write_all(&stream, &reply.body);
+                true
+            }
+            Some((input, _)) => splice_all(&stream, &input),
+        },
+        Err(()) => true,
+    };
+    if whole {
+        let _ = OutgoingBody::finish(body, None);
+    } else {
+        // Dropped unfinished, the body ends as an error: the client cannot take a truncated
+        // body for a whole one.
+        drop(body);
     }
-    let _ = OutgoingBody::finish(body, None);
     after();
+}
+
+/// Moves `input` into `output` inside the host, a slice at a time; false when `input` failed.
+fn splice_all(output: &OutputStream, input: &InputStream) -> bool {
+    loop {
+        match output.blocking_splice(input, 1 << 20) {
+            Ok(_) => {}
+            // The input ended, or the client went away.
+            Err(StreamError::Closed) => {
+                let _ = output.blocking_flush();
+                return true;
+            }
+            Err(StreamError::LastOperationFailed(e)) => {
+                crate::bindings::nimbus::worker::console::log(
+                    crate::bindings::nimbus::worker::console::Level::Error,
+                    &format!("the response body failed midway: {}", e.to_debug_string()),
+                );
+                return false;
+            }
+        }
+    }
 }
 
 /// Outbound `fetch()`: the node lets it through only to the worker's allowed hosts.
@@ -123,7 +176,7 @@ pub fn fetch(request: Incoming) -> Result<Reply, String> {
         let stream = incoming.stream().map_err(|()| "fetch: response body stream unavailable".to_string())?;
         read_all(&stream)?
     };
-    Ok(Reply { status, headers, body })
+    Ok(Reply { status, headers, body, stream: None })
 }
 
 fn read_all(stream: &InputStream) -> Result<Vec<u8>, String> {

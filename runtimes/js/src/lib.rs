@@ -14,13 +14,18 @@
 //! - [`natives`]: the native functions the prelude builds the JS API on (`__nimbus.*`):
 //!   bindings, outbound fetch, randomness, UTF-8, logging, sleeping for timers.
 //! - [`http`]: reading `wasi:http` requests and writing responses, outbound requests.
+//! - [`body`]: host streams (the request's body, R2 bodies) behind handles, read in slices
+//!   or handed on to the host untouched.
+//! - [`r2`]: the natives of `R2Bucket`.
 //!
 //! One instance runs one event at a time (the node guarantees it), so the engine lives in a
 //! thread-local and every export borrows it for the duration of the call.
 
+mod body;
 mod engine;
 mod http;
 mod natives;
+mod r2;
 
 mod bindings {
     wit_bindgen::generate!({
@@ -63,8 +68,13 @@ impl incoming_handler::Guest for Component {
 
 impl durable_object::Guest for Component {
     fn fetch(object: ObjectInfo, request: HttpRequest) -> HttpResponse {
-        let request =
-            http::Incoming { method: request.method, url: request.url, headers: request.headers, body: request.body };
+        let request = http::Incoming {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            stream: None,
+        };
         let reply = engine::with(|engine| engine.object_fetch(&object.class_name, &object.id, request))
             .unwrap_or_else(|| http::Reply::error(500, NOT_INITIALISED));
         engine::with(|engine| engine.finish_event());

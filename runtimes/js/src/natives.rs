@@ -50,6 +50,17 @@ pub fn install(ctx: &Ctx<'_>) -> Result<()> {
         "wsClose" => ws_close,
         "wsSockets" => ws_sockets,
         "wsTags" => ws_tags,
+        "streamRead" => stream_read,
+        "streamClose" => stream_close,
+        "r2Head" => crate::r2::head,
+        "r2Get" => crate::r2::get,
+        "r2Put" => crate::r2::put,
+        "r2Delete" => crate::r2::delete,
+        "r2List" => crate::r2::list,
+        "r2CreateMultipart" => crate::r2::create_multipart,
+        "r2UploadPart" => crate::r2::upload_part,
+        "r2Complete" => crate::r2::complete,
+        "r2Abort" => crate::r2::abort,
     }
     ctx.globals().set("__nimbus", natives)
 }
@@ -62,7 +73,7 @@ pub fn throw(ctx: &Ctx<'_>, message: &str) -> rquickjs::Error {
     }
 }
 
-fn binding_error(ctx: &Ctx<'_>, what: &str, error: BindingError) -> rquickjs::Error {
+pub fn binding_error(ctx: &Ctx<'_>, what: &str, error: BindingError) -> rquickjs::Error {
     let message = match error {
         BindingError::UnknownBinding(m) => format!("{what}: unknown binding: {m}"),
         BindingError::Unavailable(m) => format!("{what}: unavailable: {m}"),
@@ -132,7 +143,7 @@ fn reply_object<'js>(
 }
 
 fn incoming(ctx: &Ctx<'_>, method: String, url: String, headers: Array<'_>, body: Value<'_>) -> Result<Incoming> {
-    Ok(Incoming { method, url, headers: pairs(&headers)?, body: bytes_of(ctx, &body)? })
+    Ok(Incoming { method, url, headers: pairs(&headers)?, body: bytes_of(ctx, &body)?, stream: None })
 }
 
 // --- console, timers, randomness, text ------------------------------------------------
@@ -176,6 +187,21 @@ fn utf8_decode(ctx: Ctx<'_>, bytes: Value<'_>, fatal: Opt<bool>) -> Result<Strin
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
+// --- host streams -------------------------------------------------------------------------
+
+/// Up to `max` bytes of a host stream, or `null` at its end.
+fn stream_read<'js>(ctx: Ctx<'js>, handle: u32, max: u32) -> Result<Value<'js>> {
+    match crate::body::read(handle, u64::from(max.max(1))) {
+        Ok(Some(bytes)) => uint8_array(&ctx, bytes),
+        Ok(None) => Ok(Value::new_null(ctx)),
+        Err(e) => Err(throw(&ctx, &e)),
+    }
+}
+
+fn stream_close(handle: u32) {
+    crate::body::close(handle);
+}
+
 // --- outbound fetch ---------------------------------------------------------------------
 
 fn fetch<'js>(
@@ -186,7 +212,7 @@ fn fetch<'js>(
     body: Value<'js>,
 ) -> Result<Object<'js>> {
     let request = incoming(&ctx, method, url, headers, body)?;
-    let Reply { status, headers, body } = http::fetch(request).map_err(|e| throw(&ctx, &e))?;
+    let Reply { status, headers, body, .. } = http::fetch(request).map_err(|e| throw(&ctx, &e))?;
     reply_object(&ctx, status, headers, body)
 }
 

@@ -4,8 +4,9 @@
 //
 // What is here: Headers, Request, Response, fetch, URL, URLSearchParams, TextEncoder,
 // TextDecoder, atob, btoa, crypto.getRandomValues / randomUUID, console, timers,
-// AbortController, a minimal ReadableStream; env bindings shaped as Cloudflare documents them
-// (KVNamespace, D1Database, DurableObjectNamespace and stubs); Durable Object state and
+// AbortController, a minimal ReadableStream (host streams for request and R2 bodies, which
+// the host can take back untouched); env bindings shaped as Cloudflare documents them
+// (KVNamespace, D1Database, DurableObjectNamespace and stubs, R2Bucket); Durable Object state and
 // storage; and the dispatch functions the engine calls for each event.
 (function () {
   "use strict";
@@ -708,6 +709,7 @@
     }
 
     async _read() {
+      this._disturbed = true;
       for (;;) {
         if (this.#error) throw this.#error;
         if (this.#chunks.length) return { value: this.#chunks.shift(), done: false };
@@ -728,6 +730,7 @@
         cancel: async () => {
           this.#closed = true;
           this.#chunks = [];
+          if (this._host !== undefined) native.streamClose(this._host);
         },
         closed: Promise.resolve(),
       };
@@ -740,6 +743,56 @@
         if (done) return;
         yield value;
       }
+    }
+
+    /** The handle of a host stream nobody has read from: the host can take it as it is. */
+    _untouchedHost() {
+      return this._host !== undefined && !this._disturbed && !this.locked ? this._host : undefined;
+    }
+
+    /** Two streams with this one's chunks (each chunk read once from here). */
+    tee() {
+      const reader = this.getReader();
+      const queues = [[], []];
+      let done = false;
+      let failure = null;
+      let reading = null;
+      const fill = () =>
+        (reading ||= reader.read().then(
+          ({ value, done: end }) => {
+            reading = null;
+            if (end) done = true;
+            else for (const q of queues) q.push(value);
+          },
+          (e) => {
+            reading = null;
+            failure = e;
+          },
+        ));
+      const branch = (i) =>
+        new ReadableStream({
+          async pull(c) {
+            if (!queues[i].length && !done && !failure) await fill();
+            if (queues[i].length) c.enqueue(queues[i].shift());
+            else if (failure) c.error(failure);
+            else if (done) c.close();
+          },
+        });
+      return [branch(0), branch(1)];
+    }
+
+    /** A stream the host fills (a request's body, an R2 object's): read in slices on demand. */
+    static _host(handle, length) {
+      const stream = new ReadableStream({
+        pull(c) {
+          const chunk = native.streamRead(handle, 256 * 1024);
+          if (chunk === null) c.close();
+          else c.enqueue(chunk);
+        },
+      });
+      stream._host = handle;
+      stream._length = length === null || length === undefined ? undefined : length;
+      return stream;
     }
 
     static _of(bytes) {
@@ -836,6 +889,22 @@
     _peek() {
       return this.#source;
     }
+    /** For clone(): the source itself, or, for a stream, one of two tees (the other stays). */
+    _cloneSource() {
+      if (!(this.#source instanceof ReadableStream)) return this.#source;
+      const [mine, theirs] = this.#source.tee();
+      this.#source = mine;
+      return theirs;
+    }
+    /** `{stream, length}` when the body is an untouched host stream (marked used), else undefined. */
+    _takeHost() {
+      const s = this.#source;
+      if (this.#used || !(s instanceof ReadableStream)) return undefined;
+      const handle = s._untouchedHost();
+      if (handle === undefined) return undefined;
+      this.#used = true;
+      return { stream: handle, length: s._length === undefined ? null : s._length };
+    }
 
     async text() {
       const s = this.#take();
@@ -892,6 +961,7 @@
       this.#cf = init.cf !== undefined ? init.cf : source ? source.cf : undefined;
       this.#signal = init.signal || (source ? source.signal : new AbortSignal());
       this.#redirect = init.redirect || (source ? source.redirect : "follow");
+      // A body taken from another Request moves with it (clone() is what tees).
       let body = init.body !== undefined ? init.body : source ? source._peek() : null;
       if (body !== null && body !== undefined && (this.#method === "GET" || this.#method === "HEAD")) {
         throw new TypeError("Request with GET/HEAD method cannot have body.");
@@ -911,6 +981,7 @@
       this.#cf = colo ? { colo } : {};
       this.#signal = null;
       this.#redirect = "manual";
+      if (body !== null && !(body instanceof Uint8Array) && typeof body === "object") body = ReadableStream._host(body.stream, body.length);
       this._initBody(body, this.#headers);
     }
 
@@ -934,7 +1005,7 @@
     }
     clone() {
       if (this.bodyUsed) throw new TypeError("Cannot clone a Request whose body was used");
-      return new Request(this);
+      return new Request(this, { body: this._cloneSource() });
     }
   }
   const STATUS_TEXT = {
@@ -1013,16 +1084,22 @@
     }
     clone() {
       if (this.bodyUsed) throw new TypeError("Cannot clone a Response whose body was used");
-      const source = this._peek();
-      if (source instanceof ReadableStream) throw new TypeError("Cannot clone a streamed Response in Nimbus yet");
-      return new Response(source, { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+      return new Response(this._cloneSource(), { status: this.#status, statusText: this.#statusText, headers: this.#headers });
     }
   }
 
-  /** What the host sends: status, header pairs, bytes. */
-  async function toReply(response, what) {
+  /**
+   * What the host sends: status, header pairs, and bytes, or (`streaming`, the top-level
+   * fetch) an untouched host stream for the host to splice into the response.
+   */
+  async function toReply(response, what, streaming = false) {
     if (!(response instanceof Response)) {
       throw new TypeError(`${what} returned ${response === undefined ? "undefined" : inspect(response)}, not a Response`);
+    }
+    const host = streaming ? response._takeHost() : undefined;
+    if (host !== undefined) {
+      const headers = response.headers._pairs();
+      return { status: response.status, headers, body: null, stream: host.stream };
     }
     let body = response._bytesNow();
     if (body === undefined) body = await response._bytes();
@@ -1165,6 +1242,246 @@
       const result = { keys, list_complete: r.list_complete, cacheStatus: null };
       if (!r.list_complete && r.cursor) result.cursor = r.cursor;
       return result;
+    }
+  }
+
+  // ---------------------------------------------------------------- R2
+
+  const HTTP_FIELDS = [
+    ["contentType", "content-type"],
+    ["contentLanguage", "content-language"],
+    ["contentDisposition", "content-disposition"],
+    ["contentEncoding", "content-encoding"],
+    ["cacheControl", "cache-control"],
+    ["cacheExpiry", "expires"],
+  ];
+  const toHex = (bytes) => [...bytes].map((x) => x.toString(16).padStart(2, "0")).join("");
+  const fromHex = (text, what) => {
+    if (!/^([0-9a-fA-F]{2})*$/.test(text)) throw new TypeError(`R2: ${what} must be hex or an ArrayBuffer`);
+    const out = new Uint8Array(text.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+    return out;
+  };
+  const digestOf = (value, what) =>
+    value === undefined || value === null ? null : typeof value === "string" ? fromHex(value, what) : toBytes(value).slice();
+  const seconds = (date) => (date === undefined || date === null ? null : Math.floor(new Date(date).getTime() / 1000));
+
+  /** `httpMetadata` as given to put: an object of R2's field names, or Headers. */
+  function httpMetadataOf(value) {
+    const out = {};
+    if (value === undefined || value === null) return out;
+    for (const [field, header] of HTTP_FIELDS) {
+      let v = value instanceof Headers ? value.get(header) : value[field];
+      if (v === undefined || v === null) continue;
+      if (field === "cacheExpiry" && v instanceof Date) v = v.toUTCString();
+      out[field] = String(v);
+    }
+    return out;
+  }
+
+  /** `onlyIf`: an R2Conditional, or Headers with If-Match and its kin. */
+  function conditionsOf(value) {
+    if (value === undefined || value === null) return null;
+    if (value instanceof Headers) {
+      const date = (name) => {
+        const v = value.get(name);
+        return v === null ? null : seconds(v);
+      };
+      return {
+        etagMatches: value.get("if-match"),
+        etagDoesNotMatch: value.get("if-none-match"),
+        uploadedBefore: date("if-unmodified-since"),
+        uploadedAfter: date("if-modified-since"),
+      };
+    }
+    return {
+      etagMatches: value.etagMatches === undefined ? null : String(value.etagMatches),
+      etagDoesNotMatch: value.etagDoesNotMatch === undefined ? null : String(value.etagDoesNotMatch),
+      uploadedBefore: seconds(value.uploadedBefore),
+      uploadedAfter: seconds(value.uploadedAfter),
+    };
+  }
+
+  /** `range`: {offset, length}, {offset}, {length}, {suffix}, or Headers with Range. */
+  function rangeOf(value) {
+    if (value === undefined || value === null) return null;
+    if (value instanceof Headers) return value.get("range");
+    const n = (v, what) => {
+      const x = Number(v);
+      if (!Number.isInteger(x) || x < 0) throw new RangeError(`R2 get: range.${what} must be a whole number ≥ 0`);
+      return x;
+    };
+    if (value.suffix !== undefined) return `bytes=-${n(value.suffix, "suffix")}`;
+    const offset = value.offset === undefined ? 0 : n(value.offset, "offset");
+    if (value.length === undefined) return `bytes=${offset}-`;
+    const length = n(value.length, "length");
+    if (length === 0) throw new RangeError("R2 get: range.length must be at least 1");
+    return `bytes=${offset}-${offset + length - 1}`;
+  }
+
+  /** A put's value: bytes, or `{stream}` when it is a host stream the host can read itself. */
+  async function r2Body(value, what) {
+    if (value === undefined || value === null) return new Uint8Array(0);
+    if (typeof value === "string") return native.utf8Encode(value);
+    if (value instanceof ArrayBuffer || isView(value)) return toBytes(value);
+    if (value instanceof ReadableStream) {
+      const handle = value._untouchedHost();
+      if (handle !== undefined) {
+        value.locked = true;
+        return { stream: handle };
+      }
+      return drain(value);
+    }
+    if (value instanceof Body) return r2Body(value.body, what);
+    throw new TypeError(`${what} takes a ReadableStream, ArrayBuffer, ArrayBufferView, string or null`);
+  }
+
+  class R2Checksums {
+    constructor(md5, sha256) {
+      if (md5) this.md5 = md5.slice().buffer;
+      if (sha256) this.sha256 = sha256.slice().buffer;
+    }
+    toJSON() {
+      const out = {};
+      if (this.md5) out.md5 = toHex(new Uint8Array(this.md5));
+      if (this.sha256) out.sha256 = toHex(new Uint8Array(this.sha256));
+      return out;
+    }
+  }
+
+  class R2Object {
+    constructor(o, range, include = ["httpMetadata", "customMetadata"]) {
+      this.key = o.key;
+      this.version = o.version;
+      this.size = o.size;
+      this.etag = o.etag;
+      this.httpEtag = `"${o.etag}"`;
+      this.uploaded = new Date(o.uploaded);
+      if (include.includes("httpMetadata")) {
+        const http = { ...o.httpMetadata };
+        if (http.cacheExpiry !== undefined) http.cacheExpiry = new Date(http.cacheExpiry);
+        this.httpMetadata = http;
+      }
+      if (include.includes("customMetadata")) this.customMetadata = o.customMetadata;
+      if (range) this.range = range;
+      this.checksums = new R2Checksums(o.md5, o.sha256);
+      this.storageClass = "Standard";
+    }
+    writeHttpMetadata(headers) {
+      for (const [field, header] of HTTP_FIELDS) {
+        const v = this.httpMetadata && this.httpMetadata[field];
+        if (v === undefined || v === null) continue;
+        headers.set(header, v instanceof Date ? v.toUTCString() : String(v));
+      }
+    }
+  }
+
+  class R2ObjectBody extends R2Object {
+    #body;
+    constructor(o, range, stream) {
+      super(o, range);
+      this.#body = new Response(stream);
+    }
+    get body() {
+      return this.#body.body;
+    }
+    get bodyUsed() {
+      return this.#body.bodyUsed;
+    }
+    arrayBuffer() {
+      return this.#body.arrayBuffer();
+    }
+    bytes() {
+      return this.#body.bytes();
+    }
+    text() {
+      return this.#body.text();
+    }
+    json() {
+      return this.#body.json();
+    }
+    blob() {
+      return this.#body.blob();
+    }
+  }
+
+  class R2MultipartUpload {
+    #binding;
+    constructor(binding, key, uploadId) {
+      this.#binding = binding;
+      this.key = key;
+      this.uploadId = uploadId;
+    }
+    async uploadPart(partNumber, value) {
+      const body = await r2Body(value, "R2MultipartUpload.uploadPart()");
+      return native.r2UploadPart(this.#binding, this.key, this.uploadId, Number(partNumber), body);
+    }
+    async abort() {
+      native.r2Abort(this.#binding, this.key, this.uploadId);
+    }
+    async complete(uploadedParts) {
+      const parts = [...uploadedParts].map((p) => ({ partNumber: Number(p.partNumber), etag: String(p.etag) }));
+      return new R2Object(native.r2Complete(this.#binding, this.key, this.uploadId, parts));
+    }
+  }
+
+  class R2Bucket {
+    #binding;
+    constructor(binding) {
+      this.#binding = binding;
+    }
+    async head(key) {
+      const o = native.r2Head(this.#binding, String(key));
+      return o === null ? null : new R2Object(o);
+    }
+    async get(key, options = {}) {
+      const r = native.r2Get(this.#binding, String(key), conditionsOf(options.onlyIf), rangeOf(options.range));
+      if (r === null) return null;
+      if (r.unmet) return new R2Object(r.object);
+      return new R2ObjectBody(r.object, r.range, ReadableStream._host(r.stream, r.range ? r.range.length : r.object.size));
+    }
+    async put(key, value, options = {}) {
+      const body = await r2Body(value, "R2Bucket.put()");
+      const custom = Object.entries(options.customMetadata || {}).map(([k, v]) => [String(k), String(v)]);
+      const o = native.r2Put(this.#binding, String(key), body, {
+        httpMetadata: httpMetadataOf(options.httpMetadata),
+        customMetadata: custom,
+        onlyIf: conditionsOf(options.onlyIf),
+        md5: digestOf(options.md5, "md5"),
+        sha256: digestOf(options.sha256, "sha256"),
+        length: value instanceof ReadableStream && value._length !== undefined ? value._length : null,
+      });
+      return o === null ? null : new R2Object(o);
+    }
+    async delete(keys) {
+      const list = Array.isArray(keys) ? keys.map(String) : [String(keys)];
+      native.r2Delete(this.#binding, list);
+    }
+    async list(options = {}) {
+      const opt = (v) => (v === undefined || v === null ? null : String(v));
+      const r = native.r2List(this.#binding, {
+        prefix: opt(options.prefix),
+        cursor: opt(options.cursor),
+        delimiter: opt(options.delimiter),
+        startAfter: opt(options.startAfter),
+        limit: options.limit === undefined ? null : Number(options.limit),
+      });
+      const include = options.include || [];
+      const result = {
+        objects: r.objects.map((o) => new R2Object(o, undefined, include)),
+        truncated: r.truncated,
+        delimitedPrefixes: r.delimitedPrefixes,
+      };
+      if (r.truncated && r.cursor) result.cursor = r.cursor;
+      return result;
+    }
+    async createMultipartUpload(key, options = {}) {
+      const custom = Object.entries(options.customMetadata || {}).map(([k, v]) => [String(k), String(v)]);
+      const id = native.r2CreateMultipart(this.#binding, String(key), httpMetadataOf(options.httpMetadata), custom);
+      return new R2MultipartUpload(this.#binding, String(key), id);
+    }
+    resumeMultipartUpload(key, uploadId) {
+      return new R2MultipartUpload(this.#binding, String(key), String(uploadId));
     }
   }
 
@@ -1701,6 +2018,7 @@
       if (b.type === "kv") e[b.name] = new KVNamespace(b.name);
       else if (b.type === "d1") e[b.name] = new D1Database(b.name);
       else if (b.type === "durable_object") e[b.name] = new DurableObjectNamespace(b.name);
+      else if (b.type === "r2") e[b.name] = new R2Bucket(b.name);
     }
     for (const [k, v] of Object.entries(config.vars || {})) e[k] = v;
     env = Object.freeze(e);
@@ -1729,7 +2047,7 @@
     const request = Request._incoming(method, url, headers, body);
     const ctx = makeCtx();
     const response = typeof entry === "function" ? await new entry(ctx, env).fetch(request) : await entry.fetch(request, env, ctx);
-    return toReply(response, "the fetch handler");
+    return toReply(response, "the fetch handler", true);
   };
 
   function objectFor(className, id) {
@@ -1820,5 +2138,8 @@
     const origin = Date.now();
     G.performance = { now: () => Date.now() - origin, timeOrigin: origin };
   }
-  native.classes = { DurableObjectState, DurableObjectStorage, KVNamespace, D1Database, D1DatabaseSession, DurableObjectNamespace };
+  native.classes = {
+    DurableObjectState, DurableObjectStorage, KVNamespace, D1Database, D1DatabaseSession, DurableObjectNamespace,
+    R2Bucket, R2Object, R2ObjectBody, R2MultipartUpload,
+  };
 })();

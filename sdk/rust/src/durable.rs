@@ -281,6 +281,7 @@ impl Stub {
             status: response.status,
             headers: response.headers.into_iter().map(|(n, v)| (n, v.into_bytes())).collect(),
             body: response.body,
+            stream: None,
         })
     }
 }
@@ -297,6 +298,10 @@ pub mod __export {
             "nimbus:worker/durable-objects@0.1.0": crate::generated::nimbus::worker::durable_objects,
             "nimbus:worker/storage@0.1.0": crate::generated::nimbus::worker::storage,
             "nimbus:worker/websocket@0.1.0": crate::generated::nimbus::worker::websocket,
+            "nimbus:worker/r2@0.1.0": crate::generated::nimbus::worker::r2,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
         },
         pub_export_macro: true,
         export_macro_name: "export_durable_class",
@@ -362,12 +367,22 @@ pub fn __fetch(
         authority: None,
         headers: request.headers.into_iter().map(|(n, v)| (n, v.into_bytes())).collect(),
         body: request.body,
+        body_stream: None,
     };
-    let response = match with_object(&info, classes, |object| object.fetch(req)) {
+    let mut response = match with_object(&info, classes, |object| object.fetch(req)) {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => Response::new(500, format!("Durable Object error: {e}\n")),
         Err(e) => Response::new(500, format!("{e}\n")),
     };
+    // An object's answer crosses to its caller whole.
+    if let Some(mut stream) = response.stream.take() {
+        let mut body = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut stream, &mut body) {
+            response = Response::new(500, format!("reading the response body: {e}\n"));
+        } else {
+            response.body = body;
+        }
+    }
     durable_objects::HttpResponse {
         status: response.status,
         headers: response.headers.into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect(),

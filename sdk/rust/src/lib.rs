@@ -17,10 +17,14 @@
 //! calls none runs unmodified under `wasmtime serve` too.
 //!
 //! # Layout
-//! - [`Request`], [`Response`]: whole-body HTTP messages (bodies are read fully before
-//!   `fetch` runs; the node bounds them by the worker's `max_request_body`).
-//! - [`kv`], [`d1`], [`durable_objects`]: the platform bindings, generated from `wit/`.
+//! - [`Request`], [`Response`]: HTTP messages. A request's body is read whole before `fetch`
+//!   runs (the node bounds it by the worker's `max_request_body`) unless the handler sets
+//!   [`Handler::STREAM_REQUEST_BODY`]; a response's body is bytes or a stream
+//!   ([`Response::from_stream`]) the host copies out without the guest touching it.
+//! - [`kv`], [`d1`], [`durable_objects`], [`r2`]: the platform bindings, generated from `wit/`.
 //!   A binding the deployment did not declare returns `BindingError::UnknownBinding`.
+//! - [`Bucket`]: R2 as Cloudflare's binding shapes it (head / get / put / delete / list,
+//!   multipart uploads), bodies streamed.
 //! - [`D1Database`]: D1 as Cloudflare's API shapes it (prepare / bind / first / all / run /
 //!   raw, batch, exec, sessions with bookmarks).
 //! - [`durable`]: Durable Object classes ([`DurableObject`], exported with
@@ -36,37 +40,60 @@ mod generated {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "nimbus:worker/bindings",
+        // R2's bodies are the same `wasi:io` streams as the HTTP bodies of `wasip2`.
+        with: {
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+        },
         generate_all,
     });
 }
 
-pub use generated::nimbus::worker::{d1, durable_objects, kv, storage, types::BindingError, websocket};
+pub use generated::nimbus::worker::{d1, durable_objects, kv, r2, storage, types::BindingError, websocket};
+pub use wasi::io::streams::InputStream;
 
+mod bucket;
+pub use bucket::{Bucket, Got, MultipartUpload, ObjectBody};
 mod database;
 pub mod durable;
 pub use durable::{DurableObject, State};
 pub use database::{D1Database, PreparedStatement, Row};
 
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use std::cell::RefCell;
+use wasi::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::StreamError;
 
 /// What a handler returns when it fails; becomes a 500 with the message as body.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An incoming HTTP request with its whole body.
-#[derive(Debug, Clone)]
+/// An incoming HTTP request.
+#[derive(Debug)]
 pub struct Request {
     pub method: String,
     /// Path and query, e.g. `/items?limit=10`.
     pub path: String,
     pub authority: Option<String>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The whole body; empty when the handler streams it ([`Handler::STREAM_REQUEST_BODY`]).
     pub body: Vec<u8>,
+    /// The body as a stream, when the handler streams it: read it (`std::io::Read`), hand it
+    /// to R2 (`r2::Body::Stream`), or answer with it ([`Response::from_stream`]).
+    pub body_stream: Option<InputStream>,
 }
 
 impl Request {
+    /// The body's stream, if the handler streams bodies and nobody took it yet.
+    pub fn take_body_stream(&mut self) -> Option<InputStream> {
+        self.body_stream.take()
+    }
+
+    /// The length the client declared (`content-length`).
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.trim().parse().ok())
+    }
+
     /// True when the client asks for a WebSocket (the edge marks such requests; a worker
     /// passes them to a Durable Object, which accepts the socket).
     pub fn is_websocket_upgrade(&self) -> bool {
@@ -88,17 +115,30 @@ impl Request {
     }
 }
 
-/// An HTTP response with its whole body.
-#[derive(Debug, Clone)]
+/// An HTTP response: its body is `body`, or `stream` when there is one.
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// Copied into the response by the host, never through the guest's memory (an R2
+    /// object's body, the request's own body).
+    pub stream: Option<InputStream>,
 }
 
 impl Response {
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Response { status, headers: Vec::new(), body: body.into() }
+        Response { status, headers: Vec::new(), body: body.into(), stream: None }
+    }
+
+    /// A response whose body is `stream`, `length` bytes long when known (then sent as
+    /// `content-length`; otherwise the body is chunked).
+    pub fn from_stream(status: u16, stream: InputStream, length: Option<u64>) -> Self {
+        let mut response = Response { status, headers: Vec::new(), body: Vec::new(), stream: Some(stream) };
+        if let Some(length) = length {
+            response.headers.push(("content-length".into(), length.to_string().into_bytes()));
+        }
+        response
     }
 
     /// A 200 with `content-type: text/plain; charset=utf-8`.
@@ -180,11 +220,16 @@ pub fn fetch(method: &str, url: &str, headers: &[(&str, &[u8])], body: &[u8]) ->
         let mut stream = incoming.stream().map_err(|()| "response body stream unavailable")?;
         stream.read_to_end(&mut body)?;
     }
-    Ok(Response { status, headers, body })
+    Ok(Response { status, headers, body, stream: None })
 }
 
 /// A worker: one function from request to response.
 pub trait Handler {
+    /// When true, the request's body is not read before `fetch`: it waits in
+    /// [`Request::body_stream`], so a large upload can stream into R2 without passing
+    /// through the worker's memory.
+    const STREAM_REQUEST_BODY: bool = false;
+
     fn fetch(req: Request) -> Result<Response>;
 }
 
@@ -208,16 +253,23 @@ macro_rules! export {
     };
 }
 
+thread_local! {
+    /// The request body a streamed request's stream belongs to: kept until the response is
+    /// out, so the stream stays valid wherever the handler sent it.
+    static REQUEST_BODY: RefCell<Option<IncomingBody>> = const { RefCell::new(None) };
+}
+
 #[doc(hidden)]
 pub fn __serve<H: Handler>(request: IncomingRequest, out: ResponseOutparam) {
-    let response = match read_request(request) {
+    let response = match read_request(request, H::STREAM_REQUEST_BODY) {
         Ok(req) => H::fetch(req).unwrap_or_else(|e| Response::new(500, format!("worker error: {e}\n"))),
         Err(e) => Response::new(400, format!("could not read the request: {e}\n")),
     };
     send_response(response, out);
+    REQUEST_BODY.with(|body| body.borrow_mut().take());
 }
 
-fn read_request(request: IncomingRequest) -> Result<Request> {
+fn read_request(request: IncomingRequest, stream_body: bool) -> Result<Request> {
     use wasi::http::types::Method;
     let method = match request.method() {
         Method::Get => "GET".to_string(),
@@ -235,19 +287,22 @@ fn read_request(request: IncomingRequest) -> Result<Request> {
     let authority = request.authority();
     let headers = request.headers().entries();
     let body_resource = request.consume().map_err(|()| "request body already consumed")?;
-    let mut body = Vec::new();
-    {
-        let mut stream = body_resource.stream().map_err(|()| "request body stream unavailable")?;
-        stream.read_to_end(&mut body)?;
+    let mut stream = body_resource.stream().map_err(|()| "request body stream unavailable")?;
+    if stream_body {
+        REQUEST_BODY.with(|body| *body.borrow_mut() = Some(body_resource));
+        return Ok(Request { method, path, authority, headers, body: Vec::new(), body_stream: Some(stream) });
     }
-    wasi::http::types::IncomingBody::finish(body_resource);
-    Ok(Request { method, path, authority, headers, body })
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    drop(stream);
+    IncomingBody::finish(body_resource);
+    Ok(Request { method, path, authority, headers, body, body_stream: None })
 }
 
 fn send_response(response: Response, out: ResponseOutparam) {
     let headers = Fields::new();
     let declares_length = response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-    if !declares_length {
+    if !declares_length && response.stream.is_none() {
         // The whole body is known: declaring it lets the host refuse an oversized one cleanly.
         let _ = headers.append("content-length", response.body.len().to_string().as_bytes());
     }
@@ -261,10 +316,36 @@ fn send_response(response: Response, out: ResponseOutparam) {
         return;
     };
     ResponseOutparam::set(out, Ok(outgoing));
-    if let Ok(mut stream) = body.write() {
-        // A write error means the client went away; there is no one left to tell.
-        let _ = stream.write_all(&response.body);
-        let _ = stream.flush();
+    let whole = match body.write() {
+        Ok(mut stream) => match &response.stream {
+            None => {
+                // A write error means the client went away; there is no one left to tell.
+                let _ = stream.write_all(&response.body);
+                let _ = stream.flush();
+                true
+            }
+            Some(input) => splice_all(&stream, input),
+        },
+        Err(()) => true,
+    };
+    drop(response);
+    if whole {
+        let _ = OutgoingBody::finish(body, None);
     }
-    let _ = OutgoingBody::finish(body, None);
+    // Otherwise the body is dropped unfinished, which ends the response as an error: a client
+    // cannot take a truncated body for a whole one.
+}
+
+/// Moves `input` into `output` inside the host; false when `input` failed midway.
+fn splice_all(output: &wasi::io::streams::OutputStream, input: &InputStream) -> bool {
+    loop {
+        match output.blocking_splice(input, 1 << 20) {
+            Ok(_) => {}
+            Err(StreamError::Closed) => {
+                let _ = output.blocking_flush();
+                return true;
+            }
+            Err(StreamError::LastOperationFailed(_)) => return false,
+        }
+    }
 }

@@ -130,6 +130,12 @@ async fn javascript_examples_and_a_cloudflare_worker_run_on_every_node() {
         (last["app"].as_str(), last["greeting"].as_str(), last["logged"].as_bool()),
         (Some("visits"), Some("welcome"), Some(true))
     );
+    // A request's body streams back out untouched, or is read twice through clone().
+    let big = "0123456789abcdef".repeat(64 * 1024);
+    assert_eq!(send(&cluster, 1, "cloudflare-compat", Method::POST, "/echo", &big).await, (200, big.clone()));
+    let cloned = send_json(&cluster, 2, "cloudflare-compat", Method::POST, "/clone", r#"{"a":[1,2]}"#).await;
+    assert_eq!(cloned, json!({"text": "{\"a\":[1,2]}", "parsed": {"a": [1, 2]}, "used": [true, true]}));
+
     let log = send_json(&cluster, 0, "cloudflare-compat", Method::GET, "/log", "").await;
     assert_eq!(log["results"], json!([{"page": "home", "visits": 3}]), "{log}");
     assert_eq!((log["first"].as_str(), log["total"].as_u64()), (Some("ada"), Some(3)), "{log}");

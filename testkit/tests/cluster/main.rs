@@ -8,6 +8,7 @@ mod js;
 mod kv;
 mod membership;
 mod r2;
+mod r2_binding;
 mod runtime;
 mod trust;
 

@@ -245,12 +245,31 @@ impl R2 {
         range: Option<&str>,
         conditions: &conditions::Conditions,
     ) -> Result<Got, R2Error> {
-        let (object, range) = match self.describe(bucket, key, range, conditions).await? {
-            Got::Body(ObjectBody { object, range, .. }) => (object, range),
-            not_modified => return Ok(not_modified),
-        };
+        match self.describe(bucket, key, range, conditions).await? {
+            Got::Body(ObjectBody { object, range, .. }) => self.send(object, range),
+            not_modified => Ok(not_modified),
+        }
+    }
+
+    /// The binding's `get`: like [`R2::get`], except that any failed condition answers the
+    /// object without its bytes ([`Got::NotModified`]), as R2's binding does with `onlyIf`.
+    pub async fn get_unless(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&str>,
+        conditions: &conditions::Conditions,
+    ) -> Result<Got, R2Error> {
+        match self.judge(bucket, key, range, conditions).await? {
+            (object, conditions::Verdict::Proceed, range) => self.send(object, range),
+            (object, _, _) => Ok(Got::NotModified(object)),
+        }
+    }
+
+    /// `object`'s bytes on their way out, holding one of the node's transfers until the
+    /// stream is dropped.
+    fn send(&self, object: Object, range: Option<body::ByteRange>) -> Result<Got, R2Error> {
         let permit = self.transfer_permit()?;
-        // The permit lives as long as the body is being sent.
         let body = Box::pin(self.body(&object, range).map(move |chunk| {
             let _held = &permit;
             chunk
@@ -266,14 +285,31 @@ impl R2 {
         range: Option<&str>,
         conditions: &conditions::Conditions,
     ) -> Result<Got, R2Error> {
-        let object = self.head(bucket, key).await?;
-        match conditions.for_read(&object.etag, object.uploaded_ms) {
-            conditions::Verdict::Proceed => {}
-            conditions::Verdict::NotModified => return Ok(Got::NotModified(object)),
-            conditions::Verdict::PreconditionFailed => return Err(R2Error::PreconditionFailed),
+        match self.judge(bucket, key, range, conditions).await? {
+            (object, conditions::Verdict::Proceed, range) => {
+                Ok(Got::Body(ObjectBody { object, range, body: Box::pin(futures::stream::empty()) }))
+            }
+            (object, conditions::Verdict::NotModified, _) => Ok(Got::NotModified(object)),
+            (_, conditions::Verdict::PreconditionFailed, _) => Err(R2Error::PreconditionFailed),
         }
-        let range = range.map(|header| body::parse_range(header, object.size)).transpose()?;
-        Ok(Got::Body(ObjectBody { object, range, body: Box::pin(futures::stream::empty()) }))
+    }
+
+    /// The object, what its conditions say of a read, and the range asked of it (checked
+    /// only when the read proceeds).
+    async fn judge(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&str>,
+        conditions: &conditions::Conditions,
+    ) -> Result<(Object, conditions::Verdict, Option<body::ByteRange>), R2Error> {
+        let object = self.head(bucket, key).await?;
+        let verdict = conditions.for_read(&object.etag, object.uploaded_ms);
+        let range = match verdict {
+            conditions::Verdict::Proceed => range.map(|header| body::parse_range(header, object.size)).transpose()?,
+            _ => None,
+        };
+        Ok((object, verdict, range))
     }
 
     /// One of the node's body transfers (each holds a few chunks in memory): `SlowDown`

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -171,7 +171,7 @@ impl Runtime {
         let link = |e: wasmtime::Error| RuntimeError::Internal(format!("building the linker: {e}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
-        bindings::DurableClass::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host).map_err(link)?;
+        bindings::add_to_linker(&mut linker).map_err(link)?;
         let outbound_guard = nimbus_wasm::AddressGuard::new(&config.runtime.outbound_private_allowed)
             .map_err(|e| RuntimeError::Internal(format!("runtime.outbound_private_allowed: {e}")))?;
         Ok(Runtime {
@@ -251,9 +251,10 @@ impl Runtime {
     }
 
     /// Makes `worker` the version that answers its name and routes, after declaring the KV
-    /// namespaces its bindings name (a deployment is one of the ways to create one).
+    /// namespaces its bindings name and creating the D1 databases and R2 buckets they name
+    /// when missing (a deployment is one of the ways to create one).
     pub fn install(&self, worker: Arc<Worker>) {
-        let Stores { kv, d1, .. } = &self.stores;
+        let Stores { kv, d1, r2, .. } = &self.stores;
         for binding in &worker.spec.manifest.bindings {
             match binding {
                 nimbus_proto::manifest::Binding::Kv { namespace_id, .. } => {
@@ -266,6 +267,17 @@ impl Runtime {
                     tokio::spawn(async move {
                         if let Err(e) = d1.create(&name).await {
                             tracing::warn!(%worker, database = %name, "creating a D1 database: {e}");
+                        }
+                    });
+                }
+                nimbus_proto::manifest::Binding::R2 { bucket_name, .. }
+                    if matches!(r2.metadata().bucket(bucket_name), Ok(None)) =>
+                {
+                    let (r2, name, worker) = (r2.clone(), bucket_name.clone(), worker.spec.name.clone());
+                    tokio::spawn(async move {
+                        match r2.create_bucket(&name).await {
+                            Ok(()) | Err(nimbus_r2::R2Error::BucketAlreadyOwnedByYou(_)) => {}
+                            Err(e) => tracing::warn!(%worker, bucket = %name, "creating an R2 bucket: {e}"),
                         }
                     });
                 }

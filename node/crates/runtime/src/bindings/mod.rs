@@ -11,7 +11,8 @@
 //! - [`Host`]: the `T` of every `Store<T>`; [`Stores`]: the node's services a binding reaches;
 //!   [`Declared`]: the bindings a deployment declared, looked up by name.
 //! - `kv`, `d1`, `durable` (stubs), `storage` (an object's own storage), `websocket`,
-//!   `console`: one `nimbus:worker` interface each.
+//!   `console`, `r2` (bodies as `wasi:io` streams in the table): one `nimbus:worker`
+//!   interface each.
 //! - outbound HTTP: [`nimbus_wasm::OutboundPolicy`], by the manifest's allow-list.
 //!
 //! Adding a binding: its WIT interface in `wit/`, a store in [`Stores`], one file here with
@@ -21,6 +22,7 @@ mod console;
 mod d1;
 mod durable;
 mod kv;
+mod r2;
 mod storage;
 mod websocket;
 
@@ -38,6 +40,8 @@ wasmtime::component::bindgen!({
     world: "nimbus:worker/durable-class",
     imports: { default: async },
     exports: { default: async },
+    // R2's bodies are `wasi:io` streams: the same resources `wasmtime-wasi` keeps in the table.
+    with: { "wasi:io": wasmtime_wasi::p2::bindings::io },
 });
 
 pub use nimbus::worker::types::BindingError;
@@ -45,12 +49,29 @@ pub use nimbus::worker::types::BindingError;
 /// The body of a worker's response, streamed from the guest.
 pub type ResponseBody = HyperOutgoingBody;
 
+/// Links the `nimbus:worker` interfaces, one by one: the world's own `add_to_linker` would
+/// link `wasi:io` a second time (R2's bodies use it), which `wasmtime-wasi` already provides.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<Host>) -> wasmtime::Result<()> {
+    use nimbus::worker::{console, d1, durable_objects, kv, r2, storage, types, websocket};
+    use wasmtime::component::HasSelf;
+    types::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    console::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    kv::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    d1::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    durable_objects::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    storage::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    websocket::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    r2::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    Ok(())
+}
+
 /// The node's services that bindings reach; built before the runtime and handed to it.
 #[derive(Clone)]
 pub struct Stores {
     pub kv: nimbus_kv::KvStore,
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
+    pub r2: nimbus_r2::R2,
 }
 
 /// The bindings one deployment declared, by name.
