@@ -216,6 +216,27 @@ async fn a_javascript_worker_uses_every_method_of_the_binding_from_every_node() 
 
     torn_put_leaves_nothing(&cluster, "js-r2", "/objects/docs/torn.bin").await;
 
+    // Bad input: a clear error in R2's terms, and nothing written or lost.
+    let long = format!("/objects/{}", "k".repeat(1100));
+    let refused = js(0, Method::PUT, &long, &[], b"x".to_vec()).await;
+    assert!(refused.status == 400 && refused.text().contains("KeyTooLongError"), "{}", refused.text());
+    let beyond = js(1, Method::GET, "/objects/docs/hello.txt", &[("range", "bytes=100-200")], Vec::new()).await;
+    assert!(beyond.status == 400 && beyond.text().contains("InvalidRange"), "{}", beyond.text());
+    let stranger = js(2, Method::PUT, "/mpu/big.bin?uploadId=0123&part=1", &[], b"x".to_vec()).await;
+    assert!(stranger.status == 404 && stranger.text().contains("NoSuchUpload"), "{}", stranger.text());
+    let paging = js(0, Method::GET, "/list?limit=5000", &[], Vec::new()).await;
+    assert!(paging.status == 400 && paging.text().contains("limit must be 1 to 1000"), "{}", paging.text());
+    let created = js(0, Method::POST, "/mpu/wrong.bin", &[], Vec::new()).await.json();
+    let upload = created["uploadId"].as_str().expect("upload id").to_string();
+    let part = js(1, Method::PUT, &format!("/mpu/wrong.bin?uploadId={upload}&part=1"), &[], b"abc".to_vec()).await;
+    assert_eq!(part.status, 200, "{}", part.text());
+    let wrong = serde_json::to_vec(&json!([{"partNumber": 1, "etag": "00000000000000000000000000000000"}])).expect("json");
+    let path = format!("/mpu/wrong.bin?uploadId={upload}&action=complete");
+    let refused = js(2, Method::POST, &path, &[], wrong).await;
+    assert!(refused.status == 400 && refused.text().contains("InvalidPart"), "{}", refused.text());
+    assert_eq!(js(0, Method::HEAD, "/objects/wrong.bin", &[], Vec::new()).await.status, 404);
+    assert_eq!(js(1, Method::GET, "/objects/docs/hello.txt", &[], Vec::new()).await.body, text);
+
     // delete-after-write.
     assert_eq!(js(0, Method::DELETE, "/objects/docs/hello.txt", &[], Vec::new()).await.status, 204);
     for node in 0..3 {
