@@ -230,7 +230,8 @@ async fn a_javascript_worker_uses_every_method_of_the_binding_from_every_node() 
     let upload = created["uploadId"].as_str().expect("upload id").to_string();
     let part = js(1, Method::PUT, &format!("/mpu/wrong.bin?uploadId={upload}&part=1"), &[], b"abc".to_vec()).await;
     assert_eq!(part.status, 200, "{}", part.text());
-    let wrong = serde_json::to_vec(&json!([{"partNumber": 1, "etag": "00000000000000000000000000000000"}])).expect("json");
+    let wrong =
+        serde_json::to_vec(&json!([{"partNumber": 1, "etag": "00000000000000000000000000000000"}])).expect("json");
     let path = format!("/mpu/wrong.bin?uploadId={upload}&action=complete");
     let refused = js(2, Method::POST, &path, &[], wrong).await;
     assert!(refused.status == 400 && refused.text().contains("InvalidPart"), "{}", refused.text());

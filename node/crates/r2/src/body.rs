@@ -16,7 +16,8 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 pub struct Digests {
     pub size: u64,
     pub md5: [u8; 16],
-    pub sha256: [u8; 32],
+    /// `None` from a chunker made [`Chunker::without_sha256`].
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Cuts a body into [`CHUNK_BYTES`] chunks as its bytes arrive.
@@ -25,7 +26,8 @@ pub struct Chunker {
     filling: Vec<u8>,
     size: u64,
     md5: Md5,
-    sha256: Sha256,
+    /// Only when someone will check it (a declared SHA-256): every pass over the bytes costs.
+    sha256: Option<Sha256>,
 }
 
 impl Default for Chunker {
@@ -38,14 +40,22 @@ impl Chunker {
     /// A chunker with another chunk size (tests use small ones).
     pub fn with_chunk_bytes(chunk_bytes: usize) -> Self {
         let chunk_bytes = chunk_bytes.max(1);
-        Chunker { chunk_bytes, filling: Vec::new(), size: 0, md5: Md5::new(), sha256: Sha256::new() }
+        Chunker { chunk_bytes, filling: Vec::new(), size: 0, md5: Md5::new(), sha256: Some(Sha256::new()) }
+    }
+
+    /// The same chunker without the whole body's SHA-256 (its digests carry `None`).
+    pub fn without_sha256(mut self) -> Self {
+        self.sha256 = None;
+        self
     }
 
     /// Takes the next bytes of the body; returns the chunks they completed, in order.
     pub fn push(&mut self, mut data: &[u8]) -> Vec<Vec<u8>> {
         self.size += data.len() as u64;
         self.md5.update(data);
-        self.sha256.update(data);
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(data);
+        }
         let mut full = Vec::new();
         while !data.is_empty() {
             if self.filling.capacity() == 0 {
@@ -66,8 +76,11 @@ impl Chunker {
     /// chunk boundary) and its digests.
     pub fn finish(self) -> (Option<Vec<u8>>, Digests) {
         let last = (!self.filling.is_empty()).then_some(self.filling);
-        let digests =
-            Digests { size: self.size, md5: self.md5.finalize().into(), sha256: self.sha256.finalize().into() };
+        let digests = Digests {
+            size: self.size,
+            md5: self.md5.finalize().into(),
+            sha256: self.sha256.map(|sha256| sha256.finalize().into()),
+        };
         (last, digests)
     }
 }
@@ -177,7 +190,7 @@ mod tests {
             assert_eq!(chunks.concat(), body);
             assert_eq!(digests.size, 10_000);
             assert_eq!(digests.md5, <[u8; 16]>::from(Md5::digest(&body)));
-            assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&body)));
+            assert_eq!(digests.sha256, Some(<[u8; 32]>::from(Sha256::digest(&body))));
         }
         let mut exact = Chunker::with_chunk_bytes(4);
         assert_eq!(exact.push(b"abcdefgh").len(), 2);

@@ -366,11 +366,13 @@ impl R2 {
         max: u64,
         what: &'static str,
         inline: bool,
+        sha256: bool,
     ) -> Result<(Vec<ChunkRef>, body::Digests, Option<Vec<u8>>), R2Error> {
         if let Some(size) = declared.filter(|size| *size > max) {
             return Err(R2Error::EntityTooLarge { what, size, max });
         }
-        let mut chunker = body::Chunker::default();
+        // The whole body's SHA-256 only when one was declared to check it against.
+        let mut chunker = if sha256 { body::Chunker::default() } else { body::Chunker::default().without_sha256() };
         let mut writing = FuturesOrdered::new();
         let mut chunks = Vec::new();
         let mut received = 0u64;
@@ -437,8 +439,9 @@ impl R2 {
             self.bucket(bucket).await?;
         }
         let _permit = self.transfer_permit()?;
+        let sha256 = options.sha256.is_some();
         let (chunks, digests, inline) =
-            self.take_body(body, options.content_length, limits::MAX_OBJECT_BYTES, "the object", true).await?;
+            self.take_body(body, options.content_length, limits::MAX_OBJECT_BYTES, "the object", true, sha256).await?;
         check_digests(&options, &digests)?;
         let object = Object {
             key: key.to_owned(),
@@ -449,7 +452,7 @@ impl R2 {
             http: options.http,
             custom: options.custom,
             chunks,
-            sha256: Some(digests.sha256),
+            sha256: digests.sha256,
             inline,
         };
         let command = Command::PutObject {
@@ -587,7 +590,7 @@ impl R2 {
         self.upload(bucket, key, upload_id).await?;
         let _permit = self.transfer_permit()?;
         let (chunks, digests, _) =
-            self.take_body(body, content_length, limits::MAX_PART_BYTES, "a part", false).await?;
+            self.take_body(body, content_length, limits::MAX_PART_BYTES, "a part", false, sha256.is_some()).await?;
         let options = PutOptions { md5, sha256, ..PutOptions::default() };
         check_digests(&options, &digests)?;
         let part = Part {
@@ -627,7 +630,8 @@ impl R2 {
         let _permit = self.transfer_permit()?;
         let data = self.body(&from, range);
         let size = range.map_or(from.size, |r| r.len());
-        let (chunks, digests, _) = self.take_body(data, Some(size), limits::MAX_PART_BYTES, "a part", false).await?;
+        let (chunks, digests, _) =
+            self.take_body(data, Some(size), limits::MAX_PART_BYTES, "a part", false, false).await?;
         let part = Part {
             number,
             etag: hex::encode(digests.md5),
@@ -781,7 +785,7 @@ fn check_digests(options: &PutOptions, digests: &body::Digests) -> Result<(), R2
     if options.md5.is_some_and(|md5| md5 != digests.md5) {
         return Err(R2Error::BadDigest { algorithm: "MD5" });
     }
-    if options.sha256.is_some_and(|sha| sha != digests.sha256) {
+    if options.sha256.is_some_and(|sha| Some(sha) != digests.sha256) {
         return Err(R2Error::BadDigest { algorithm: "SHA-256" });
     }
     Ok(())

@@ -47,16 +47,17 @@ impl R2 {
         member.node_id == self.inner.membership.me().node_id
     }
 
-    /// Stores the chunk on one member, fsynced there before this returns.
+    /// Stores the chunk on one member, fsynced there before this returns. `id` was computed
+    /// here from `data` (a peer checks it again).
     pub(crate) async fn put_chunk_on(&self, member: &Member, id: ChunkId, data: Bytes) -> Result<(), R2Error> {
         if self.is_me(member) {
             let chunks = self.inner.chunks.clone();
-            return tokio::task::spawn_blocking(move || chunks.put_as(&id, &data))
+            return tokio::task::spawn_blocking(move || chunks.put_computed(&id, &data))
                 .await
                 .map_err(|e| R2Error::Internal(e.to_string()))?;
         }
         let mut client = self.client(member)?;
-        let mut request = self.inner.peers.request(R2Chunk { id: id.as_bytes().to_vec(), data: data.into() });
+        let mut request = self.inner.peers.request(R2Chunk { id: id.as_bytes().to_vec(), data });
         request.set_timeout(TRANSFER_TIMEOUT);
         client.r2_put_chunk(request).await.map(|_| ()).map_err(|status| {
             R2Error::Unavailable(format!("storing chunk {id} on {}: {}", member.node_id, status.message()))
@@ -84,7 +85,7 @@ impl R2 {
         if actual != id {
             return Err(R2Error::ChunkCorrupt { id: id.to_string(), actual: actual.to_string() });
         }
-        Ok(Bytes::from(data))
+        Ok(data)
     }
 
     /// Writes a chunk to its holders: returns once `required` copies are fsynced (two, or
