@@ -11,8 +11,8 @@ use std::sync::Arc;
 pub struct R2Metadata(pub Arc<Metadata>);
 
 impl Application for R2Metadata {
-    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.apply(index, command).map_err(|e| e.to_string())
+    fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+        self.0.apply(index, commands).map_err(|e| e.to_string())
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {

@@ -11,7 +11,8 @@
 //! - a command an application refuses (a failed precondition, a malformed command) is a
 //!   reply saying so, never an `Err`: `Err` means its storage failed, and stops this replica;
 //! - `apply` with an index the application already holds (a replay after a crash) changes
-//!   nothing;
+//!   nothing; the commands of one index (the leader's batcher groups concurrent ones into
+//!   one entry) apply as one step, in order;
 //! - `snapshot` and `restore` round-trip the whole state; `restore(None)` empties it (a
 //!   snapshot made before the application existed).
 //!
@@ -23,8 +24,9 @@ use std::sync::Arc;
 
 /// A state machine fed by the group's log.
 pub trait Application: Send + Sync + 'static {
-    /// Applies the command committed at log `index`; the bytes returned go to the proposer.
-    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String>;
+    /// Applies the commands committed together at log `index`, in order; one reply per
+    /// command, each for its proposer.
+    fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String>;
     /// The whole state, for a snapshot taken while applies wait.
     fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the whole state with a snapshot's image (`None`: the empty state).

@@ -2,7 +2,8 @@
 //! entries are in flight into the next entry.
 //!
 //! A lone write is proposed at once (no added latency); under load, up to [`MAX_BATCH`]
-//! writes share one entry, one fsync and one SQLite transaction per database. At most
+//! writes share one entry, one fsync and one SQLite transaction per database. Applications'
+//! commands (R2's metadata) are batched the same way, per application, in entries of their own. At most
 //! [`MAX_IN_FLIGHT`] entries are proposed at a time, which is what lets the queue build up.
 
 use super::error::D1Error;
@@ -20,7 +21,16 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const MAX_IN_FLIGHT: usize = 2;
 
 pub enum Input {
-    Write { request: WriteRequest, reply: oneshot::Sender<Result<WriteReply, D1Error>> },
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteReply, D1Error>>,
+    },
+    /// A command for an application; its reply and the entry's index.
+    App {
+        app: String,
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<(Vec<u8>, u64), D1Error>>,
+    },
 }
 
 /// Maps openraft's write error to what the caller should do.
@@ -53,44 +63,105 @@ pub async fn run(
     budget: super::sqlite::Budget,
     shutdown: CancellationToken,
 ) {
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, ()>> = FuturesUnordered::new();
+    // An input of another kind than the batch it was read for: the first of the next batch.
+    let mut carried: Option<Input> = None;
     loop {
+        if in_flight.len() < MAX_IN_FLIGHT {
+            if let Some(first) = carried.take() {
+                carried = propose(first, &mut inputs, &raft, ack_before_commit, budget, &mut in_flight);
+                continue;
+            }
+        }
         tokio::select! {
-            first = inputs.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(Input::Write { request, reply }) = first else { break };
-                let mut size = approximate_size(&request);
-                let mut requests = vec![request];
-                let mut replies = vec![reply];
-                while requests.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
-                    let Ok(Input::Write { request, reply }) = inputs.try_recv() else { break };
-                    size += approximate_size(&request);
-                    requests.push(request);
-                    replies.push(reply);
-                }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                for request in &mut requests {
-                    request.time_ms = now;
-                }
-                if ack_before_commit {
-                    for (request, reply) in requests.iter().zip(replies.drain(..)) {
-                        let outcome = match request.kind {
-                            super::types::WriteKind::Statements(_) => Outcome::Statements(Vec::new()),
-                            super::types::WriteKind::Script(_) => Outcome::Script(0),
-                        };
-                        let _ = reply.send(Ok(WriteReply { outcome, bookmark: 0 }));
-                    }
-                }
-                let raft = raft.clone();
-                in_flight.push(async move {
-                    let result = raft.client_write(Command::BudgetedWrites { budget, requests }).await;
-                    deliver(result, replies);
-                });
+            first = inputs.recv(), if carried.is_none() && in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                carried = propose(first, &mut inputs, &raft, ack_before_commit, budget, &mut in_flight);
             }
             Some(()) = in_flight.next() => {}
             _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Proposes `first` with the inputs of its kind queued behind it as one entry; the first
+/// input of another kind, if one was read, is returned for the next entry.
+fn propose(
+    first: Input,
+    inputs: &mut mpsc::Receiver<Input>,
+    raft: &Raft,
+    ack_before_commit: bool,
+    budget: super::sqlite::Budget,
+    in_flight: &mut FuturesUnordered<futures::future::BoxFuture<'static, ()>>,
+) -> Option<Input> {
+    match first {
+        Input::Write { request, reply } => {
+            let mut size = approximate_size(&request);
+            let mut requests = vec![request];
+            let mut replies = vec![reply];
+            let mut carried = None;
+            while requests.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
+                match inputs.try_recv() {
+                    Ok(Input::Write { request, reply }) => {
+                        size += approximate_size(&request);
+                        requests.push(request);
+                        replies.push(reply);
+                    }
+                    Ok(other) => {
+                        carried = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for request in &mut requests {
+                request.time_ms = now;
+            }
+            if ack_before_commit {
+                for (request, reply) in requests.iter().zip(replies.drain(..)) {
+                    let outcome = match request.kind {
+                        super::types::WriteKind::Statements(_) => Outcome::Statements(Vec::new()),
+                        super::types::WriteKind::Script(_) => Outcome::Script(0),
+                    };
+                    let _ = reply.send(Ok(WriteReply { outcome, bookmark: 0 }));
+                }
+            }
+            let raft = raft.clone();
+            in_flight.push(Box::pin(async move {
+                let result = raft.client_write(Command::BudgetedWrites { budget, requests }).await;
+                deliver(result, replies);
+            }));
+            carried
+        }
+        Input::App { app, command, reply } => {
+            let mut size = command.len();
+            let mut commands = vec![command];
+            let mut replies = vec![reply];
+            let mut carried = None;
+            while commands.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
+                match inputs.try_recv() {
+                    Ok(Input::App { app: next, command, reply }) if next == app => {
+                        size += command.len();
+                        commands.push(command);
+                        replies.push(reply);
+                    }
+                    Ok(other) => {
+                        carried = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let raft = raft.clone();
+            in_flight.push(Box::pin(async move {
+                let result = raft.client_write(Command::Apps { app, commands }).await;
+                deliver_apps(result, replies);
+            }));
+            carried
         }
     }
 }
@@ -122,6 +193,38 @@ fn deliver(result: WriteResult, replies: Vec<oneshot::Sender<Result<WriteReply, 
         }
         Err(error) => {
             // `D1Error` cannot be cloned (it may hold a storage error); its wire form can.
+            let error = super::RemoteError::from(write_error(error));
+            for reply in replies {
+                let _ = reply.send(Err(error.clone().into()));
+            }
+        }
+    }
+}
+
+fn deliver_apps(result: WriteResult, replies: Vec<oneshot::Sender<Result<(Vec<u8>, u64), D1Error>>>) {
+    match result {
+        Ok(response) => {
+            let index = response.log_id.index;
+            match response.data {
+                Applied::Apps(answers) if answers.len() == replies.len() => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok((answer, index)));
+                    }
+                }
+                Applied::Refused { reason } => {
+                    for reply in replies {
+                        let _ = reply.send(Err(D1Error::Invalid(reason.clone())));
+                    }
+                }
+                other => {
+                    let error = format!("an application's entry applied as {other:?}");
+                    for reply in replies {
+                        let _ = reply.send(Err(D1Error::Internal(error.clone())));
+                    }
+                }
+            }
+        }
+        Err(error) => {
             let error = super::RemoteError::from(write_error(error));
             for reply in replies {
                 let _ = reply.send(Err(error.clone().into()));

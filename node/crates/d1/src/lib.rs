@@ -543,17 +543,15 @@ impl D1 {
                 }
             }
             Proposal::App { app, command } => {
-                let response = self
-                    .inner
-                    .raft
-                    .client_write(types::Command::App { app, command })
+                let (reply, answer) = oneshot::channel();
+                self.inner
+                    .batcher
+                    .send(batcher::Input::App { app, command, reply })
                     .await
-                    .map_err(batcher::write_error)?;
-                match response.data {
-                    types::Applied::App(reply) => Ok(Proposed::App { reply, bookmark: response.log_id.index }),
-                    types::Applied::Refused { reason } => Err(D1Error::Invalid(reason)),
-                    other => Err(D1Error::Internal(format!("an application's command applied as {other:?}"))),
-                }
+                    .map_err(|_| D1Error::Unavailable("the node is shutting down".into()))?;
+                let (reply, bookmark) =
+                    answer.await.map_err(|_| D1Error::Unavailable("the node is shutting down".into()))??;
+                Ok(Proposed::App { reply, bookmark })
             }
         }
     }

@@ -203,16 +203,25 @@ impl StateMachine {
             }
             Command::Writes(requests) => self.apply_writes(index, requests, sqlite::Budget::default()),
             Command::BudgetedWrites { budget, requests } => self.apply_writes(index, requests, budget),
-            Command::App { app, command } => match self.inner.apps.get(&app) {
-                Some(application) => {
-                    application.apply(index, &command).map(Applied::App).map_err(|e| sm_error(ErrorVerb::Write, e))
-                }
-                None => {
-                    tracing::warn!(index, app = %app.escape_debug(), "refused a command for an unknown application");
-                    Ok(Applied::Refused { reason: format!("no application {app:?} in this group") })
-                }
+            Command::App { app, command } => match self.apply_app(index, &app, &[command])? {
+                Applied::Apps(mut replies) if replies.len() == 1 => Ok(Applied::App(replies.remove(0))),
+                other => Ok(other),
             },
+            Command::Apps { app, commands } => self.apply_app(index, &app, &commands),
         }
+    }
+
+    fn apply_app(&self, index: u64, app: &str, commands: &[Vec<u8>]) -> Result<Applied, StorageError> {
+        let Some(application) = self.inner.apps.get(app) else {
+            tracing::warn!(index, app = %app.escape_debug(), "refused a command for an unknown application");
+            return Ok(Applied::Refused { reason: format!("no application {app:?} in this group") });
+        };
+        let replies = application.apply(index, commands).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        if replies.len() != commands.len() {
+            let error = format!("application {app:?} answered {} of {} commands", replies.len(), commands.len());
+            return Err(sm_error(ErrorVerb::Write, error));
+        }
+        Ok(Applied::Apps(replies))
     }
 
     fn apply_writes(

@@ -279,10 +279,14 @@ fn a_ddl_bomb_on_a_fresh_database_fails_only_its_request() {
 struct Journal(std::sync::Mutex<Vec<u8>>);
 
 impl super::app::Application for Journal {
-    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+    fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
         let mut held = self.0.lock().map_err(|e| e.to_string())?;
-        held.extend_from_slice(command);
-        Ok(format!("{index}:{}", held.len()).into_bytes())
+        let mut replies = Vec::new();
+        for command in commands {
+            held.extend_from_slice(command);
+            replies.push(format!("{index}:{}", held.len()).into_bytes());
+        }
+        Ok(replies)
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
@@ -316,11 +320,14 @@ async fn applications_share_the_log_and_its_snapshots() {
     assert_eq!(sm.apply_command(2, app(b"c")).expect("apply"), Applied::App(b"2:3".to_vec()));
     let unknown = sm.apply_command(3, Command::App { app: "nope".into(), command: vec![] }).expect("apply");
     assert!(matches!(unknown, Applied::Refused { .. }), "{unknown:?}");
+    // A batch: one entry, one reply per command, in order.
+    let batch = Command::Apps { app: "journal".into(), commands: vec![b"d".to_vec(), b"ef".to_vec()] };
+    assert_eq!(sm.apply_command(4, batch).expect("apply"), Applied::Apps(vec![b"4:4".to_vec(), b"4:6".to_vec()]));
 
     let snapshot = sm.build_snapshot().await.expect("snapshot");
     let (mut fresh, fresh_journal) = with_journal(other_dir.path());
     fresh.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install");
-    assert_eq!(*fresh_journal.0.lock().expect("lock"), b"abc");
+    assert_eq!(*fresh_journal.0.lock().expect("lock"), b"abcdef");
 
     // An image as written before applications: the databases alone.
     let old = postcard::to_allocvec(&(Vec::<(String, Vec<u8>)>::new(),)).expect("encode");

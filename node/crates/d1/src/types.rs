@@ -116,6 +116,11 @@ pub enum Command {
         app: String,
         command: Vec<u8>,
     },
+    /// Commands for one application that the leader's batcher gathered into one entry.
+    Apps {
+        app: String,
+        commands: Vec<Vec<u8>>,
+    },
 }
 
 /// What one statement returned.
@@ -164,6 +169,8 @@ pub enum Applied {
     },
     /// An application's reply to its command.
     App(Vec<u8>),
+    /// An application's replies to the commands of an `Apps` entry, in order.
+    Apps(Vec<Vec<u8>>),
 }
 
 /// A write's answer to the client: the outcome and the log index that holds it.

@@ -357,21 +357,25 @@ impl Metadata {
 
     /// The state machine's entry point: decodes and applies the command of log entry `index`.
     /// `Err` only when the file itself fails.
-    pub fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, R2Error> {
+    pub fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, R2Error> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(R2Error::sql)?;
         let applied: i64 = tx.query_row("SELECT applied_index FROM state", [], |r| r.get(0)).map_err(R2Error::sql)?;
         if index <= applied as u64 {
             // A replay after a crash: this file holds the entry already; nobody waits on it.
-            return Ok(encode(&Reply::Done));
+            return Ok(commands.iter().map(|_| encode(&Reply::Done)).collect());
         }
-        let reply = match postcard::from_bytes::<Command>(command) {
-            Ok(command) => apply(&tx, command).map_err(R2Error::sql)?,
-            Err(e) => Reply::Refused(Refusal::Malformed(e.to_string())),
-        };
+        let mut replies = Vec::with_capacity(commands.len());
+        for command in commands {
+            let reply = match postcard::from_bytes::<Command>(command) {
+                Ok(command) => apply(&tx, command).map_err(R2Error::sql)?,
+                Err(e) => Reply::Refused(Refusal::Malformed(e.to_string())),
+            };
+            replies.push(encode(&reply));
+        }
         tx.execute("UPDATE state SET applied_index = ?1", [index as i64]).map_err(R2Error::sql)?;
         tx.commit().map_err(R2Error::sql)?;
-        Ok(encode(&reply))
+        Ok(replies)
     }
 
     /// A copy of the whole file, taken with SQLite's backup API.
@@ -880,8 +884,8 @@ mod tests {
     impl Log<'_> {
         fn apply(&mut self, command: Command) -> Reply {
             self.index += 1;
-            let reply = self.meta.apply(self.index, &encode(&command)).expect("apply");
-            postcard::from_bytes(&reply).expect("reply")
+            let mut replies = self.meta.apply(self.index, &[encode(&command)]).expect("apply");
+            postcard::from_bytes(&replies.remove(0)).expect("reply")
         }
     }
 
@@ -977,14 +981,29 @@ mod tests {
             Reply::Refused(Refusal::BucketNotEmpty("media".into()))
         );
         // A replayed entry (an index the file holds) changes nothing.
-        let replay = meta.apply(1, &encode(&Command::DeleteObjects { bucket: "media".into(), keys: vec!["k".into()] }));
+        let replay =
+            meta.apply(1, &[encode(&Command::DeleteObjects { bucket: "media".into(), keys: vec!["k".into()] })]);
         assert!(replay.is_ok());
         assert!(meta.object("media", "k").expect("read").is_some());
         // A command that does not decode is refused, not a failure of the replica.
         log.index += 1;
-        let garbage: Reply =
-            postcard::from_bytes(&meta.apply(log.index, b"\xff\xff\xff").expect("apply")).expect("reply");
+        let mut replies = meta.apply(log.index, &[b"\xff\xff\xff".to_vec()]).expect("apply");
+        let garbage: Reply = postcard::from_bytes(&replies.remove(0)).expect("reply");
         assert!(matches!(garbage, Reply::Refused(Refusal::Malformed(_))));
+        // Commands committed together apply in order, each with its reply.
+        log.index += 1;
+        let batch = [
+            encode(&Command::DeleteObjects { bucket: "media".into(), keys: vec!["k".into()] }),
+            encode(&Command::DeleteBucket { name: "media".into() }),
+        ];
+        let replies: Vec<Reply> = meta
+            .apply(log.index, &batch)
+            .expect("apply")
+            .iter()
+            .map(|r| postcard::from_bytes(r).expect("reply"))
+            .collect();
+        assert_eq!(replies, [Reply::Done, Reply::Done], "the delete made the bucket empty for the next command");
+        assert!(meta.bucket("media").expect("read").is_none());
     }
 
     #[test]
