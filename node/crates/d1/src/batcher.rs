@@ -29,9 +29,12 @@ pub enum Input {
     App {
         app: String,
         command: Vec<u8>,
-        reply: oneshot::Sender<Result<(Vec<u8>, u64), D1Error>>,
+        reply: AppReply,
     },
 }
+
+/// Where an application's command gets its reply and the index of the entry that held it.
+pub type AppReply = oneshot::Sender<Result<(Vec<u8>, u64), D1Error>>;
 
 /// Maps openraft's write error to what the caller should do.
 pub fn write_error(error: RaftError<u64, ClientWriteError<u64, super::types::D1Node>>) -> D1Error {
@@ -201,7 +204,7 @@ fn deliver(result: WriteResult, replies: Vec<oneshot::Sender<Result<WriteReply, 
     }
 }
 
-fn deliver_apps(result: WriteResult, replies: Vec<oneshot::Sender<Result<(Vec<u8>, u64), D1Error>>>) {
+fn deliver_apps(result: WriteResult, replies: Vec<AppReply>) {
     match result {
         Ok(response) => {
             let index = response.log_id.index;
