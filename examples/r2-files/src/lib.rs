@@ -8,6 +8,8 @@
 //! - `POST /multipart/<key>?parts=N&size=S`: a multipart upload of N generated parts of S
 //!   bytes each (part i filled with byte i), completed; answers the ETag.
 //! - `GET /sum/<key>`: the object read into the worker, its size and a checksum.
+//! - `GET /leak/<key>`: opens the object and leaks the handle (`mem::forget`), as a buggy
+//!   worker would: the node must still free what it holds when the request ends.
 
 use nimbus::r2::{self, GetOptions, ListOptions, PutOptions};
 use nimbus::{Bucket, Got, Request, Response, Result};
@@ -87,6 +89,11 @@ impl nimbus::Handler for Files {
             }
             let object = upload.complete(&uploaded)?;
             return Ok(Response::text(format!("{} {}\n", object.size, object.etag)));
+        }
+        if let Some(rest) = path.strip_prefix("/leak/") {
+            let object = bucket.get(&key_of(rest, ""))?.ok_or("no such file")?;
+            std::mem::forget(object);
+            return Ok(Response::new(200, "leaked\n"));
         }
         if let Some(rest) = path.strip_prefix("/sum/") {
             let Some(object) = bucket.get(&key_of(rest, ""))? else {

@@ -316,6 +316,18 @@ async fn a_rust_worker_uses_the_binding_through_the_sdk() {
     let listed = rust(1, Method::GET, "/list?prefix=a/", Vec::new()).await;
     assert_eq!(listed.text(), "a/parts.bin 10485760\na/small.bin 10000\n");
     torn_put_leaves_nothing(&cluster, "r2-files", "/files/a/torn.bin").await;
+    // A worker that leaks the bodies it opens, more often than the node has transfers
+    // (`r2.max_transfers`, 32): the node frees each when its request ends, so R2 still serves.
+    for _ in 0..40 {
+        assert_eq!(rust(0, Method::GET, "/leak/a/parts.bin", Vec::new()).await.status, 200);
+    }
+    let after = rust(0, Method::GET, "/files/a/parts.bin", Vec::new()).await;
+    assert_eq!(
+        (after.status, after.body.len()),
+        (200, 10 << 20),
+        "{}",
+        String::from_utf8_lossy(&after.body[..64.min(after.body.len())])
+    );
     assert_eq!(rust(0, Method::DELETE, "/files/a/small.bin", Vec::new()).await.status, 204);
     assert_eq!(rust(2, Method::GET, "/files/a/small.bin", Vec::new()).await.status, 404);
     cluster.stop().await.expect("stop");

@@ -98,8 +98,9 @@ impl ObjectInstance for ObjectRunner {
                 }
             }
         };
-        let outcome: Result<EventOutcome, wasmtime::Error> = match tokio::time::timeout(worker.limits.wall, call).await
-        {
+        let timed = tokio::time::timeout(worker.limits.wall, call).await;
+        store.data_mut().release_r2_bodies();
+        let outcome: Result<EventOutcome, wasmtime::Error> = match timed {
             Ok(outcome) => outcome,
             Err(_) => {
                 return Err(DurableError::Handler(format!(

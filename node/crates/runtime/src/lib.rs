@@ -518,6 +518,7 @@ impl Worker {
                     limit_ms: worker.limits.wall.as_millis() as u64,
                 }),
             };
+            store.data_mut().release_r2_bodies();
             match &outcome {
                 Ok(()) => {
                     instance.served += 1;

@@ -121,6 +121,8 @@ pub struct Host {
     stores: Stores,
     /// The object this instance runs for, when it is an instance of a Durable Object class.
     object: Option<nimbus_durable::ObjectContext>,
+    /// The R2 bodies the current event opened (emptied when it ends).
+    r2_bodies: Vec<r2::BodySlot>,
 }
 
 impl Host {
@@ -150,6 +152,7 @@ impl Host {
             declared,
             stores,
             object,
+            r2_bodies: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ use nimbus_proto::manifest::Binding;
 use nimbus_r2::meta::{self, Object};
 use nimbus_r2::{conditions, BodyStream, Got, R2Error, R2};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, InputStream, Pollable, StreamError, StreamResult};
 
@@ -47,6 +48,14 @@ fn invalid(message: impl Into<String>) -> BindingError {
 }
 
 impl Host {
+    /// Drops the bodies of every object the event opened and the guest still holds: their
+    /// chunks and transfer permits go now, and the streams read as failed from then on.
+    pub(crate) fn release_r2_bodies(&mut self) {
+        for slot in self.r2_bodies.drain(..) {
+            lock(&slot).take();
+        }
+    }
+
     /// The R2 handle and the bucket behind a binding.
     fn r2_bucket(&self, name: &str) -> Result<(R2, String), BindingError> {
         match self.declared.get(name, "r2")? {
@@ -86,10 +95,15 @@ fn guest_stream(stream: DynInputStream) -> BodyStream {
     }))
 }
 
+/// Where an [`ObjectStream`]'s body lives: shared with the instance's [`Host`], which empties
+/// it when the event ends, so a body the guest never dropped (a leaked handle in a pooled
+/// instance) cannot keep its chunks and the node's transfer permit past its request.
+pub type BodySlot = Arc<Mutex<Option<BodyStream>>>;
+
 /// An object's bytes as a `wasi:io` input stream: the next chunk is fetched when the guest
 /// waits for one, and handed out in slices of the size it asks for, without copies.
 pub struct ObjectStream {
-    body: BodyStream,
+    body: BodySlot,
     buffered: Bytes,
     failed: Option<String>,
     done: bool,
@@ -97,8 +111,16 @@ pub struct ObjectStream {
 
 impl ObjectStream {
     fn new(body: BodyStream) -> Self {
-        ObjectStream { body, buffered: Bytes::new(), failed: None, done: false }
+        ObjectStream { body: Arc::new(Mutex::new(Some(body))), buffered: Bytes::new(), failed: None, done: false }
     }
+
+    fn slot(&self) -> BodySlot {
+        self.body.clone()
+    }
+}
+
+fn lock(slot: &BodySlot) -> std::sync::MutexGuard<'_, Option<BodyStream>> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait::async_trait]
@@ -107,10 +129,19 @@ impl Pollable for ObjectStream {
         if !self.buffered.is_empty() || self.done || self.failed.is_some() {
             return;
         }
-        match self.body.next().await {
+        // Out of the slot while awaiting (no lock across an await); events do not overlap,
+        // so the host cannot be emptying the slot meanwhile.
+        let Some(mut body) = lock(&self.body).take() else {
+            self.failed = Some("the request that read this object has ended".into());
+            return;
+        };
+        match body.next().await {
             Some(Ok(bytes)) => self.buffered = bytes,
             Some(Err(e)) => self.failed = Some(e.to_string()),
             None => self.done = true,
+        }
+        if !self.done && self.failed.is_none() {
+            *lock(&self.body) = Some(body);
         }
     }
 }
@@ -225,7 +256,9 @@ impl wit::Host for Host {
             Got::NotModified(object) => Ok(GetResult::Unmet(to_wit_object(object))),
             Got::Body(found) => {
                 let range = found.range.map(|r| wit::ByteRange { offset: r.first, length: r.len() });
-                let stream: DynInputStream = Box::new(ObjectStream::new(found.body));
+                let stream = ObjectStream::new(found.body);
+                self.r2_bodies.push(stream.slot());
+                let stream: DynInputStream = Box::new(stream);
                 let body: Resource<DynInputStream> = self
                     .table
                     .push(stream)
@@ -391,6 +424,20 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(stream.read(10), Err(StreamError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_body_released_by_the_host_fails_the_stream_and_frees_it() {
+        let mut stream = stream_of(vec![Ok(b"one"), Ok(b"two")]);
+        let slot = stream.slot();
+        stream.ready().await;
+        assert_eq!(&stream.read(10).expect("bytes")[..], b"one");
+        lock(&slot).take();
+        stream.ready().await;
+        match stream.read(10) {
+            Err(StreamError::LastOperationFailed(e)) => assert!(e.to_string().contains("ended"), "{e}"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
