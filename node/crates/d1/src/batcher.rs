@@ -3,8 +3,9 @@
 //!
 //! A lone write is proposed at once (no added latency); under load, up to [`MAX_BATCH`]
 //! writes share one entry, one fsync and one SQLite transaction per database. Applications'
-//! commands (R2's metadata) are batched the same way, per application, in entries of their own. At most
-//! [`MAX_IN_FLIGHT`] entries are proposed at a time, which is what lets the queue build up.
+//! commands (R2's metadata) are batched the same way, per application, in entries of their
+//! own. At most [`MAX_IN_FLIGHT`] entries are proposed at a time, which is what lets the
+//! queue build up.
 
 use super::error::D1Error;
 use super::types::{Applied, Command, Outcome, Raft, WriteReply, WriteRequest};
