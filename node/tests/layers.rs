@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["nimbus-util", "nimbus-wasm", "nimbus-http"],
     &["nimbus-storage"],
     &["nimbus-cluster"],
-    &["nimbus-kv", "nimbus-d1", "nimbus-durable", "nimbus-r2"],
+    &["nimbus-kv", "nimbus-d1", "nimbus-durable", "nimbus-r2", "nimbus-queues"],
     &["nimbus-runtime"],
     &["nimbus-node"],
 ];
@@ -35,8 +35,8 @@ const OWNED: &[(&str, &[&str])] = &[
     // RocksDB sits behind the storage crate.
     ("rocksdb", &["nimbus-storage"]),
     // SQLite and Raft are D1's (the control plane keeps its own SQLite store).
-    // (R2 keeps its metadata in an SQLite file the D1 group's log feeds.)
-    ("rusqlite", &["nimbus-d1", "nimbus-r2", "nimbus-control-plane"]),
+    // (R2's metadata and Queues' state are SQLite files the D1 group's log feeds.)
+    ("rusqlite", &["nimbus-d1", "nimbus-r2", "nimbus-queues", "nimbus-control-plane"]),
     ("openraft", &["nimbus-d1"]),
     // Gossip is the cluster layer's.
     ("foca", &["nimbus-cluster"]),

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub r2: R2Config,
     #[serde(default)]
+    pub queues: QueuesConfig,
+    #[serde(default)]
     pub network: NetworkConfig,
     #[serde(default)]
     pub tls: TlsConfig,
@@ -167,6 +169,67 @@ impl Default for R2Config {
             max_transfers: default_max_transfers(),
         }
     }
+}
+
+/// Queues and Cron Triggers: leases, retention, and the cron clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// How long a consumer holds a batch before it is delivered again (the visibility
+    /// timeout): longer than `runtime.wall_ms`, so a handler that runs to its limit still
+    /// settles in time.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// The longest the dispatcher and runner sleep between looks at the state (they also wake
+    /// on every applied command and when the next message falls due).
+    #[serde(default = "default_queue_poll_ms")]
+    pub poll_ms: u64,
+    /// Messages older than this are dropped (Cloudflare: 4 days).
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: u64,
+    /// Batches and cron runs this node runs at once; more wait for a slot.
+    #[serde(default = "default_max_batches_per_node")]
+    pub max_batches_per_node: usize,
+    /// The length of a cron minute in real milliseconds: 60,000. Tests shorten it to run
+    /// many ticks quickly; `scheduledTime` stays in the schedule's own time.
+    #[serde(default = "default_cron_minute_ms")]
+    pub cron_minute_ms: u64,
+    /// A tick missed (no leader could claim it) is run late up to this long after it was
+    /// due; older ones are recorded as skipped (Kubernetes' `startingDeadlineSeconds`).
+    #[serde(default = "default_cron_catchup_secs")]
+    pub cron_catchup_secs: u64,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig {
+            lease_ms: default_lease_ms(),
+            poll_ms: default_queue_poll_ms(),
+            retention_secs: default_retention_secs(),
+            max_batches_per_node: default_max_batches_per_node(),
+            cron_minute_ms: default_cron_minute_ms(),
+            cron_catchup_secs: default_cron_catchup_secs(),
+        }
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    60_000
+}
+fn default_queue_poll_ms() -> u64 {
+    1_000
+}
+fn default_retention_secs() -> u64 {
+    4 * 24 * 3600
+}
+fn default_max_batches_per_node() -> usize {
+    32
+}
+fn default_cron_minute_ms() -> u64 {
+    60_000
+}
+fn default_cron_catchup_secs() -> u64 {
+    300
 }
 
 /// The S3 API's listener: a public surface of its own that serves only S3 requests signed
@@ -723,6 +786,9 @@ mod tests {
         assert_eq!(config.runtime.pool.keep_resident_kb, 0);
         assert_eq!(config.r2.s3.listen.port(), 9000);
         assert_eq!(config.r2.upload_expiry_secs, 7 * 24 * 3600);
+        assert_eq!(config.queues.lease_ms, 60_000);
+        assert_eq!(config.queues.retention_secs, 4 * 24 * 3600);
+        assert_eq!(config.queues.cron_minute_ms, 60_000);
     }
 
     #[test]
