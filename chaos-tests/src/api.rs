@@ -175,6 +175,43 @@ impl Api {
         self.send(self.http.get(format!("{node}/v1/r2/buckets/{bucket}/objects/{key}"))).await
     }
 
+    /// Creates queue `queue` with an HTTP pull consumer (both idempotent).
+    pub async fn queue_create(&self, node: &str, queue: &str) -> Result<()> {
+        let answer = self.send(self.http.post(format!("{node}/v1/queues")).json(&json!({ "name": queue }))).await;
+        if !matches!(answer.status(), Some(201 | 409)) {
+            bail!("creating queue {queue}: {}", answer.describe());
+        }
+        let consumer = json!({ "type": "http_pull" });
+        let answer = self.send(self.http.put(format!("{node}/v1/queues/{queue}/consumer")).json(&consumer)).await;
+        match answer.status() {
+            Some(200) => Ok(()),
+            _ => bail!("setting the pull consumer of {queue}: {}", answer.describe()),
+        }
+    }
+
+    pub async fn queue_send(&self, node: &str, queue: &str, value: i64) -> Answer {
+        let body = json!({ "messages": [{ "body": value }] });
+        self.send(self.http.post(format!("{node}/v1/queues/{queue}/messages")).json(&body)).await
+    }
+
+    /// Leases up to `batch` messages for `visibility_ms`.
+    pub async fn queue_pull(&self, node: &str, queue: &str, batch: u32, visibility_ms: u64) -> Answer {
+        let body = json!({ "batch_size": batch, "visibility_timeout_ms": visibility_ms });
+        self.send(self.http.post(format!("{node}/v1/queues/{queue}/messages/pull")).json(&body)).await
+    }
+
+    pub async fn queue_ack(&self, node: &str, queue: &str, lease_ids: &[String]) -> Answer {
+        let acks: Vec<Value> = lease_ids.iter().map(|l| json!({ "lease_id": l })).collect();
+        self.send(self.http.post(format!("{node}/v1/queues/{queue}/messages/ack")).json(&json!({ "acks": acks }))).await
+    }
+
+    /// Messages stored in `queue` (waiting or leased).
+    pub async fn queue_backlog(&self, node: &str, queue: &str) -> Result<u64> {
+        let info: Value =
+            self.http.get(format!("{node}/v1/queues/{queue}")).send().await?.error_for_status()?.json().await?;
+        info["backlog"].as_u64().ok_or_else(|| anyhow::anyhow!("queue info without a backlog: {info}"))
+    }
+
     /// A request to worker `worker` through `node`'s public edge.
     pub async fn worker(&self, node: &str, worker: &str, path: &str) -> Answer {
         let Some(edge) = self.edges.get(node) else {

@@ -7,7 +7,7 @@ use crate::linearizable::{self, Verdict};
 use crate::nemesis::Outage;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -425,4 +425,60 @@ pub async fn r2(api: &Api, urls: &[String], bucket: &str, ops: &[Op]) -> Result<
         ),
     ];
     Ok((checks, lost))
+}
+
+/// Queues: every acknowledged send is delivered at least once. After the heal the queue is
+/// drained by pulls (messages whose pull answer was lost come back after the visibility
+/// timeout) until nothing is stored; an acknowledged value never received is lost.
+/// Duplicates are counted and reported, not failed: delivery is at least once.
+pub async fn queues(api: &Api, urls: &[String], queue: &str, ops: &[Op]) -> Result<(Vec<Check>, usize)> {
+    let acked: BTreeSet<i64> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::QueueSend && o.outcome == Outcome::Ok)
+        .filter_map(|o| o.value)
+        .collect();
+    let mut received: BTreeMap<i64, usize> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.kind == OpKind::QueueReceive) {
+        if let Some(value) = op.value {
+            *received.entry(value).or_default() += 1;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut turn = 0;
+    loop {
+        let url = &urls[turn % urls.len()];
+        turn += 1;
+        let pulled = api.queue_pull(url, queue, 100, crate::workload::PULL_VISIBILITY_MS).await.json();
+        let messages: Vec<Value> = pulled.and_then(|p| p["messages"].as_array().cloned()).unwrap_or_default();
+        let leases: Vec<String> = messages.iter().filter_map(|m| m["lease_id"].as_str().map(String::from)).collect();
+        for message in &messages {
+            if let Some(value) = message["body"].as_i64() {
+                *received.entry(value).or_default() += 1;
+            }
+        }
+        if !leases.is_empty() {
+            let _ = api.queue_ack(url, queue, &leases).await;
+            continue;
+        }
+        if api.queue_backlog(url, queue).await.is_ok_and(|b| b == 0) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let lost: Vec<i64> = acked.iter().filter(|v| !received.contains_key(v)).copied().collect();
+    let duplicates: usize = received.values().map(|n| n - 1).sum();
+    let checks = vec![Check::new(
+        "queues: every acknowledged send is delivered at least once",
+        lost.is_empty(),
+        if lost.is_empty() {
+            format!(
+                "{} acknowledged sends, {} delivered, {duplicates} duplicate deliveries",
+                acked.len(),
+                received.len()
+            )
+        } else {
+            format!("lost {} of {}: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(20)])
+        },
+    )];
+    Ok((checks, lost.len()))
 }

@@ -38,6 +38,10 @@ pub enum OpKind {
     /// R2: get the object `key`; `result` is the value its body was made from (`None`:
     /// absent; [`crate::workload::TORN`]: a body that is not whole).
     R2Get,
+    /// Queues: send a message whose body is `value`.
+    QueueSend,
+    /// Queues: a message an HTTP pull received (`value`: its body).
+    QueueReceive,
     /// Hello worker request.
     Hello,
 }

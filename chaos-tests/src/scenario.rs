@@ -100,6 +100,7 @@ async fn create_data(api: &Api, urls: &[String], names: &Names) -> Result<()> {
                 bail!("creating tables: {}", answer.describe());
             }
             api.kv_declare(url, &names.namespace).await?;
+            api.queue_create(url, &names.queue).await?;
             api.r2_bucket(url, &names.bucket).await
         }
         .await;
@@ -119,6 +120,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         namespace: format!("chaos-{index}-{seed}"),
         counter: format!("c{index}-{seed}"),
         bucket: format!("chaos-{index}-{seed}"),
+        queue: format!("chaos-{index}-{seed}"),
     };
     let urls = Arc::new(RwLock::new(target.urls()));
     create_data(&api, &target.urls(), &names).await.context("creating the scenario's data")?;
@@ -144,7 +146,9 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         clients.push(tokio::spawn(workload::kv_client(ctx.clone(), c)));
         clients.push(tokio::spawn(workload::hello_client(ctx.clone(), c)));
         clients.push(tokio::spawn(workload::r2_client(ctx.clone(), c)));
+        clients.push(tokio::spawn(workload::queue_sender(ctx.clone(), c)));
     }
+    clients.push(tokio::spawn(workload::queue_puller(ctx.clone(), 0)));
 
     let mut rng = StdRng::seed_from_u64(seed ^ index as u64);
     tokio::time::sleep(timing.warmup).await;
@@ -178,13 +182,23 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
     checks.extend(do_checks);
     let (r2_checks, r2_lost) = check::r2(&api, &urls, &names.bucket, &ops).await?;
     checks.extend(r2_checks);
+    let (queue_checks, queue_lost) = check::queues(&api, &urls, &names.queue, &ops).await?;
+    checks.extend(queue_checks);
     let (availability_check, availability) = check::availability(&ops, &outages);
     checks.push(availability_check);
 
     let writes: Vec<_> = ops
         .iter()
         .filter(|o| {
-            matches!(o.kind, OpKind::D1Write | OpKind::KvPut | OpKind::KvDelete | OpKind::Increment | OpKind::R2Put)
+            matches!(
+                o.kind,
+                OpKind::D1Write
+                    | OpKind::KvPut
+                    | OpKind::KvDelete
+                    | OpKind::Increment
+                    | OpKind::R2Put
+                    | OpKind::QueueSend
+            )
         })
         .collect();
     Ok(Report {
@@ -195,7 +209,7 @@ pub async fn run(target: &mut Target, nemesis: Nemesis, timing: Timing, seed: u6
         attempted: writes.len(),
         acked: writes.iter().filter(|o| o.outcome == Outcome::Ok).count(),
         unknown: writes.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
-        lost: d1_lost + kv_lost + do_lost + r2_lost,
+        lost: d1_lost + kv_lost + do_lost + r2_lost + queue_lost,
         availability,
         converge_secs: converge.as_secs_f64(),
         checks,

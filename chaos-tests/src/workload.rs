@@ -38,6 +38,7 @@ pub struct Names {
     pub namespace: String,
     pub counter: String,
     pub bucket: String,
+    pub queue: String,
 }
 
 /// A node the counter clients send half their requests to while it is set (a nemesis
@@ -315,6 +316,52 @@ pub async fn r2_client(ctx: Ctx, client: usize) {
                 }
             }
             ctx.history.record(op);
+        }
+    }
+}
+
+/// The visibility timeout of the queue workload's pulls: a pull whose answer was lost gives
+/// its messages back this long after.
+pub const PULL_VISIBILITY_MS: u64 = 5_000;
+
+/// Sends messages with unique bodies to the scenario's queue through random nodes.
+pub async fn queue_sender(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0x9e + client as u64));
+    let mut n = 0i64;
+    let queue = ctx.names.queue.clone();
+    while ctx.pause().await {
+        let (node, url) = ctx.pick(&mut rng);
+        let value = unique(client, &mut n);
+        let mut op = Op::new(client, node, OpKind::QueueSend, queue.clone(), ctx.history.now());
+        op.value = Some(value);
+        let answer = ctx.api.queue_send(&url, &queue, value).await;
+        finish(&mut op, &ctx.history, &answer);
+        ctx.history.record(op);
+    }
+}
+
+/// Pulls batches through random nodes, records every message received and acknowledges it.
+pub async fn queue_puller(ctx: Ctx, client: usize) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (0x9f + client as u64));
+    let queue = ctx.names.queue.clone();
+    while ctx.pause().await {
+        let (node, url) = ctx.pick(&mut rng);
+        let start = ctx.history.now();
+        let Some(pulled) = ctx.api.queue_pull(&url, &queue, 10, PULL_VISIBILITY_MS).await.json() else { continue };
+        let mut leases = Vec::new();
+        for message in pulled["messages"].as_array().into_iter().flatten() {
+            let mut op = Op::new(client, node, OpKind::QueueReceive, queue.clone(), start);
+            op.value = message["body"].as_i64();
+            op.outcome = Outcome::Ok;
+            op.end = ctx.history.now();
+            ctx.history.record(op);
+            if let Some(lease) = message["lease_id"].as_str() {
+                leases.push(lease.to_string());
+            }
+        }
+        if !leases.is_empty() {
+            // An ack that is lost only means a redelivery: the checker counts duplicates.
+            let _ = ctx.api.queue_ack(&url, &queue, &leases).await;
         }
     }
 }

@@ -14,6 +14,7 @@ mod kv;
 mod manifest;
 mod node;
 mod output;
+mod queues;
 mod r2;
 mod tokens;
 
@@ -120,6 +121,16 @@ enum Command {
         #[command(subcommand)]
         command: r2::R2Command,
     },
+    /// Queues: create, consumers, send and peek, through any node.
+    Queues {
+        #[command(subcommand)]
+        command: queues::QueuesCommand,
+    },
+    /// Cron Triggers: the recorded runs of a worker, or run its scheduled handler now.
+    Cron {
+        #[command(subcommand)]
+        command: queues::CronCommand,
+    },
     /// Management API tokens: create (the secret is shown once), list, revoke.
     Tokens {
         #[command(subcommand)]
@@ -215,6 +226,14 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
         Command::R2 { command } => {
             r2::run(command, client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?, cli.json, style)
                 .await
+        }
+        Command::Queues { command } => {
+            let target = client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?;
+            queues::run(command, target, cli.json, style).await
+        }
+        Command::Cron { command } => {
+            let target = client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?;
+            queues::cron(command, target, cli.json, style).await
         }
         Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
         Command::Certs { command: CertsCommand::Create { ref out, ref nodes } } => {

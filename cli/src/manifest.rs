@@ -29,12 +29,24 @@
 //! [[durable_objects.bindings]]
 //! name = "COUNTER"
 //! class_name = "Counter"
+//!
+//! [[queues.producers]]
+//! binding = "EMAIL_QUEUE"
+//! queue = "emails"
+//!
+//! [[queues.consumers]]
+//! queue = "emails"
+//! max_batch_size = 10          # Cloudflare's names and defaults
+//! dead_letter_queue = "emails-dlq"
+//!
+//! [triggers]
+//! crons = ["*/5 * * * *", "0 18 * * 6L"]
 //! ```
 //!
 //! Errors name the file, and the line and field at fault.
 
 use anyhow::{bail, Context, Result};
-use nimbus_proto::manifest::{validate_worker_name, Binding, Isolation, Limits, WorkerManifest};
+use nimbus_proto::manifest::{validate_worker_name, Binding, Isolation, Limits, QueueConsumer, WorkerManifest};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +80,39 @@ struct NimbusToml {
     durable_objects: Option<DurableObjectsToml>,
     #[serde(default)]
     r2_buckets: Vec<R2Toml>,
+    #[serde(default)]
+    queues: Option<QueuesToml>,
+    #[serde(default)]
+    triggers: Option<TriggersToml>,
+}
+
+/// `[[queues.producers]]` and `[[queues.consumers]]`, as wrangler writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueuesToml {
+    #[serde(default)]
+    producers: Vec<ProducerToml>,
+    #[serde(default)]
+    consumers: Vec<QueueConsumer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProducerToml {
+    binding: String,
+    queue: String,
+    /// Accepted for wrangler compatibility (a default delay for the binding's sends).
+    #[serde(default)]
+    #[allow(dead_code)]
+    delivery_delay: Option<u32>,
+}
+
+/// `[triggers] crons = ["*/5 * * * *"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggersToml {
+    #[serde(default)]
+    crons: Vec<String>,
 }
 
 /// `routes = ["example.com/*"]` or wrangler's `routes = [{ pattern = "example.com/*" }]`.
@@ -166,6 +211,11 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
     for bucket in toml.r2_buckets {
         bindings.push(Binding::R2 { name: bucket.binding, bucket_name: bucket.bucket_name });
     }
+    let (producers, queue_consumers) = toml.queues.map(|q| (q.producers, q.consumers)).unwrap_or_default();
+    for producer in producers {
+        bindings.push(Binding::Queue { name: producer.binding, queue: producer.queue });
+    }
+    let crons = toml.triggers.map(|t| t.crons).unwrap_or_default();
     let manifest = WorkerManifest {
         routes: toml
             .routes
@@ -179,6 +229,8 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
         bindings,
         vars: toml.vars,
         allowed_outbound_hosts: toml.allowed_outbound_hosts,
+        queue_consumers,
+        crons,
     };
     manifest.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(Project {
@@ -215,6 +267,15 @@ mod tests {
             [[r2_buckets]]
             binding = "MEDIA"
             bucket_name = "media"
+            [[queues.producers]]
+            binding = "EMAIL_QUEUE"
+            queue = "emails"
+            [[queues.consumers]]
+            queue = "emails"
+            max_batch_size = 20
+            dead_letter_queue = "emails-dlq"
+            [triggers]
+            crons = ["*/5 * * * *", "0 18 * * 6L"]
         "#;
         let project = parse(text, Path::new("/w/nimbus.toml")).expect("parses");
         assert_eq!(project.main, Path::new("/w/out/app.wasm"));
@@ -222,7 +283,21 @@ mod tests {
         assert_eq!(project.manifest.isolation, Isolation::Request);
         assert_eq!(project.manifest.limits.cpu_ms, Some(20));
         let kinds: Vec<&str> = project.manifest.bindings.iter().map(Binding::kind).collect();
-        assert_eq!(kinds, ["kv", "d1", "durable_object", "r2"]);
+        assert_eq!(kinds, ["kv", "d1", "durable_object", "r2", "queue"]);
+        let consumer = &project.manifest.queue_consumers[0];
+        assert_eq!((consumer.queue.as_str(), consumer.max_batch_size, consumer.max_retries), ("emails", 20, 3));
+        assert_eq!(consumer.dead_letter_queue.as_deref(), Some("emails-dlq"));
+        assert_eq!(project.manifest.crons, ["*/5 * * * *", "0 18 * * 6L"]);
+    }
+
+    #[test]
+    fn a_bad_cron_is_refused_with_its_field() {
+        let text = "name = \"app\"\nmain = \"a.wasm\"\n[triggers]\ncrons = [\"* 25 * * *\"]\n";
+        let err = parse(text, Path::new("nimbus.toml")).expect_err("bad hour");
+        assert!(err.to_string().contains("hour"), "{err}");
+        let text = "name = \"app\"\nmain = \"a.wasm\"\n[[queues.consumers]]\nqueue = \"q\"\nmax_batch_size = 500\n";
+        let err = parse(text, Path::new("nimbus.toml")).expect_err("batch too large");
+        assert!(err.to_string().contains("max_batch_size"), "{err}");
     }
 
     #[test]

@@ -207,6 +207,18 @@ async fn deploy(
             classes.join(", ")
         )));
     }
+    let exports = |name: &str| info.exports.iter().any(|e| e.starts_with(name));
+    if !manifest.queue_consumers.is_empty() && !exports(crate::validate::QUEUE_HANDLER) {
+        return Err(ControlPlaneError::Invalid(format!(
+            "the manifest consumes queue `{}` but the component does not export `nimbus:worker/queue-handler` (a `queue` handler: `export default {{ queue(batch, env, ctx) }}` in JavaScript, `nimbus::queue_consumer!` in Rust)",
+            manifest.queue_consumers[0].queue
+        )));
+    }
+    if !manifest.crons.is_empty() && !exports(crate::validate::SCHEDULED_HANDLER) {
+        return Err(ControlPlaneError::Invalid(
+            "the manifest has cron triggers but the component does not export `nimbus:worker/scheduled-handler` (a `scheduled` handler: `export default { scheduled(controller, env, ctx) }` in JavaScript, `nimbus::scheduled!` in Rust)".into(),
+        ));
+    }
     // A route belongs to one worker: another worker's claim is refused here, not left to
     // each node's tie-break.
     let routes: Vec<String> = manifest.routes.iter().map(|r| nimbus_proto::manifest::route_key(r)).collect();

@@ -111,7 +111,15 @@ impl JsBuilder {
             )));
         };
         check_modules(script)?;
-        let env = serde_json::json!({ "bindings": manifest.bindings, "vars": manifest.vars }).to_string();
+        // `consumes` and `crons` let the engine check at deploy that the script has the
+        // handlers they need.
+        let env = serde_json::json!({
+            "bindings": manifest.bindings,
+            "vars": manifest.vars,
+            "consumes": manifest.queue_consumers.iter().map(|c| &c.queue).collect::<Vec<_>>(),
+            "crons": manifest.crons,
+        })
+        .to_string();
         let call = init_call(script, &env);
         let _permit =
             self.permits.acquire().await.map_err(|_| ControlPlaneError::Internal("the JS builder is closed".into()))?;

@@ -11,9 +11,14 @@ use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// Interfaces a node provides to guests besides WASI 0.2.
-const NIMBUS_INTERFACES: [&str; 8] = ["types", "console", "kv", "d1", "durable-objects", "storage", "websocket", "r2"];
+const NIMBUS_INTERFACES: [&str; 9] =
+    ["types", "console", "kv", "d1", "durable-objects", "storage", "websocket", "r2", "queue"];
 /// What a worker that defines Durable Object classes exports.
 pub const DURABLE_OBJECT_HANDLER: &str = "nimbus:worker/durable-object@0.1";
+/// What a queue consumer exports.
+pub const QUEUE_HANDLER: &str = "nimbus:worker/queue-handler@0.1";
+/// What a worker with Cron Triggers exports.
+pub const SCHEDULED_HANDLER: &str = "nimbus:worker/scheduled-handler@0.1";
 const WASI_PACKAGES: [&str; 7] = ["cli", "clocks", "filesystem", "http", "io", "random", "sockets"];
 
 /// What the checks learned about a component.

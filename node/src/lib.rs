@@ -37,6 +37,7 @@ use nimbus_cluster as membership;
 use nimbus_d1 as d1;
 use nimbus_durable as durable;
 use nimbus_kv as kv;
+use nimbus_queues as queues;
 use nimbus_r2 as r2;
 use nimbus_runtime as runtime;
 use nimbus_storage as storage;
@@ -54,6 +55,8 @@ pub enum NodeError {
     D1(#[from] d1::D1Error),
     #[error("r2: {0}")]
     R2(#[from] r2::R2Error),
+    #[error("queues: {0}")]
+    Queues(#[from] queues::QueueError),
     #[error("configuration: {0}")]
     Config(String),
     #[error("runtime: {0}")]
@@ -153,6 +156,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     tasks.spawn("kv-maintain", move |shutdown| replicator.maintain(shutdown));
     // R2's metadata is an application of D1's Raft group (see `stores`).
     let r2_metadata = r2::open_metadata(&config.data_dir)?;
+    let queue_state = queues::open_state(&config.data_dir)?;
     let d1 = d1::D1::start(
         &config.d1,
         &config.region,
@@ -161,7 +165,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         storage.clone(),
         d1::group::node_of(membership.me()),
         peers.clone(),
-        stores::applications(r2_metadata.clone()),
+        stores::applications(r2_metadata.clone(), queue_state.clone()),
         &tasks,
     )
     .await?;
@@ -204,6 +208,22 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         let r2 = r2.clone();
         tasks.spawn("r2-maintain", move |shutdown| r2::maintain::run(r2, shutdown));
     }
+    // Queues run their consumers' and cron handlers through the worker table, like classes.
+    let queues = queues::Queues::new(
+        &config.queues,
+        queue_state,
+        Arc::new(stores::D1Log(d1.clone())),
+        Arc::new(workers.clone()),
+        membership.clone(),
+    );
+    {
+        let queues = queues.clone();
+        tasks.spawn("queues-dispatch", move |shutdown| queues.dispatch(shutdown));
+    }
+    {
+        let queues = queues.clone();
+        tasks.spawn("queues-run", move |shutdown| queues.run_held(shutdown));
+    }
     // Peers reach the stores from here on (Raft, replication, object events, chunks).
     {
         let services = rpc::Services {
@@ -220,7 +240,13 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
 
     // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
     //    persisted.
-    let stores = runtime::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone(), r2: r2.clone() };
+    let stores = runtime::Stores {
+        kv: kv.clone(),
+        d1: d1.clone(),
+        durable: durable.clone(),
+        r2: r2.clone(),
+        queues: queues.clone(),
+    };
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
     {
@@ -233,7 +259,13 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         runtime.clone(),
         metrics.clone(),
         membership.clone(),
-        http::Stores { kv: kv.clone(), d1: d1.clone(), durable: durable.clone(), r2: r2.clone() },
+        http::Stores {
+            kv: kv.clone(),
+            d1: d1.clone(),
+            durable: durable.clone(),
+            r2: r2.clone(),
+            queues: queues.clone(),
+        },
         &config,
     );
     let ms = std::time::Duration::from_millis;

@@ -16,6 +16,7 @@
 //!   beyond its component: routes, limits, isolation, bindings.
 
 pub mod auth;
+pub mod cron;
 pub mod manifest;
 pub mod tls;
 

@@ -29,6 +29,60 @@ pub struct WorkerManifest {
     /// `127.0.0.1:8080`, or `*` for any). Empty: no outbound HTTP at all.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// The queues this worker consumes (`[[queues.consumers]]`), with Cloudflare's settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue_consumers: Vec<QueueConsumer>,
+    /// Cron Triggers (`[triggers] crons`): Cloudflare's five-field expressions, UTC, checked
+    /// by [`crate::cron`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crons: Vec<String>,
+}
+
+/// A `[[queues.consumers]]` entry: Cloudflare's names, units and defaults (seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConsumer {
+    pub queue: String,
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: u32,
+    #[serde(default = "default_max_batch_timeout")]
+    pub max_batch_timeout: u32,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    #[serde(default)]
+    pub retry_delay: u32,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+}
+
+fn default_max_batch_size() -> u32 {
+    10
+}
+fn default_max_batch_timeout() -> u32 {
+    5
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_max_concurrency() -> u32 {
+    10
+}
+
+/// A queue name: 1-63 lowercase letters, digits, `-` or `_`, starting with a letter or digit.
+pub fn validate_queue_name(name: &str) -> Result<(), ManifestError> {
+    let bytes = name.as_bytes();
+    let ok = (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+        && bytes[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError(format!(
+            "queue name `{name}` must be 1-63 lowercase letters, digits, `-` or `_`, starting with a letter or digit"
+        )))
+    }
 }
 
 /// How instances of a worker are reused between requests.
@@ -100,6 +154,11 @@ pub enum Binding {
         name: String,
         bucket_name: String,
     },
+    /// A queue producer (`[[queues.producers]] binding, queue`).
+    Queue {
+        name: String,
+        queue: String,
+    },
 }
 
 impl Binding {
@@ -108,7 +167,8 @@ impl Binding {
             Binding::Kv { name, .. }
             | Binding::D1 { name, .. }
             | Binding::DurableObject { name, .. }
-            | Binding::R2 { name, .. } => name,
+            | Binding::R2 { name, .. }
+            | Binding::Queue { name, .. } => name,
         }
     }
 
@@ -118,6 +178,7 @@ impl Binding {
             Binding::D1 { .. } => "d1",
             Binding::DurableObject { .. } => "durable_object",
             Binding::R2 { .. } => "r2",
+            Binding::Queue { .. } => "queue",
         }
     }
 }
@@ -157,11 +218,51 @@ impl WorkerManifest {
             match binding {
                 Binding::Kv { namespace_id, .. } => validate_kv_namespace_id(namespace_id)?,
                 Binding::R2 { bucket_name, .. } => validate_bucket_name(bucket_name)?,
+                Binding::Queue { queue, .. } => validate_queue_name(queue)?,
                 Binding::D1 { .. } | Binding::DurableObject { .. } => {}
             }
         }
         for route in &self.routes {
             validate_route(route).map_err(ManifestError)?;
+        }
+        let mut consumed = std::collections::BTreeSet::new();
+        for consumer in &self.queue_consumers {
+            validate_queue_name(&consumer.queue)?;
+            if !consumed.insert(&consumer.queue) {
+                return Err(ManifestError(format!("queue `{}` is consumed twice", consumer.queue)));
+            }
+            if let Some(dlq) = &consumer.dead_letter_queue {
+                validate_queue_name(dlq)?;
+                if dlq == &consumer.queue {
+                    return Err(ManifestError(format!("queue `{dlq}` cannot be its own dead-letter queue")));
+                }
+            }
+            let bounds: [(&str, u32, std::ops::RangeInclusive<u32>); 5] = [
+                ("max_batch_size", consumer.max_batch_size, 1..=100),
+                ("max_batch_timeout", consumer.max_batch_timeout, 0..=60),
+                ("max_retries", consumer.max_retries, 0..=100),
+                ("retry_delay", consumer.retry_delay, 0..=43_200),
+                ("max_concurrency", consumer.max_concurrency, 1..=250),
+            ];
+            for (field, value, range) in bounds {
+                if !range.contains(&value) {
+                    return Err(ManifestError(format!(
+                        "queue consumer `{}`: {field} = {value} is outside {}..={}",
+                        consumer.queue,
+                        range.start(),
+                        range.end()
+                    )));
+                }
+            }
+        }
+        for cron in &self.crons {
+            crate::cron::Schedule::parse(cron).map_err(|e| ManifestError(format!("[triggers] crons: {e}")))?;
+        }
+        if self.crons.len() > 10 {
+            return Err(ManifestError(format!(
+                "a worker has at most 10 cron triggers; this one has {}",
+                self.crons.len()
+            )));
         }
         for host in &self.allowed_outbound_hosts {
             if host.is_empty() || host.contains('/') {

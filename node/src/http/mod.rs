@@ -12,6 +12,7 @@ mod d1;
 #[cfg(fuzzing)]
 pub use d1::fuzz_query_body;
 mod kv;
+mod queues;
 mod r2;
 mod websocket;
 
@@ -41,6 +42,7 @@ pub struct Edge {
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
+    pub queues: nimbus_queues::Queues,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     colo_header: header::HeaderValue,
@@ -59,6 +61,7 @@ pub struct Stores {
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
+    pub queues: nimbus_queues::Queues,
 }
 
 impl Edge {
@@ -69,7 +72,7 @@ impl Edge {
         stores: Stores,
         config: &NodeConfig,
     ) -> Self {
-        let Stores { kv, d1, durable, r2 } = stores;
+        let Stores { kv, d1, durable, r2, queues } = stores;
         let mut edge = Edge {
             runtime,
             metrics,
@@ -78,6 +81,7 @@ impl Edge {
             d1,
             durable,
             r2,
+            queues,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             colo_header: header::HeaderValue::from_str(&config.region)
@@ -93,7 +97,8 @@ impl Edge {
             .route("/v1/node/durable", get(durable_status))
             .merge(kv::routes())
             .merge(d1::routes())
-            .merge(r2::routes());
+            .merge(r2::routes())
+            .merge(queues::routes());
         if config.admin.fault_injection {
             platform = platform.route("/v1/admin/faults", post(set_faults).get(get_faults));
         }
@@ -126,6 +131,10 @@ pub fn required_scope(method: &http::Method, path: &str) -> (Option<Product>, Ac
         Some(Product::D1)
     } else if path.starts_with("/v1/r2/") {
         Some(Product::R2)
+    } else if path == "/v1/queues" || path.starts_with("/v1/queues/") {
+        Some(Product::Queues)
+    } else if path.starts_with("/v1/cron/") {
+        Some(Product::Workers)
     } else if path.starts_with("/v1/admin/") {
         None
     } else {
@@ -245,8 +254,14 @@ async fn metrics_text(State(edge): State<Edge>) -> Response {
     gauges.activations.set(durable.activations as i64);
     gauges.evictions.set(durable.evictions as i64);
     gauges.websockets.set(durable.websockets as i64);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], edge.metrics.encode())
-        .into_response()
+    // Queue figures come from the replicated state; they go before OpenMetrics' `# EOF`.
+    let mut text = edge.metrics.encode();
+    let queues = edge.queues.metrics_text();
+    match text.rfind("# EOF") {
+        Some(at) => text.insert_str(at, &queues),
+        None => text.push_str(&queues),
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn node_status(State(edge): State<Edge>) -> Json<NodeStatus> {

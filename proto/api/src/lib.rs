@@ -17,4 +17,5 @@ pub mod control;
 pub mod d1;
 pub mod kv;
 pub mod node;
+pub mod queues;
 pub mod r2;

@@ -1,7 +1,7 @@
 //! The QuickJS runtime of one instance: loading the worker's modules at init, and running
 //! one event at a time to completion.
 //!
-//! An event (a request, an object's fetch or alarm) calls one `__nimbus.dispatch*` function
+//! An event (a request, an object's fetch or alarm, a queue batch, a cron tick) calls one `__nimbus.dispatch*` function
 //! of the prelude, which returns a promise; [`drive`] then runs the job queue, and sleeps
 //! until the next timer when only timers are left, until that promise settles. A promise
 //! that can no longer settle (nothing queued, no timer) fails the event instead of hanging.
@@ -150,6 +150,45 @@ impl Engine {
             if let Err(e) = result {
                 log_error(&ctx, &format!("webSocketClose of {class_name} {id} failed: {e}"));
             }
+        })
+    }
+
+    /// A batch of `queue`: a decision per message (-1 ack, -2 retry by the consumer's backoff,
+    /// otherwise retry after that many seconds) and what the handler threw, if it did.
+    pub fn queue(
+        &mut self,
+        queue: &str,
+        messages: Vec<crate::bindings::exports::nimbus::worker::queue_handler::Message>,
+    ) -> Result<(Vec<f64>, Option<String>), String> {
+        self.context.with(|ctx| {
+            let value = dispatch(&ctx, "dispatchQueue", |ctx, f| {
+                let raw = Array::new(ctx.clone())?;
+                for (at, m) in messages.into_iter().enumerate() {
+                    let object = Object::new(ctx.clone())?;
+                    object.set("id", m.id)?;
+                    object.set("timestamp", m.timestamp_ms as f64)?;
+                    object.set("body", TypedArray::<u8>::new(ctx.clone(), m.body)?)?;
+                    object.set("contentType", m.content_type)?;
+                    object.set("attempts", m.attempts)?;
+                    raw.set(at, object)?;
+                }
+                f.call((queue, raw))
+            })?;
+            let parts = || -> rquickjs::Result<(Vec<f64>, Option<String>)> {
+                let object: Object<'_> = Object::from_value(value)?;
+                Ok((object.get("decisions")?, object.get("error")?))
+            };
+            parts().map_err(|e| describe(&ctx, e))
+        })
+    }
+
+    /// A cron tick; `Err` is what the handler threw.
+    pub fn scheduled(&mut self, cron: &str, scheduled_ms: u64) -> Result<(), String> {
+        self.context.with(|ctx| {
+            dispatch(&ctx, "dispatchScheduled", |_, f| f.call((cron, scheduled_ms as f64))).map(drop).map_err(|e| {
+                log_error(&ctx, &format!("scheduled handler ({cron}) failed: {e}"));
+                e
+            })
         })
     }
 

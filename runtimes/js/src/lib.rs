@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`engine`]: the QuickJS runtime and context, module loading at init, the event loop
-//!   that runs one event (a fetch, an object's fetch or alarm) to completion.
+//!   that runs one event (a fetch, an object's fetch or alarm, a queue batch, a cron tick)
+//!   to completion.
 //! - [`natives`]: the native functions the prelude builds the JS API on (`__nimbus.*`):
 //!   bindings, outbound fetch, randomness, UTF-8, logging, sleeping for timers.
 //! - [`http`]: reading `wasi:http` requests and writing responses, outbound requests.
@@ -36,6 +37,7 @@ mod bindings {
 }
 
 use bindings::exports::nimbus::worker::durable_object::{self, ObjectInfo};
+use bindings::exports::nimbus::worker::{queue_handler, scheduled_handler};
 use bindings::exports::wasi::http::incoming_handler;
 use bindings::nimbus::worker::durable_objects::{HttpRequest, HttpResponse};
 use bindings::nimbus::worker::websocket::Message;
@@ -96,6 +98,42 @@ impl durable_object::Guest for Component {
     fn websocket_close(object: ObjectInfo, socket: u64, code: u16, reason: String) {
         engine::with(|engine| engine.object_websocket_close(&object.class_name, &object.id, socket, code, &reason));
         engine::with(|engine| engine.finish_event());
+    }
+}
+
+impl queue_handler::Guest for Component {
+    fn queue(queue: String, messages: Vec<queue_handler::Message>) -> queue_handler::Outcome {
+        let count = messages.len();
+        let result =
+            engine::with(|engine| engine.queue(&queue, messages)).unwrap_or_else(|| Err(NOT_INITIALISED.to_string()));
+        engine::with(|engine| engine.finish_event());
+        match result {
+            Ok((decisions, error)) => queue_handler::Outcome {
+                decisions: decisions
+                    .into_iter()
+                    .map(|d| match d {
+                        d if d == -1.0 => queue_handler::Decision::Ack,
+                        d if d < 0.0 => queue_handler::Decision::Retry(None),
+                        d => queue_handler::Decision::Retry(Some(d.min(f64::from(u32::MAX)) as u32)),
+                    })
+                    .collect(),
+                error,
+            },
+            // The engine itself failed: every message is retried.
+            Err(error) => queue_handler::Outcome {
+                decisions: vec![queue_handler::Decision::Retry(None); count],
+                error: Some(error),
+            },
+        }
+    }
+}
+
+impl scheduled_handler::Guest for Component {
+    fn scheduled(controller: scheduled_handler::Controller) -> Result<(), String> {
+        let result = engine::with(|engine| engine.scheduled(&controller.cron, controller.scheduled_time_ms))
+            .unwrap_or_else(|| Err(NOT_INITIALISED.to_string()));
+        engine::with(|engine| engine.finish_event());
+        result
     }
 }
 

@@ -61,6 +61,7 @@ pub fn install(ctx: &Ctx<'_>) -> Result<()> {
         "r2UploadPart" => crate::r2::upload_part,
         "r2Complete" => crate::r2::complete,
         "r2Abort" => crate::r2::abort,
+        "queueSend" => queue_send,
     }
     ctx.globals().set("__nimbus", natives)
 }
@@ -536,4 +537,25 @@ fn ws_sockets(ctx: Ctx<'_>, tag: Option<String>) -> Result<Vec<f64>> {
 
 fn ws_tags(ctx: Ctx<'_>, socket: f64) -> Result<Vec<String>> {
     websocket::tags(socket as u64).map_err(|e| binding_error(&ctx, "getTags", e))
+}
+
+/// `Queue.sendBatch`: parallel arrays of bodies, content types and delays (-1: none).
+fn queue_send(ctx: Ctx<'_>, binding: String, bodies: Array<'_>, types: Vec<String>, delays: Vec<f64>) -> Result<()> {
+    use crate::bindings::nimbus::worker::queue;
+    let mut messages = Vec::with_capacity(types.len());
+    for (at, (kind, delay)) in types.iter().zip(delays).enumerate() {
+        let body: Value<'_> = bodies.get(at)?;
+        let content_type = match kind.as_str() {
+            "json" => queue::ContentType::Json,
+            "text" => queue::ContentType::Text,
+            "bytes" => queue::ContentType::Bytes,
+            _ => queue::ContentType::V8,
+        };
+        messages.push(queue::OutgoingMessage {
+            body: bytes_of(&ctx, &body)?,
+            content_type,
+            delay_seconds: (delay >= 0.0).then_some(delay.min(f64::from(u32::MAX)) as u32),
+        });
+    }
+    queue::send_batch(&binding, &messages).map_err(|e| binding_error(&ctx, "Queue send failed", e))
 }

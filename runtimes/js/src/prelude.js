@@ -1992,6 +1992,103 @@
     }
   }
 
+
+  // ---------------------------------------------------------------- queues
+
+  /** Cloudflare's `Queue` binding: `send` and `sendBatch` resolve once the messages are durable. */
+  class Queue {
+    #binding;
+    constructor(binding) {
+      this.#binding = binding;
+    }
+    async send(body, options = {}) {
+      return this.sendBatch([{ body, contentType: options?.contentType, delaySeconds: options?.delaySeconds }]);
+    }
+    async sendBatch(messages, options = {}) {
+      const list = Array.from(messages ?? []);
+      const bodies = [], types = [], delays = [];
+      list.forEach((m, at) => {
+        if (m === null || typeof m !== "object") throw new TypeError(`sendBatch: message ${at} is not { body, contentType?, delaySeconds? }`);
+        const type = m.contentType === undefined ? "json" : String(m.contentType);
+        bodies.push(encodeMessage(m.body, type, at));
+        types.push(type);
+        const delay = m.delaySeconds ?? options?.delaySeconds;
+        delays.push(delay === undefined || delay === null ? -1 : Math.max(0, Math.floor(Number(delay))));
+      });
+      native.queueSend(this.#binding, bodies, types, delays);
+    }
+  }
+
+  function encodeMessage(body, type, at) {
+    switch (type) {
+      case "json":
+      case "v8": {
+        const text = JSON.stringify(body);
+        if (text === undefined) throw new TypeError(`message ${at}: its body cannot be serialised as JSON`);
+        return native.utf8Encode(text);
+      }
+      case "text":
+        if (typeof body !== "string") throw new TypeError(`message ${at}: a "text" message's body is a string`);
+        return native.utf8Encode(body);
+      case "bytes":
+        if (body instanceof ArrayBuffer) return new Uint8Array(body);
+        if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+        throw new TypeError(`message ${at}: a "bytes" message's body is an ArrayBuffer or a typed array`);
+      default:
+        throw new TypeError(`message ${at}: contentType ${JSON.stringify(type)} is not "json", "text", "bytes" or "v8"`);
+    }
+  }
+
+  function decodeMessage(bytes, type) {
+    if (type === "bytes") return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    const text = native.utf8Decode(bytes);
+    return type === "text" ? text : JSON.parse(text);
+  }
+
+  // A decision per message: undefined until the first explicit call; ACK, or a retry's
+  // delay (RETRY_DEFAULT: the consumer's backoff).
+  const ACK = -1;
+  const RETRY_DEFAULT = -2;
+  const retryDelay = (options) => {
+    const delay = options?.delaySeconds;
+    return delay === undefined || delay === null ? RETRY_DEFAULT : Math.max(0, Math.floor(Number(delay)));
+  };
+
+  class Message {
+    #decisions;
+    #at;
+    constructor(raw, decisions, at) {
+      this.id = raw.id;
+      this.timestamp = new Date(raw.timestamp);
+      this.body = decodeMessage(raw.body, raw.contentType);
+      this.attempts = raw.attempts;
+      this.#decisions = decisions;
+      this.#at = at;
+    }
+    ack() {
+      if (this.#decisions[this.#at] === undefined) this.#decisions[this.#at] = ACK;
+    }
+    retry(options) {
+      if (this.#decisions[this.#at] === undefined) this.#decisions[this.#at] = retryDelay(options);
+    }
+  }
+
+  class MessageBatch {
+    #decisions;
+    constructor(queue, messages, decisions) {
+      this.queue = queue;
+      this.messages = messages;
+      this.#decisions = decisions;
+    }
+    ackAll() {
+      for (let i = 0; i < this.#decisions.length; i++) if (this.#decisions[i] === undefined) this.#decisions[i] = ACK;
+    }
+    retryAll(options) {
+      const delay = retryDelay(options);
+      for (let i = 0; i < this.#decisions.length; i++) if (this.#decisions[i] === undefined) this.#decisions[i] = delay;
+    }
+  }
+
   // ---------------------------------------------------------------- events
 
   let env = {};
@@ -2010,6 +2107,7 @@
   });
 
   let classBindings = [];
+  let required = { queue: false, scheduled: false };
   native.boot = function (json) {
     const config = JSON.parse(json);
     classBindings = (config.bindings || []).filter((b) => b.type === "durable_object");
@@ -2019,7 +2117,9 @@
       else if (b.type === "d1") e[b.name] = new D1Database(b.name);
       else if (b.type === "durable_object") e[b.name] = new DurableObjectNamespace(b.name);
       else if (b.type === "r2") e[b.name] = new R2Bucket(b.name);
+      else if (b.type === "queue") e[b.name] = new Queue(b.name);
     }
+    required = { queue: (config.consumes || []).length > 0, scheduled: (config.crons || []).length > 0 };
     for (const [k, v] of Object.entries(config.vars || {})) e[k] = v;
     env = Object.freeze(e);
     native.env = env;
@@ -2028,9 +2128,16 @@
   native.setExports = function (ns) {
     exportsNs = ns;
     entry = ns.default;
-    const hasFetch = typeof entry === "function" ? typeof entry.prototype.fetch === "function" : entry && typeof entry.fetch === "function";
-    if (!hasFetch) {
-      throw new TypeError("the main module must `export default { async fetch(request, env, ctx) { … } }` (or a WorkerEntrypoint class with fetch)");
+    const has = (name) =>
+      typeof entry === "function" ? typeof entry.prototype[name] === "function" : !!entry && typeof entry[name] === "function";
+    if (!has("fetch") && !has("queue") && !has("scheduled")) {
+      throw new TypeError("the main module must `export default { async fetch(request, env, ctx) { … } }` (or queue / scheduled handlers, or a WorkerEntrypoint class with them)");
+    }
+    if (required.queue && !has("queue")) {
+      throw new TypeError("the worker consumes a queue ([[queues.consumers]]) but its default export has no `queue(batch, env, ctx)` handler");
+    }
+    if (required.scheduled && !has("scheduled")) {
+      throw new TypeError("the worker has cron triggers ([triggers] crons) but its default export has no `scheduled(controller, env, ctx)` handler");
     }
     for (const b of classBindings) {
       if (typeof ns[b.class_name] !== "function") {
@@ -2043,7 +2150,42 @@
     timers.clear();
   };
 
+  /** Calls the default export's `name` handler (object or WorkerEntrypoint class). */
+  function callHandler(name, ctx, ...args) {
+    if (typeof entry === "function") {
+      const instance = new entry(ctx, env);
+      if (typeof instance[name] !== "function") throw new TypeError(`the worker has no ${name}() handler`);
+      return instance[name](...args);
+    }
+    if (!entry || typeof entry[name] !== "function") throw new TypeError(`the worker's default export has no ${name}() handler`);
+    return entry[name](...args, env, ctx);
+  }
+
+  /** A batch of `queue`: the decision per message, by Cloudflare's rules. */
+  native.dispatchQueue = async function (queue, raw) {
+    const decisions = raw.map(() => undefined);
+    let error = null;
+    try {
+      const messages = raw.map((m, at) => new Message(m, decisions, at));
+      await callHandler("queue", makeCtx(), new MessageBatch(queue, messages, decisions));
+    } catch (e) {
+      error = e;
+      console.error(`Uncaught (in queue handler of ${queue})`, e);
+    }
+    // Returning acks what was not decided; throwing retries it.
+    const decided = decisions.map((d) => (d === undefined ? (error === null ? ACK : RETRY_DEFAULT) : d));
+    return { decisions: decided, error: error === null ? null : String(error && error.stack ? `${error}\n${error.stack}` : error) };
+  };
+
+  native.dispatchScheduled = async function (cron, scheduledTime) {
+    const controller = { cron, scheduledTime, type: "scheduled", noRetry() {} };
+    await callHandler("scheduled", makeCtx(), controller);
+  };
+
   native.dispatchFetch = async function (method, url, headers, body) {
+    if (!(typeof entry === "function" ? typeof entry.prototype.fetch === "function" : typeof entry?.fetch === "function")) {
+      return toReply(new Response("this worker has no fetch handler\n", { status: 501 }), "the fetch handler", true);
+    }
     const request = Request._incoming(method, url, headers, body);
     const ctx = makeCtx();
     const response = typeof entry === "function" ? await new entry(ctx, env).fetch(request) : await entry.fetch(request, env, ctx);
@@ -2140,6 +2282,6 @@
   }
   native.classes = {
     DurableObjectState, DurableObjectStorage, KVNamespace, D1Database, D1DatabaseSession, DurableObjectNamespace,
-    R2Bucket, R2Object, R2ObjectBody, R2MultipartUpload,
+    R2Bucket, R2Object, R2ObjectBody, R2MultipartUpload, Queue, Message, MessageBatch,
   };
 })();

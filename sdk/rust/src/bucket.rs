@@ -135,7 +135,8 @@ impl ObjectBody {
     }
 
     pub fn text(self) -> Result<String, BindingError> {
-        String::from_utf8(self.bytes()?).map_err(|e| BindingError::InvalidInput(format!("the object is not UTF-8: {e}")))
+        String::from_utf8(self.bytes()?)
+            .map_err(|e| BindingError::InvalidInput(format!("the object is not UTF-8: {e}")))
     }
 
     /// A 200 (206 for a range) streaming the object, with its ETag and HTTP metadata.
@@ -197,7 +198,12 @@ impl Bucket {
     }
 
     /// Writes `body` under `key`; `None` when a condition of `options.only_if` failed.
-    pub fn put(&self, key: &str, body: impl Into<Body>, options: PutOptions) -> Result<Option<r2::Object>, BindingError> {
+    pub fn put(
+        &self,
+        key: &str,
+        body: impl Into<Body>,
+        options: PutOptions,
+    ) -> Result<Option<r2::Object>, BindingError> {
         r2::put(&self.binding, key, body.into(), &options)
     }
 

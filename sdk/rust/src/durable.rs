@@ -269,11 +269,7 @@ impl Stub {
         let request = durable_objects::HttpRequest {
             method: req.method.clone(),
             url: format!("http://{}{}", req.authority.as_deref().unwrap_or("durable-object"), req.path),
-            headers: req
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
+            headers: req.headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect(),
             body: req.body.clone(),
         };
         let response = durable_objects::fetch(&self.binding, &self.id, &request)?;
@@ -299,6 +295,7 @@ pub mod __export {
             "nimbus:worker/storage@0.1.0": crate::generated::nimbus::worker::storage,
             "nimbus:worker/websocket@0.1.0": crate::generated::nimbus::worker::websocket,
             "nimbus:worker/r2@0.1.0": crate::generated::nimbus::worker::r2,
+            "nimbus:worker/queue@0.1.0": crate::generated::nimbus::worker::queue,
             "wasi:io/error@0.2.12": wasip2::io::error,
             "wasi:io/poll@0.2.12": wasip2::io::poll,
             "wasi:io/streams@0.2.12": wasip2::io::streams,
@@ -392,7 +389,9 @@ pub fn __fetch(
 
 #[doc(hidden)]
 pub fn __websocket_message(info: __export::ObjectInfo, socket: u64, message: Message, classes: &[(&str, Constructor)]) {
-    if let Ok(Err(e)) = with_object(&info, classes, |object| object.websocket_message(WebSocket { id: socket }, message)) {
+    if let Ok(Err(e)) =
+        with_object(&info, classes, |object| object.websocket_message(WebSocket { id: socket }, message))
+    {
         eprintln!("Durable Object {}: websocket_message failed: {e}", info.class_name);
     }
 }
@@ -405,7 +404,9 @@ pub fn __websocket_close(
     reason: String,
     classes: &[(&str, Constructor)],
 ) {
-    if let Ok(Err(e)) = with_object(&info, classes, |object| object.websocket_close(WebSocket { id: socket }, code, reason)) {
+    if let Ok(Err(e)) =
+        with_object(&info, classes, |object| object.websocket_close(WebSocket { id: socket }, code, reason))
+    {
         eprintln!("Durable Object {}: websocket_close failed: {e}", info.class_name);
     }
 }

@@ -29,6 +29,8 @@
 //!   raw, batch, exec, sessions with bookmarks).
 //! - [`durable`]: Durable Object classes ([`DurableObject`], exported with
 //!   [`durable_objects!`]) and stubs to call objects from a worker.
+//! - [`queue`]: queue producers ([`Queue`]), consumers ([`QueueConsumer`], exported with
+//!   [`queue_consumer!`]) and Cron Triggers ([`Scheduled`], exported with [`scheduled!`]).
 //! - [`export!`]: turns a [`Handler`] into the component's `wasi:http/incoming-handler`.
 
 use std::io::{Read, Write};
@@ -54,11 +56,13 @@ pub use generated::nimbus::worker::{d1, durable_objects, kv, r2, storage, types:
 pub use wasi::io::streams::InputStream;
 
 mod bucket;
+pub mod queue;
 pub use bucket::{Bucket, Got, MultipartUpload, ObjectBody};
+pub use queue::{ContentType, MessageBatch, Queue, QueueConsumer, Scheduled, ScheduledController};
 mod database;
 pub mod durable;
-pub use durable::{DurableObject, State};
 pub use database::{D1Database, PreparedStatement, Row};
+pub use durable::{DurableObject, State};
 
 use std::cell::RefCell;
 use wasi::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -108,10 +112,7 @@ impl Request {
 
     /// The first value of a header (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }
 

@@ -7,6 +7,7 @@ mod durable;
 mod js;
 mod kv;
 mod membership;
+mod queues;
 mod r2;
 mod r2_binding;
 mod runtime;

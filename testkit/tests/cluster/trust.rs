@@ -43,6 +43,18 @@ const MANAGEMENT_PATHS: &[(&str, &str)] = &[
     ("POST", "/v1/r2/keys"),
     ("DELETE", "/v1/r2/keys/stolen"),
     ("POST", "/v1/r2/maintain"),
+    ("GET", "/v1/queues"),
+    ("POST", "/v1/queues"),
+    ("GET", "/v1/queues/stolen"),
+    ("DELETE", "/v1/queues/stolen"),
+    ("PUT", "/v1/queues/stolen/consumer"),
+    ("DELETE", "/v1/queues/stolen/consumer"),
+    ("POST", "/v1/queues/stolen/messages"),
+    ("GET", "/v1/queues/stolen/messages/peek"),
+    ("POST", "/v1/queues/stolen/messages/pull"),
+    ("POST", "/v1/queues/stolen/messages/ack"),
+    ("GET", "/v1/cron/stolen"),
+    ("POST", "/v1/cron/stolen/trigger"),
 ];
 
 async fn send(http: &reqwest::Client, method: &str, url: &str, host: Option<&str>, token: Option<&str>) -> u16 {
@@ -114,9 +126,16 @@ async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
         let metrics = format!("{}/metrics", cluster.nodes[i].api_url());
         assert_eq!(send(anonymous, "GET", &metrics, None, Some(secret)).await, 403, "a kv token reading metrics");
         let api = cluster.nodes[i].api_url();
-        for (method, path) in
-            [("GET", "/v1/r2/keys"), ("POST", "/v1/r2/keys"), ("GET", "/v1/r2/buckets"), ("POST", "/v1/r2/maintain")]
-        {
+        for (method, path) in [
+            ("GET", "/v1/r2/keys"),
+            ("POST", "/v1/r2/keys"),
+            ("GET", "/v1/r2/buckets"),
+            ("POST", "/v1/r2/maintain"),
+            ("GET", "/v1/queues"),
+            ("POST", "/v1/queues/stolen/messages"),
+            ("POST", "/v1/queues/stolen/messages/pull"),
+            ("POST", "/v1/cron/stolen/trigger"),
+        ] {
             assert_eq!(
                 send(anonymous, method, &format!("{api}{path}"), None, Some(secret)).await,
                 403,

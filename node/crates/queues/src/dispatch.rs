@@ -15,9 +15,9 @@
 //! Neither keeps anything but the state: after a failover the new leader's dispatcher starts
 //! from the replicated state, and a restarted node finds its leases in it.
 
-use super::cron::{real_time, schedule_time, Schedule};
 use super::state::{Command, Decision, Lease, Reply, Run, RunStatus};
 use super::{fresh_id, now_ms, QueueError, Queues};
+use nimbus_proto::cron::{real_time, schedule_time, Schedule};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +60,9 @@ impl Queues {
         let expiry = state.next_expiry()?;
         if expiry.is_some_and(|t| t <= now) || state.has_older_than(now.saturating_sub(retention_ms))? {
             match self.propose(Command::Expire { time_ms: now, retention_ms }).await? {
-                Reply::Expired { leases, returned, settled, retention_dropped } if leases > 0 || retention_dropped > 0 => {
+                Reply::Expired { leases, returned, settled, retention_dropped }
+                    if leases > 0 || retention_dropped > 0 =>
+                {
                     tracing::info!(leases, returned, ?settled, retention_dropped, "queue leases expired");
                 }
                 _ => {}
@@ -109,12 +111,12 @@ impl Queues {
     /// Creates the queues installed workers name and sets the consumers they declare.
     async fn reconcile(&self) -> Result<(), QueueError> {
         for (queue, consumer) in self.inner.host.declared() {
-            let info = self.inner.state.queue(&queue)?;
-            if info.is_none() {
+            let found = self.inner.state.consumer(&queue)?;
+            if found.is_none() {
                 self.create_queue(&queue).await?;
             }
             if let Some(consumer) = consumer {
-                if info.and_then(|i| i.consumer).as_ref() != Some(&consumer) {
+                if found.flatten().as_ref() != Some(&consumer) {
                     self.put_consumer(&queue, consumer).await?;
                 }
             }
@@ -272,8 +274,8 @@ impl Queues {
     /// again.
     async fn run_lease(&self, lease: Lease) {
         let state = &self.inner.state;
-        let (messages, worker) = match (state.leased(&lease.id), state.queue(&lease.queue)) {
-            (Ok(messages), Ok(Some(info))) => match info.consumer.map(|c| c.kind) {
+        let (messages, worker) = match (state.leased(&lease.id), state.consumer(&lease.queue)) {
+            (Ok(messages), Ok(Some(consumer))) => match consumer.map(|c| c.kind) {
                 Some(super::state::ConsumerKind::Worker(worker)) => (messages, worker),
                 _ => return,
             },

@@ -4,7 +4,9 @@ use super::state::Refusal;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    #[error("queue names are 1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit; got {0:?}")]
+    #[error(
+        "queue names are 1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit; got {0:?}"
+    )]
     InvalidQueueName(String),
     #[error("no queue {0}")]
     NoSuchQueue(String),

@@ -20,12 +20,10 @@
 //! # Layout
 //! - [`state`]: the state machine (queues, consumers, messages, leases, cron runs) and its
 //!   local reads.
-//! - [`cron`]: Cloudflare's cron syntax, on croner.
 //! - `dispatch`: the leader's dispatcher (leases, expiry, cron claims) and every node's
 //!   runner of the leases and runs it holds.
 //! - [`QueueError`]: every failure.
 
-pub mod cron;
 mod dispatch;
 mod error;
 pub mod state;
@@ -90,18 +88,10 @@ pub struct Outgoing {
     pub delay_secs: Option<u32>,
 }
 
-/// Queue names as Cloudflare allows them: 1 to 63 of lowercase letters, digits, `-` and `_`,
-/// starting with a letter or digit.
+/// Queue names as Cloudflare allows them (the manifest's rule): 1 to 63 of lowercase
+/// letters, digits, `-` and `_`, starting with a letter or digit.
 pub fn check_queue_name(name: &str) -> Result<(), QueueError> {
-    let bytes = name.as_bytes();
-    let ok = (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
-        && bytes[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidQueueName(name.to_owned()))
-    }
+    nimbus_proto::manifest::validate_queue_name(name).map_err(|_| QueueError::InvalidQueueName(name.to_owned()))
 }
 
 /// Checks a consumer's settings against Cloudflare's bounds.
@@ -199,6 +189,9 @@ struct Inner {
     /// When this process first saw each (worker, cron), in schedule time.
     first_seen: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
+
+/// A metric of every queue: name, type, help, and its value for a queue at a time.
+type MetricFamily = (&'static str, &'static str, &'static str, fn(&QueueInfo, u64) -> f64);
 
 /// A message as an HTTP pull client receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,8 +307,8 @@ impl Queues {
     /// HTTP pull: leases up to `batch_size` due messages for `visibility_ms`.
     pub async fn pull(&self, queue: &str, batch_size: u32, visibility_ms: u64) -> Result<Vec<Pulled>, QueueError> {
         check_queue_name(queue)?;
-        match self.inner.state.queue(queue)? {
-            Some(info) if !matches!(info.consumer.as_ref().map(|c| &c.kind), Some(state::ConsumerKind::HttpPull)) => {
+        match self.inner.state.consumer(queue)? {
+            Some(consumer) if !matches!(consumer.as_ref().map(|c| &c.kind), Some(state::ConsumerKind::HttpPull)) => {
                 return Err(QueueError::WrongConsumer(
                     queue.to_owned(),
                     "it has no HTTP pull consumer (`nimbus queues consumer add --http-pull`)".into(),
@@ -397,7 +390,7 @@ impl Queues {
         };
         let now = now_ms();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&QueueInfo, u64) -> f64); 8] = [
+        let families: [MetricFamily; 8] = [
             ("backlog", "gauge", "Messages stored in the queue (waiting, delayed or in flight).", |q, _| {
                 q.backlog as f64
             }),
@@ -414,9 +407,10 @@ impl Queues {
             }),
         ];
         for (name, kind, help, value) in families {
+            // OpenMetrics: a counter's samples end in `_total`, its family name does not.
             let suffix = if kind == "counter" { "_total" } else { "" };
-            let _ = writeln!(out, "# HELP nimbus_queue_{name}{suffix} {help}");
-            let _ = writeln!(out, "# TYPE nimbus_queue_{name}{suffix} {kind}");
+            let _ = writeln!(out, "# HELP nimbus_queue_{name} {help}");
+            let _ = writeln!(out, "# TYPE nimbus_queue_{name} {kind}");
             for queue in &queues {
                 // Queue names are checked: no quotes or backslashes to escape.
                 let _ = writeln!(out, "nimbus_queue_{name}{suffix}{{queue=\"{}\"}} {}", queue.name, value(queue, now));

@@ -312,6 +312,7 @@ CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL U
 CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, due_ms, seq) WHERE lease IS NULL;
 CREATE INDEX IF NOT EXISTS messages_by_lease ON messages (lease) WHERE lease IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_by_age ON messages (queue, sent_ms);
+CREATE INDEX IF NOT EXISTS messages_by_sent ON messages (sent_ms);
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, queue TEXT NOT NULL, holder TEXT NOT NULL,
     until_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leases_by_holder ON leases (holder);
@@ -471,6 +472,17 @@ impl State {
         names.iter().filter_map(|name| queue_info(&conn, name).transpose()).collect::<Sql<_>>().map_err(sql)
     }
 
+    /// Whether `name` exists (`None`: it does not), and its consumer: cheaper than
+    /// [`State::queue`], which counts the messages.
+    pub fn consumer(&self, name: &str) -> Result<Option<Option<Consumer>>, QueueError> {
+        let conn = self.lock();
+        let row: Option<Option<Vec<u8>>> = conn
+            .query_row("SELECT consumer FROM queues WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        row.map(|c| c.map(|c| decode(&c)).transpose()).transpose().map_err(sql)
+    }
+
     pub fn queue(&self, name: &str) -> Result<Option<QueueInfo>, QueueError> {
         queue_info(&self.lock(), name).map_err(sql)
     }
@@ -500,6 +512,19 @@ impl State {
         let mut statement =
             conn.prepare_cached("SELECT id, queue, holder, until_ms FROM leases WHERE holder = ?1").map_err(sql)?;
         let rows = statement.query_map([holder], lease_row).map_err(sql)?;
+        rows.collect::<Sql<_>>().map_err(sql)
+    }
+
+    /// The leases of `queue` with how many messages each holds, by deadline.
+    pub fn leases_in(&self, queue: &str) -> Result<Vec<(Lease, u64)>, QueueError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT l.id, l.queue, l.holder, l.until_ms, (SELECT COUNT(*) FROM messages m WHERE m.lease = l.id)
+                 FROM leases l WHERE l.queue = ?1 ORDER BY l.until_ms, l.id",
+            )
+            .map_err(sql)?;
+        let rows = statement.query_map([queue], |r| Ok((lease_row(r)?, r.get::<_, i64>(4)? as u64))).map_err(sql)?;
         rows.collect::<Sql<_>>().map_err(sql)
     }
 
@@ -657,11 +682,10 @@ fn queue_info(conn: &Connection, name: &str) -> Sql<Option<QueueInfo>> {
     let Some((created_ms, consumer, [sent, acked, retried, dead_lettered, dropped])) = row else {
         return Ok(None);
     };
-    let (backlog, in_flight, oldest): (i64, i64, Option<i64>) = conn.query_row(
-        "SELECT COUNT(*), COUNT(lease), MIN(sent_ms) FROM messages WHERE queue = ?1",
-        [name],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (backlog, in_flight, oldest): (i64, i64, Option<i64>) =
+        conn.query_row("SELECT COUNT(*), COUNT(lease), MIN(sent_ms) FROM messages WHERE queue = ?1", [name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     let leases: i64 = conn.query_row("SELECT COUNT(*) FROM leases WHERE queue = ?1", [name], |r| r.get(0))?;
     Ok(Some(QueueInfo {
         name: name.to_owned(),
@@ -825,7 +849,8 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
                 Some(Some(consumer)) => consumer,
             };
             if let ConsumerKind::Worker(_) = consumer.kind {
-                let leases: i64 = tx.query_row("SELECT COUNT(*) FROM leases WHERE queue = ?1", [&queue], |r| r.get(0))?;
+                let leases: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM leases WHERE queue = ?1", [&queue], |r| r.get(0))?;
                 if leases >= i64::from(consumer.settings.max_concurrency.max(1)) {
                     return Ok(Reply::Refused(Refusal::Busy));
                 }
@@ -844,8 +869,9 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
             Reply::Leased(leased(tx, &lease)?)
         }
         Command::Settle { lease, decisions, time_ms } => {
-            let Some(queue) =
-                tx.query_row("SELECT queue FROM leases WHERE id = ?1", [&lease], |r| r.get::<_, String>(0)).optional()?
+            let Some(queue) = tx
+                .query_row("SELECT queue FROM leases WHERE id = ?1", [&lease], |r| r.get::<_, String>(0))
+                .optional()?
             else {
                 return Ok(Reply::Refused(Refusal::NoSuchLease(lease)));
             };

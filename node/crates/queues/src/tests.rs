@@ -119,8 +119,12 @@ fn max_concurrency_bounds_leases_of_a_worker_consumer() {
 #[test]
 fn settling_acks_retries_with_backoff_and_dead_letters_after_max_retries() {
     let mut log = Log::new();
-    let settings =
-        ConsumerSettings { max_retries: 1, retry_delay_secs: 10, dead_letter_queue: Some("dlq".into()), ..Default::default() };
+    let settings = ConsumerSettings {
+        max_retries: 1,
+        retry_delay_secs: 10,
+        dead_letter_queue: Some("dlq".into()),
+        ..Default::default()
+    };
     log.queue("q", settings);
     log.send("q", &["a", "b"], 0, 0);
     log.lease("q", "l1", 10, 0);
@@ -251,7 +255,10 @@ fn limits_are_checked_before_anything_is_proposed() {
     assert!(check_batch(&[message(MAX_MESSAGE_BYTES)]).is_ok());
     assert!(matches!(check_batch(&[message(MAX_MESSAGE_BYTES + 1)]), Err(QueueError::TooLarge(_))));
     assert!(matches!(check_batch(&vec![message(1); 101]), Err(QueueError::TooLarge(_))));
-    assert!(matches!(check_batch(&[message(100_000), message(100_000), message(100_000)]), Err(QueueError::TooLarge(_))));
+    assert!(matches!(
+        check_batch(&[message(100_000), message(100_000), message(100_000)]),
+        Err(QueueError::TooLarge(_))
+    ));
     assert!(check_batch(&[]).is_err());
     let late = Outgoing { delay_secs: Some(MAX_DELAY_SECS + 1), ..message(1) };
     assert!(matches!(check_batch(&[late]), Err(QueueError::InvalidInput(_))));

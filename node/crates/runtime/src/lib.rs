@@ -19,8 +19,9 @@
 //!   next deployment from the same toolchain) in `components/functions`.
 //! - [`bindings`]: what a guest can reach, one file per binding (WASI without files, env or
 //!   sockets; outbound HTTP by allow-list; `kv`, `d1`, `durable-objects`, `storage`,
-//!   `websocket`, `console`).
+//!   `websocket`, `console`, `r2`, `queue`).
 //! - `durable_class`: Durable Object classes as [`nimbus_durable`] runs them.
+//! - `events`: queue batches and cron ticks as [`nimbus_queues`] runs them.
 //! - `limits`: CPU budget and memory guard.
 //! - `pool`: warm instances per worker.
 //! - `routes`: which worker answers a host and path.
@@ -30,6 +31,7 @@ mod cache;
 mod durable_class;
 mod engine;
 mod error;
+mod events;
 mod limits;
 mod pool;
 mod routes;
@@ -151,6 +153,10 @@ pub struct Worker {
     stores: Stores,
     /// The Durable Object handlers, when the manifest binds classes of this worker.
     durable_pre: Option<bindings::DurableClassPre<Host>>,
+    /// For events other than HTTP requests (queue batches, cron ticks): each runs on a fresh
+    /// instance of the component, with the handler found by `events`.
+    instance_pre: wasmtime::component::InstancePre<Host>,
+    events: events::Handlers,
 }
 
 impl Runtime {
@@ -214,7 +220,7 @@ impl Runtime {
         let durable_pre = if classes.is_empty() {
             None
         } else {
-            Some(bindings::DurableClassPre::new(instance_pre).map_err(|e| RuntimeError::Link {
+            Some(bindings::DurableClassPre::new(instance_pre.clone()).map_err(|e| RuntimeError::Link {
                 worker: spec.name.clone(),
                 message: format!(
                     "it binds Durable Object class(es) {} but its component does not export nimbus:worker/durable-object ({e:#})",
@@ -222,6 +228,7 @@ impl Runtime {
                 ),
             })?)
         };
+        let events = events::Handlers::find(&instance_pre);
         let m = &spec.manifest.limits;
         let d = &self.config;
         let limits = Limits {
@@ -247,14 +254,38 @@ impl Runtime {
             pool_config: d.pool.clone(),
             stores: self.stores.clone(),
             durable_pre,
+            instance_pre,
+            events,
         }))
     }
 
     /// Makes `worker` the version that answers its name and routes, after declaring the KV
-    /// namespaces its bindings name and creating the D1 databases and R2 buckets they name
-    /// when missing (a deployment is one of the ways to create one).
+    /// namespaces its bindings name and creating the D1 databases, R2 buckets and queues they
+    /// name when missing (a deployment is one of the ways to create one).
     pub fn install(&self, worker: Arc<Worker>) {
-        let Stores { kv, d1, r2, .. } = &self.stores;
+        let Stores { kv, d1, r2, queues, .. } = &self.stores;
+        let named_queues: Vec<String> = worker
+            .spec
+            .manifest
+            .bindings
+            .iter()
+            .filter_map(|b| match b {
+                nimbus_proto::manifest::Binding::Queue { queue, .. } => Some(queue.clone()),
+                _ => None,
+            })
+            .chain(worker.spec.manifest.queue_consumers.iter().map(|c| c.queue.clone()))
+            .filter(|q| matches!(queues.state().consumer(q), Ok(None)))
+            .collect();
+        if !named_queues.is_empty() {
+            let (queues, worker) = (queues.clone(), worker.spec.name.clone());
+            tokio::spawn(async move {
+                for queue in named_queues {
+                    if let Err(e) = queues.create_queue(&queue).await {
+                        tracing::warn!(%worker, %queue, "creating a queue: {e}");
+                    }
+                }
+            });
+        }
         for binding in &worker.spec.manifest.bindings {
             match binding {
                 nimbus_proto::manifest::Binding::Kv { namespace_id, .. } => {

@@ -11,8 +11,8 @@
 //! - [`Host`]: the `T` of every `Store<T>`; [`Stores`]: the node's services a binding reaches;
 //!   [`Declared`]: the bindings a deployment declared, looked up by name.
 //! - `kv`, `d1`, `durable` (stubs), `storage` (an object's own storage), `websocket`,
-//!   `console`, `r2` (bodies as `wasi:io` streams in the table): one `nimbus:worker`
-//!   interface each.
+//!   `console`, `r2` (bodies as `wasi:io` streams in the table), `queue` (producers): one
+//!   `nimbus:worker` interface each.
 //! - outbound HTTP: [`nimbus_wasm::OutboundPolicy`], by the manifest's allow-list.
 //!
 //! Adding a binding: its WIT interface in `wit/`, a store in [`Stores`], one file here with
@@ -22,6 +22,7 @@ mod console;
 mod d1;
 mod durable;
 mod kv;
+mod queue;
 mod r2;
 mod storage;
 mod websocket;
@@ -46,13 +47,24 @@ wasmtime::component::bindgen!({
 
 pub use nimbus::worker::types::BindingError;
 
+/// The handlers of events that are not HTTP requests (queue batches, cron ticks): exports the
+/// host finds one by one, since a worker exports only those it has.
+pub mod events {
+    wasmtime::component::bindgen!({
+        path: "../../../wit",
+        world: "nimbus:worker/event-handlers",
+        exports: { default: async },
+    });
+    pub use exports::nimbus::worker::{queue_handler, scheduled_handler};
+}
+
 /// The body of a worker's response, streamed from the guest.
 pub type ResponseBody = HyperOutgoingBody;
 
 /// Links the `nimbus:worker` interfaces, one by one: the world's own `add_to_linker` would
 /// link `wasi:io` a second time (R2's bodies use it), which `wasmtime-wasi` already provides.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<Host>) -> wasmtime::Result<()> {
-    use nimbus::worker::{console, d1, durable_objects, kv, r2, storage, types, websocket};
+    use nimbus::worker::{console, d1, durable_objects, kv, queue, r2, storage, types, websocket};
     use wasmtime::component::HasSelf;
     types::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
     console::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
@@ -62,6 +74,7 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<Host>) -> wasmtime
     storage::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
     websocket::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
     r2::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
+    queue::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
     Ok(())
 }
 
@@ -72,6 +85,7 @@ pub struct Stores {
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
+    pub queues: nimbus_queues::Queues,
 }
 
 /// The bindings one deployment declared, by name.

@@ -1,4 +1,5 @@
-//! Cron expressions as Cloudflare's Cron Triggers read them: five fields (minute, hour, day
+//! Cron expressions as Cloudflare's Cron Triggers read them (here because the CLI, the control
+//! plane at deploy and the nodes' scheduler must read them alike): five fields (minute, hour, day
 //! of month, month, day of week), UTC, with `L`, `W` and `#`, month and day names, and days
 //! of the week numbered 1-7 = SUN-SAT (Cloudflare's numbering, Quartz's; `0` is not a day).
 //! No seconds, no years, no `@nicknames`.
@@ -139,7 +140,7 @@ mod tests {
     #[test]
     fn cloudflare_examples() {
         let start = at(2026, 12, 5, 12, 34); // a Saturday
-        // "*/30 * * * *": every 30 minutes.
+                                             // "*/30 * * * *": every 30 minutes.
         assert_eq!(next("*/30 * * * *", start), at(2026, 12, 5, 13, 0));
         // "45 * * * *": at minute 45 of every hour.
         assert_eq!(next("45 * * * *", start), at(2026, 12, 5, 12, 45));
@@ -185,11 +186,10 @@ mod tests {
     fn ticks_between_two_times_and_a_shorter_minute() {
         let schedule = Schedule::parse("*/5 * * * *").expect("parses");
         let start = at(2026, 12, 5, 12, 0);
-        assert_eq!(schedule.ticks(start, start + 15 * 60_000, 10), vec![
-            start + 5 * 60_000,
-            start + 10 * 60_000,
-            start + 15 * 60_000
-        ]);
+        assert_eq!(
+            schedule.ticks(start, start + 15 * 60_000, 10),
+            vec![start + 5 * 60_000, start + 10 * 60_000, start + 15 * 60_000]
+        );
         assert_eq!(schedule.ticks(start, start + 15 * 60_000, 2).len(), 2);
         // With 1-second minutes, a 5-minute schedule ticks every 5 real seconds.
         let real = 1_796_000_000_000;
