@@ -89,6 +89,12 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             "admin.unsafe_hold_durable_view_ms is a test knob; only debug (test) builds accept it".into(),
         ));
     }
+    if config.queues.lease_ms <= config.runtime.wall_ms {
+        return Err(NodeError::Config(format!(
+            "queues.lease_ms ({}) must be longer than runtime.wall_ms ({}): a consumer that runs to its limit would lose its lease before it settles, and its batch would be delivered twice",
+            config.queues.lease_ms, config.runtime.wall_ms
+        )));
+    }
     let tasks = tasks::Tasks::new();
 
     // 1. Storage, and the listeners whose addresses go into this node's member identity.

@@ -123,6 +123,15 @@ async fn javascript_queues_deliver_retry_dead_letter_and_run_cron_once_per_tick(
     assert_eq!((many.len(), numbers.len()), (25, 25), "each once: {many:#?}");
     assert!(many.iter().all(|r| (1..=10).contains(&r["batch"].as_i64().unwrap_or(0))), "max_batch_size 10");
 
+    // A batch that does not fill waits max_batch_timeout (1 s), then goes whole.
+    let three: Vec<Value> = (0..3).map(|n| json!({ "body": { "tag": "timeout", "n": n } })).collect();
+    assert_eq!(send(&cluster, 1, Value::Array(three)).await.0, 202);
+    let rows = until_received(&cluster, 2, "the three", |rows| tagged(rows, "timeout").len() >= 3).await;
+    let three = tagged(&rows, "timeout");
+    assert!(three.iter().all(|r| r["batch"] == 3 && r["at_ms"] == three[0]["at_ms"]), "one batch of three: {three:#?}");
+    let waited = three[0]["at_ms"].as_i64().unwrap_or(0) - three[0]["sent_ms"].as_i64().unwrap_or(0);
+    assert!(waited >= 900, "a batch short of max_batch_size went after {waited} ms, before max_batch_timeout");
+
     // Retries back off from retry_delay (1 s, then 2 s); after max_retries (2) the message
     // goes to the dead-letter queue.
     assert_eq!(send(&cluster, 0, json!([{ "body": { "tag": "retry", "action": "retry" } }])).await.0, 202);

@@ -712,7 +712,8 @@ fn consumer_of(tx: &Transaction<'_>, queue: &str) -> Sql<Option<Option<Consumer>
 fn bump(tx: &Transaction<'_>, queue: &str, column: &str, by: u64) -> Sql<()> {
     if by > 0 {
         // `column` is one of ours, never a user's.
-        tx.execute(&format!("UPDATE queues SET {column} = {column} + ?2 WHERE name = ?1"), params![queue, by as i64])?;
+        tx.prepare_cached(&format!("UPDATE queues SET {column} = {column} + ?2 WHERE name = ?1"))?
+            .execute(params![queue, by as i64])?;
     }
     Ok(())
 }
@@ -817,28 +818,30 @@ fn apply(tx: &Transaction<'_>, command: Command) -> Sql<Reply> {
                 return Ok(Reply::Refused(Refusal::NoSuchQueue(queue)));
             }
             let mut sent = 0;
+            let mut seq: i64 = tx.query_row("SELECT next_seq FROM state", [], |r| r.get(0))?;
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (seq, id, queue, body, content_type, sent_ms, due_ms, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+            )?;
             for message in messages {
-                let seq: i64 = tx.query_row("SELECT next_seq FROM state", [], |r| r.get(0))?;
                 let due = time_ms + u64::from(message.delay_secs.min(MAX_DELAY_SECS)) * 1000;
                 // A retried proposal carries the same ids: the second copy changes nothing.
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO messages (seq, id, queue, body, content_type, sent_ms, due_ms, attempts)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
-                    params![
-                        seq,
-                        message.id,
-                        queue,
-                        message.body,
-                        message.content_type.as_str(),
-                        time_ms as i64,
-                        due as i64
-                    ],
-                )?;
+                let inserted = insert.execute(params![
+                    seq,
+                    message.id,
+                    queue,
+                    message.body,
+                    message.content_type.as_str(),
+                    time_ms as i64,
+                    due as i64
+                ])?;
                 if inserted == 1 {
-                    tx.execute("UPDATE state SET next_seq = next_seq + 1", [])?;
+                    seq += 1;
                     sent += 1;
                 }
             }
+            drop(insert);
+            tx.execute("UPDATE state SET next_seq = ?1", [seq])?;
             bump(tx, &queue, "sent", sent)?;
             Reply::Done
         }
