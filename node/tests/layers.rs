@@ -13,7 +13,7 @@ use std::process::Command;
 /// of one layer are siblings and never depend on each other.
 const LAYERS: &[&[&str]] = &[
     &["nimbus-proto", "nimbus-api"],
-    &["nimbus-util", "nimbus-wasm", "nimbus-http"],
+    &["nimbus-util", "nimbus-wasm", "nimbus-http", "nimbus-pages"],
     &["nimbus-storage"],
     &["nimbus-cluster"],
     &["nimbus-kv", "nimbus-d1", "nimbus-durable", "nimbus-r2", "nimbus-queues"],
