@@ -8,6 +8,8 @@
 //! read files or the network, or depend on another Nimbus crate (the control plane uses it).
 //!
 //! # Layout
+//! - [`assets`]: which file answers a path (clean URLs, the nearest `404.html`, single-page
+//!   applications) and its `Content-Type`.
 //! - [`pattern`]: the patterns rules match paths with (`*` splat, `:placeholder`).
 //! - [`redirects`]: `_redirects` (redirects and 200 rewrites, first match wins).
 //! - [`headers`]: `_headers` (every matching rule's headers, `! Name` removes).
@@ -15,6 +17,7 @@
 //! - [`functions`]: a `functions/` file's route, and wrangler's order of routes.
 //! - [`RuleError`]: what is wrong, with the file and line.
 
+pub mod assets;
 pub mod functions;
 pub mod headers;
 pub mod pattern;
