@@ -169,7 +169,7 @@ mod tests {
         let spa = site(&["/index.html", "/assets/app.js"]);
         assert_eq!(lookup("/dashboard/settings", &spa), serve("/index.html"));
         assert_eq!(lookup("/assets/app.js", &spa), serve("/assets/app.js"));
-        assert_eq!(lookup("/x", &site(&["/other.txt"])), Lookup::NotFound);
+        assert_eq!(lookup("/x", site(&["/other.txt"])), Lookup::NotFound);
     }
 
     #[test]
