@@ -9,39 +9,37 @@ use nimbus_r2::meta::{Metadata, APP};
 use nimbus_r2::{MetadataLog, R2Error};
 use std::sync::Arc;
 
-/// R2's metadata as an application of D1's group.
-pub struct R2Metadata(pub Arc<Metadata>);
+/// Declares a newtype over a sibling's state file that serves it to D1 as an application:
+/// the file's own `apply`, `snapshot` and `restore`, errors as text.
+macro_rules! application {
+    ($(#[$doc:meta])* $name:ident($state:ty)) => {
+        $(#[$doc])*
+        pub struct $name(pub Arc<$state>);
 
-impl Application for R2Metadata {
-    fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
-        self.0.apply(index, commands).map_err(|e| e.to_string())
-    }
+        impl Application for $name {
+            fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+                self.0.apply(index, commands).map_err(|e| e.to_string())
+            }
 
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
-        self.0.snapshot().map_err(|e| e.to_string())
-    }
+            fn snapshot(&self) -> Result<Vec<u8>, String> {
+                self.0.snapshot().map_err(|e| e.to_string())
+            }
 
-    fn restore(&self, image: Option<&[u8]>) -> Result<(), String> {
-        self.0.restore(image).map_err(|e| e.to_string())
-    }
+            fn restore(&self, image: Option<&[u8]>) -> Result<(), String> {
+                self.0.restore(image).map_err(|e| e.to_string())
+            }
+        }
+    };
 }
 
-/// Queues' state as an application of D1's group.
-pub struct QueuesState(pub Arc<QueueState>);
-
-impl Application for QueuesState {
-    fn apply(&self, index: u64, commands: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
-        self.0.apply(index, commands).map_err(|e| e.to_string())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
-        self.0.snapshot().map_err(|e| e.to_string())
-    }
-
-    fn restore(&self, image: Option<&[u8]>) -> Result<(), String> {
-        self.0.restore(image).map_err(|e| e.to_string())
-    }
-}
+application!(
+    /// R2's metadata as an application of D1's group.
+    R2Metadata(Metadata)
+);
+application!(
+    /// Queues' state as an application of D1's group.
+    QueuesState(QueueState)
+);
 
 /// The applications D1's group carries, by name.
 pub fn applications(r2: Arc<Metadata>, queues: Arc<QueueState>) -> nimbus_d1::app::Applications {

@@ -323,3 +323,21 @@ async fn get_faults(State(edge): State<Edge>) -> Json<FaultSet> {
     let faults = &edge.membership.faults;
     Json(FaultSet { blocked: faults.blocked(), spike: faults.spike(), shaped: faults.stats() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_routes_need_the_queues_scope_and_cron_routes_the_workers_scope() {
+        let scope = |method: &str, path: &str| required_scope(&method.parse().expect("a method"), path);
+        assert_eq!(scope("GET", "/v1/queues"), (Some(Product::Queues), Access::Read));
+        assert_eq!(scope("POST", "/v1/queues"), (Some(Product::Queues), Access::Edit));
+        assert_eq!(scope("GET", "/v1/queues/emails/messages/peek"), (Some(Product::Queues), Access::Read));
+        assert_eq!(scope("POST", "/v1/queues/emails/messages/pull"), (Some(Product::Queues), Access::Edit));
+        assert_eq!(scope("GET", "/v1/cron/mailer"), (Some(Product::Workers), Access::Read));
+        assert_eq!(scope("POST", "/v1/cron/mailer/trigger"), (Some(Product::Workers), Access::Edit));
+        // A prefix that only looks alike is not the queues API.
+        assert_eq!(scope("GET", "/v1/queuesx").0, Some(Product::Cluster));
+    }
+}

@@ -38,16 +38,8 @@ impl Pattern {
                     }
                     parts.push(Part::Splat);
                 }
-                ':' if placeholders && chars.peek().is_some_and(|(_, n)| n.is_ascii_alphabetic()) => {
-                    let mut name = String::new();
-                    while let Some((_, n)) = chars.peek() {
-                        if n.is_ascii_alphanumeric() || *n == '_' {
-                            name.push(*n);
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
+                ':' if placeholders && starts_name(&mut chars) => {
+                    let name = take_name(&mut chars);
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
@@ -130,22 +122,43 @@ fn match_from(parts: &[Part], rest: &str, captures: &mut Captures) -> bool {
     }
 }
 
+type Chars<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
+
+/// Whether a `:` just read starts a `:name` (a letter follows).
+fn starts_name(chars: &mut Chars<'_>) -> bool {
+    chars.peek().is_some_and(|(_, n)| n.is_ascii_alphabetic())
+}
+
+/// The name after a `:`: letters, digits and `_`.
+fn take_name(chars: &mut Chars<'_>) -> String {
+    let mut name = String::new();
+    while let Some((_, n)) = chars.peek().filter(|(_, n)| n.is_ascii_alphanumeric() || *n == '_') {
+        name.push(*n);
+        chars.next();
+    }
+    name
+}
+
+/// The `:name`s `template` uses, in order (`:splat` included).
+pub fn names_in(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = template.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c == ':' && starts_name(&mut chars) {
+            names.push(take_name(&mut chars));
+        }
+    }
+    names
+}
+
 /// `template` with `:name` replaced by its capture (and `:splat` by the splat); names without
 /// a capture are left as written.
 pub fn substitute(template: &str, captures: &Captures) -> String {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
-        if c == ':' && chars.peek().is_some_and(|(_, n)| n.is_ascii_alphabetic()) {
-            let mut name = String::new();
-            while let Some((_, n)) = chars.peek() {
-                if n.is_ascii_alphanumeric() || *n == '_' {
-                    name.push(*n);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
+        if c == ':' && starts_name(&mut chars) {
+            let name = take_name(&mut chars);
             match captures.get(&name) {
                 Some(value) => out.push_str(value),
                 None => {

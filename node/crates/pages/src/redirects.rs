@@ -119,19 +119,7 @@ fn destination_placeholders(destination: &str) -> Vec<String> {
         Some(at) => destination[at + 3..].find('/').map_or("", |slash| &destination[at + 3 + slash..]),
         None => destination,
     };
-    let mut names = Vec::new();
-    let mut chars = path.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ':' && chars.peek().is_some_and(|n| n.is_ascii_alphabetic()) {
-            let mut name = String::new();
-            while let Some(n) = chars.peek().filter(|n| n.is_ascii_alphanumeric() || **n == '_') {
-                name.push(*n);
-                chars.next();
-            }
-            names.push(name);
-        }
-    }
-    names
+    super::pattern::names_in(path)
 }
 
 impl Redirects {

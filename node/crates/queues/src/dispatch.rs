@@ -1,6 +1,8 @@
 //! The two loops every node runs.
 //!
-//! - **The dispatcher** acts on the leader only. Each round it reads the replicated state:
+//! - **The dispatcher** acts on the leader only. Once per `poll_ms` it creates the queues the
+//!   installed workers name and sets the consumers they declare. Each round it reads the
+//!   replicated state:
 //!   it commits `Expire` when a lease is past its deadline (or a message past retention);
 //!   for every queue with a worker consumer it commits a `Lease` when a full batch is due,
 //!   or when the oldest due message has waited `max_batch_timeout`, while fewer than
@@ -31,9 +33,18 @@ impl Queues {
         let poll = Duration::from_millis(self.inner.config.poll_ms.max(10));
         let mut changes = self.inner.state.changes();
         let mut schedules: HashMap<String, Option<Schedule>> = HashMap::new();
+        // Deployments change rarely and apply no command: the queues and consumers they
+        // declare are reconciled once per `poll_ms`, not on every applied command.
+        let mut reconciled: Option<std::time::Instant> = None;
         loop {
             let mut wake = now_ms() + poll.as_millis() as u64;
             if self.inner.log.leads() {
+                if reconciled.is_none_or(|at| at.elapsed() >= poll) {
+                    match self.reconcile().await {
+                        Ok(()) => reconciled = Some(std::time::Instant::now()),
+                        Err(e) => tracing::warn!("queues dispatcher: {e}"),
+                    }
+                }
                 match self.dispatch_round(&mut schedules).await {
                     Ok(next) => wake = wake.min(next),
                     Err(e) => tracing::warn!("queues dispatcher: {e}"),
@@ -54,7 +65,6 @@ impl Queues {
         let state = &self.inner.state;
         let now = now_ms();
         let mut next = u64::MAX;
-        self.reconcile().await?;
 
         let retention_ms = config.retention_secs.saturating_mul(1000);
         let expiry = state.next_expiry()?;

@@ -260,32 +260,11 @@ impl Runtime {
     }
 
     /// Makes `worker` the version that answers its name and routes, after declaring the KV
-    /// namespaces its bindings name and creating the D1 databases, R2 buckets and queues they
-    /// name when missing (a deployment is one of the ways to create one).
+    /// namespaces its bindings name and creating the D1 databases and R2 buckets they name
+    /// when missing (a deployment is one of the ways to create one). The queues it names are
+    /// created by Queues' dispatcher (and by a send that finds one missing).
     pub fn install(&self, worker: Arc<Worker>) {
-        let Stores { kv, d1, r2, queues, .. } = &self.stores;
-        let named_queues: Vec<String> = worker
-            .spec
-            .manifest
-            .bindings
-            .iter()
-            .filter_map(|b| match b {
-                nimbus_proto::manifest::Binding::Queue { queue, .. } => Some(queue.clone()),
-                _ => None,
-            })
-            .chain(worker.spec.manifest.queue_consumers.iter().map(|c| c.queue.clone()))
-            .filter(|q| matches!(queues.state().consumer(q), Ok(None)))
-            .collect();
-        if !named_queues.is_empty() {
-            let (queues, worker) = (queues.clone(), worker.spec.name.clone());
-            tokio::spawn(async move {
-                for queue in named_queues {
-                    if let Err(e) = queues.create_queue(&queue).await {
-                        tracing::warn!(%worker, %queue, "creating a queue: {e}");
-                    }
-                }
-            });
-        }
+        let Stores { kv, d1, r2, .. } = &self.stores;
         for binding in &worker.spec.manifest.bindings {
             match binding {
                 nimbus_proto::manifest::Binding::Kv { namespace_id, .. } => {
