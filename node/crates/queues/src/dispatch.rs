@@ -20,7 +20,7 @@
 use super::state::{Command, Decision, Lease, Reply, Run, RunStatus};
 use super::{fresh_id, now_ms, QueueError, Queues};
 use nimbus_proto::cron::{real_time, schedule_time, Schedule};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -229,54 +229,44 @@ impl Queues {
         }
     }
 
-    /// Starts what this node holds and is not running yet, while slots are free.
+    /// Starts what this node holds and has not started yet, while slots are free.
     fn start_held(&self, me: &str) -> Result<(), QueueError> {
         let now = now_ms();
-        for lease in self.inner.state.leases_of(me)? {
+        let leases = self.inner.state.leases_of(me)?;
+        let runs = self.inner.state.runs_of(me)?;
+        let started = &self.inner.started;
+        started.forget_all_but(leases.iter().map(|l| l.id.clone()).chain(runs.iter().map(run_key)));
+        for lease in leases {
             // One about to expire is left to expire: it will be leased again.
-            if lease.until_ms <= now + 1_000 || !self.mark_running(&lease.id) {
+            if lease.until_ms <= now + 1_000 || !started.start(&lease.id) {
                 continue;
             }
             let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
-                self.unmark_running(&lease.id);
+                started.abandon(&lease.id);
                 return Ok(());
             };
             let queues = self.clone();
             tokio::spawn(async move {
-                let id = lease.id.clone();
                 queues.run_lease(lease).await;
-                queues.unmark_running(&id);
                 drop(slot);
             });
         }
-        for run in self.inner.state.runs_of(me)? {
-            let key = format!("cron {} {} {}", run.worker, run.cron, run.scheduled_ms);
-            if !self.mark_running(&key) {
+        for run in runs {
+            let key = run_key(&run);
+            if !started.start(&key) {
                 continue;
             }
             let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
-                self.unmark_running(&key);
+                started.abandon(&key);
                 return Ok(());
             };
             let queues = self.clone();
             tokio::spawn(async move {
-                // Once its outcome is committed the run leaves this node's list; until then
-                // the key stays marked, so one process never starts a run twice.
-                if queues.run_cron(run).await {
-                    queues.unmark_running(&key);
-                }
+                queues.run_cron(run).await;
                 drop(slot);
             });
         }
         Ok(())
-    }
-
-    fn mark_running(&self, key: &str) -> bool {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned())
-    }
-
-    fn unmark_running(&self, key: &str) {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Runs one lease's batch through its consumer and settles it. If the settle cannot be
@@ -331,7 +321,7 @@ impl Queues {
 
     /// Runs one claimed cron tick and records its outcome. A run claimed before this process
     /// started is not run (its node died while it ran, or before): at most once.
-    async fn run_cron(&self, run: Run) -> bool {
+    async fn run_cron(&self, run: Run) {
         let started = std::time::Instant::now();
         let status = if run.claimed_ms < self.inner.started_ms {
             RunStatus::Error("the node restarted before this run finished; it is not run again".into())
@@ -352,7 +342,7 @@ impl Queues {
                 duration_ms,
             };
             match self.propose(command).await {
-                Ok(_) => return true,
+                Ok(_) => return,
                 Err(e) => {
                     tracing::debug!(worker = %run.worker, "recording a cron outcome: {e}; trying again");
                     tokio::time::sleep(backoff).await;
@@ -361,6 +351,40 @@ impl Queues {
             }
         }
         tracing::warn!(worker = %run.worker, cron = %run.cron, "the outcome of a cron run could not be recorded");
-        false
+    }
+}
+
+fn run_key(run: &Run) -> String {
+    format!("cron {} {} {}", run.worker, run.cron, run.scheduled_ms)
+}
+
+/// The leases and cron runs this node's runner has started. One stays here from its start
+/// until this replica's state no longer lists it as held here, not merely until its handler
+/// returns: the `Settle` or `Outcome` is committed through the leader, and a follower may
+/// apply it a moment later. Until then the local state still lists the work, and only this
+/// set keeps the runner from running a settled batch or a finished cron tick again.
+#[derive(Default)]
+pub(crate) struct Started(std::sync::Mutex<HashSet<String>>);
+
+impl Started {
+    /// Marks `key` started; false if it already was.
+    pub(crate) fn start(&self, key: &str) -> bool {
+        self.lock().insert(key.to_owned())
+    }
+
+    /// Unmarks `key`, which was not run after all (no slot was free).
+    pub(crate) fn abandon(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Forgets every key but those the local state lists as held here now. A started key
+    /// is listed until its outcome is applied here, so none is forgotten while it can run.
+    pub(crate) fn forget_all_but(&self, listed: impl Iterator<Item = String>) {
+        let listed: HashSet<String> = listed.collect();
+        self.lock().retain(|key| listed.contains(key));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

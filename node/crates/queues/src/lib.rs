@@ -179,8 +179,8 @@ struct Inner {
     host: Arc<dyn EventHost>,
     membership: Membership,
     config: QueuesConfig,
-    /// Leases and cron runs this node is running now.
-    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Leases and cron runs this node's runner has started.
+    started: dispatch::Started,
     /// Bounds the batches and cron runs this node runs at once.
     slots: Arc<tokio::sync::Semaphore>,
     /// When this process started: a run it holds that was claimed before is from a previous
@@ -216,7 +216,7 @@ impl Queues {
                 host,
                 membership,
                 config: config.clone(),
-                running: Default::default(),
+                started: Default::default(),
                 slots: Arc::new(tokio::sync::Semaphore::new(config.max_batches_per_node.max(1))),
                 started_ms: now_ms(),
                 first_seen: Default::default(),

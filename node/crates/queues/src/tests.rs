@@ -224,6 +224,54 @@ fn a_cron_tick_is_claimed_once() {
     assert_eq!(log.state.last_run("w", "* * * * *").expect("reads"), Some(60_000));
 }
 
+/// The CI failure of 2026-12-05 ("a tick ran twice"): a follower's runner finished a cron
+/// run, its `Outcome` was committed through the leader, and the runner looked at its own
+/// replica before that replica had applied the outcome. The run was still listed as held
+/// there and no longer marked started, so it ran again. A started run now stays marked until
+/// this replica stops listing it.
+#[test]
+fn a_finished_run_is_not_started_again_while_this_replica_still_lists_it() {
+    let mut log = Log::new();
+    let claim = Command::Claim {
+        worker: "w".into(),
+        cron: "* * * * *".into(),
+        scheduled_ms: 60_000,
+        holder: "node-2".into(),
+        time_ms: 60_001,
+        status: None,
+    };
+    assert_eq!(log.apply(claim), Reply::Done);
+    let started = crate::dispatch::Started::default();
+    let listed = |log: &Log| {
+        log.state
+            .runs_of("node-2")
+            .expect("reads")
+            .iter()
+            .map(|r| format!("{} {}", r.worker, r.scheduled_ms))
+            .collect::<Vec<_>>()
+    };
+
+    // The runner's first look: the run is listed and started.
+    started.forget_all_but(listed(&log).into_iter());
+    assert!(started.start("w 60000"));
+    // Its handler returned and its outcome is committed on the leader, not yet applied
+    // here: the next look still lists it, and it is not started again.
+    started.forget_all_but(listed(&log).into_iter());
+    assert_eq!(listed(&log), ["w 60000"]);
+    assert!(!started.start("w 60000"), "a finished run started again");
+    // Applied here: it leaves the list, and the mark goes with it.
+    log.apply(Command::Outcome {
+        worker: "w".into(),
+        cron: "* * * * *".into(),
+        scheduled_ms: 60_000,
+        status: RunStatus::Ok,
+        duration_ms: 3,
+    });
+    started.forget_all_but(listed(&log).into_iter());
+    assert!(listed(&log).is_empty());
+    assert!(started.start("w 60000"), "a key no longer listed is forgotten");
+}
+
 #[test]
 fn a_snapshot_restores_the_whole_state_and_a_replay_changes_nothing() {
     let mut log = Log::new();
