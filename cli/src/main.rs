@@ -14,6 +14,7 @@ mod kv;
 mod manifest;
 mod node;
 mod output;
+mod pages;
 mod queues;
 mod r2;
 mod tokens;
@@ -131,6 +132,11 @@ enum Command {
         #[command(subcommand)]
         command: queues::CronCommand,
     },
+    /// Pages: projects, deploy a directory of static files, deployments and rollback.
+    Pages {
+        #[command(subcommand)]
+        command: pages::PagesCommand,
+    },
     /// Management API tokens: create (the secret is shown once), list, revoke.
     Tokens {
         #[command(subcommand)]
@@ -235,6 +241,7 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             let target = client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?;
             queues::cron(command, target, cli.json, style).await
         }
+        Command::Pages { command } => pages::run(command, &connect()?, cli.json, style).await,
         Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
         Command::Certs { command: CertsCommand::Create { ref out, ref nodes } } => {
             let mut names = nodes.clone();

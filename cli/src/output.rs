@@ -1,6 +1,7 @@
 //! Output for people: aligned tables, colour only when stdout is a terminal.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 pub struct Style {
     color: bool,
@@ -97,6 +98,59 @@ pub fn ago(unix_ms: i64) -> String {
         s if s < 3600 => format!("{} min ago", s / 60),
         s if s < 86_400 => format!("{} h ago", s / 3600),
         s => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// A progress line on stderr (only on a terminal, only for transfers that take a while).
+pub struct Progress {
+    total: Option<u64>,
+    pub done: u64,
+    started: Instant,
+    shown: Instant,
+    /// Whether it draws (a terminal); the caller may turn it off.
+    pub on: bool,
+}
+
+impl Progress {
+    pub fn new(total: Option<u64>) -> Progress {
+        let now = Instant::now();
+        Progress { total, done: 0, started: now, shown: now, on: std::io::stderr().is_terminal() }
+    }
+
+    pub fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.on && self.shown.elapsed() >= Duration::from_millis(200) {
+            self.shown = Instant::now();
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let line = match self.total {
+            Some(total) if total > 0 => {
+                let width = 30;
+                let filled = (self.done.min(total) * width / total) as usize;
+                format!(
+                    "[{}{}] {:>3}% {} of {}  {}/s",
+                    "#".repeat(filled),
+                    " ".repeat(width as usize - filled),
+                    self.done * 100 / total,
+                    bytes(self.done),
+                    bytes(total),
+                    bytes(rate as u64)
+                )
+            }
+            _ => format!("{}  {}/s", bytes(self.done), bytes(rate as u64)),
+        };
+        eprint!("\r{line}\x1b[K");
+    }
+
+    pub fn finish(&self) {
+        if self.on && self.started.elapsed() >= Duration::from_millis(200) {
+            self.draw();
+            eprintln!();
+        }
     }
 }
 

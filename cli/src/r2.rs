@@ -5,14 +5,14 @@
 //! the secret is printed once, when the key is created.
 
 use crate::node::Node;
-use crate::output::{bytes, table, Style};
+use crate::output::{bytes, table, Progress, Style};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use nimbus_api::r2::{AccessKeyCreated, AccessKeys, Buckets, ObjectInfo, ObjectPage};
 use reqwest::Method;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum R2Command {
@@ -115,58 +115,6 @@ fn split(path: &str) -> Result<(&str, &str)> {
 fn object_path(path: &str) -> Result<String> {
     let (bucket, key) = split(path)?;
     Ok(format!("/v1/r2/buckets/{}/objects/{}", encode(bucket), encode(key)))
-}
-
-/// A progress line on stderr (only on a terminal, only for transfers that take a while).
-struct Progress {
-    total: Option<u64>,
-    done: u64,
-    started: Instant,
-    shown: Instant,
-    on: bool,
-}
-
-impl Progress {
-    fn new(total: Option<u64>) -> Progress {
-        let now = Instant::now();
-        Progress { total, done: 0, started: now, shown: now, on: std::io::stderr().is_terminal() }
-    }
-
-    fn add(&mut self, n: u64) {
-        self.done += n;
-        if self.on && self.shown.elapsed() >= Duration::from_millis(200) {
-            self.shown = Instant::now();
-            self.draw();
-        }
-    }
-
-    fn draw(&self) {
-        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let line = match self.total {
-            Some(total) if total > 0 => {
-                let width = 30;
-                let filled = (self.done.min(total) * width / total) as usize;
-                format!(
-                    "[{}{}] {:>3}% {} of {}  {}/s",
-                    "#".repeat(filled),
-                    " ".repeat(width as usize - filled),
-                    self.done * 100 / total,
-                    bytes(self.done),
-                    bytes(total),
-                    bytes(rate as u64)
-                )
-            }
-            _ => format!("{}  {}/s", bytes(self.done), bytes(rate as u64)),
-        };
-        eprint!("\r{line}\x1b[K");
-    }
-
-    fn finish(&self) {
-        if self.on && self.started.elapsed() >= Duration::from_millis(200) {
-            self.draw();
-            eprintln!();
-        }
-    }
 }
 
 pub async fn run(command: R2Command, target: (String, String), json_out: bool, style: &Style) -> Result<()> {

@@ -70,12 +70,13 @@ impl Api {
             .route("/v1/cluster", get(cluster))
             .route("/v1/tokens", get(list_tokens).post(create_token))
             .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+            .merge(crate::pages::routes())
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
             .layer(DefaultBodyLimit::max(body_limit));
         Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(self)
     }
 
-    fn notify(&self, seq: u64) {
+    pub(crate) fn notify(&self, seq: u64) {
         // No receiver just means no node is watching right now.
         let _ = self.changes.send(seq);
     }
@@ -97,6 +98,8 @@ async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Resp
     let path = req.uri().path();
     let product = if path.starts_with("/v1/deployments") {
         Some(auth::Product::Workers)
+    } else if path.starts_with("/v1/pages/") || path == "/v1/pages" {
+        Some(auth::Product::Pages)
     } else if path.starts_with("/v1/cluster") {
         Some(auth::Product::Cluster)
     } else {
@@ -118,7 +121,8 @@ pub fn status_of(error: &ControlPlaneError) -> StatusCode {
         ControlPlaneError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlPlaneError::WorkerNotFound(_)
         | ControlPlaneError::VersionNotFound { .. }
-        | ControlPlaneError::TokenNotFound(_) => StatusCode::NOT_FOUND,
+        | ControlPlaneError::TokenNotFound(_)
+        | ControlPlaneError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlPlaneError::Unauthorized => StatusCode::UNAUTHORIZED,
         ControlPlaneError::Conflict(_) => StatusCode::CONFLICT,
         ControlPlaneError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -223,7 +227,7 @@ async fn deploy(
     // each node's tie-break.
     let routes: Vec<String> = manifest.routes.iter().map(|r| nimbus_proto::manifest::route_key(r)).collect();
     if !routes.is_empty() {
-        let (_, active) = api.store.snapshot()?;
+        let active = api.store.snapshot()?.workers;
         for other in active.iter().filter(|d| d.name != name) {
             let Ok(theirs) = serde_json::from_str::<WorkerManifest>(&other.manifest_json) else { continue };
             if let Some(route) =

@@ -17,6 +17,9 @@ pub enum ControlPlaneError {
     /// The token is valid but lacks the scope the route needs.
     #[error("this token lacks the `{0}` scope")]
     Forbidden(String),
+    /// A Pages project or deployment that does not exist (the message names it).
+    #[error("{0}")]
+    NotFound(String),
     #[error("no token with id `{0}`")]
     TokenNotFound(String),
     #[error("database: {0}")]

@@ -1,4 +1,5 @@
-//! The Nimbus control plane: stores every version of every worker and pushes deployments.
+//! The Nimbus control plane: stores every version of every worker and every Pages deployment,
+//! and pushes them to the nodes.
 //!
 //! [`run`] opens the SQLite store, serves the HTTP API (for the CLI) and the gRPC watch
 //! service (for nodes), reports readiness on stdout as one JSON line, and stops both when the
@@ -8,6 +9,7 @@
 //! - [`store`]: versions, components, events, rollout state (SQLite).
 //! - [`validate`]: deploy-time checks of components.
 //! - [`js`]: JavaScript workers, pre-initialised into the engine component at deploy.
+//! - [`pages`]: Pages projects, deployments and their content-addressed blobs.
 //! - [`api`]: HTTP API with bearer-token auth.
 //! - [`watch`]: gRPC `Deployments` service (watch, component fetch, acks).
 //! - [`config`], [`error`].
@@ -16,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod js;
+pub mod pages;
 pub mod store;
 pub mod validate;
 pub mod watch;

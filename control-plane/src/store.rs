@@ -9,12 +9,13 @@
 //! `workers` (name → active version or deleted), `events` (seq → worker, version or NULL for
 //! a delete, or [`TOKENS_EVENT`] for a token change), `rollout` (node, worker → last
 //! acknowledged version), `nodes` (last watch), `tokens` (management tokens: id, name, scopes
-//! and the SHA-256 of the secret; the secret itself is never stored).
+//! and the SHA-256 of the secret; the secret itself is never stored). Pages' tables and blobs
+//! are `crate::pages`'s.
 
 use crate::error::ControlPlaneError;
 pub use nimbus_api::control::TokenInfo;
 pub use nimbus_api::control::{NodeInfo, Rollout, VersionInfo, WorkerSummary};
-use nimbus_proto::deploy::{ApiToken, TokenSet, WorkerDeployment};
+use nimbus_proto::deploy::{ApiToken, PagesProject, TokenSet, WorkerDeployment};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +23,16 @@ use std::sync::Mutex;
 pub struct Store {
     /// One connection: SQLite serialises writers anyway, and every call is short.
     conn: Mutex<Connection>,
+    /// Pages' content-addressed blobs (`crate::pages`).
+    pub(crate) blobs: std::path::PathBuf,
+}
+
+/// The whole desired state at one sequence number.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub workers: Vec<WorkerDeployment>,
+    pub pages: Vec<PagesProject>,
 }
 
 /// A change after some sequence number.
@@ -31,6 +42,9 @@ pub enum Change {
     Removed(String),
     /// The management tokens changed: the whole set as nodes check it.
     Tokens(TokenSet),
+    /// A Pages project changed (a deployment, a rollback): the whole project.
+    Pages(PagesProject),
+    PagesRemoved(String),
 }
 
 /// The `events.worker` of a token change; no worker can be named so (`*` is refused).
@@ -90,7 +104,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 ";
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -103,10 +117,11 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        conn.execute_batch(crate::pages::SCHEMA)?;
+        Ok(Store { conn: Mutex::new(conn), blobs: dir.join("pages").join("blobs") })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ControlPlaneError> {
+    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ControlPlaneError> {
         self.conn.lock().map_err(|_| ControlPlaneError::Internal("database lock poisoned".into()))
     }
 
@@ -289,7 +304,7 @@ impl Store {
     }
 
     /// The whole desired state and the sequence number it reflects.
-    pub fn snapshot(&self) -> Result<(u64, Vec<WorkerDeployment>), ControlPlaneError> {
+    pub fn snapshot(&self) -> Result<Snapshot, ControlPlaneError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let seq: u64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
@@ -299,8 +314,9 @@ impl Store {
             let rows = stmt.query_map([], deployment_row)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
+        let pages = crate::pages::all_projects(&tx)?;
         tx.commit()?;
-        Ok((seq, workers))
+        Ok(Snapshot { seq, workers, pages })
     }
 
     /// Each change after `seq`, with its own sequence number, in order.
@@ -311,6 +327,15 @@ impl Store {
             stmt.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         let mut changes = Vec::with_capacity(events.len());
         for (seq, worker, version) in events {
+            if let Some(project) = worker.strip_prefix(crate::pages::EVENT_PREFIX) {
+                // The project as it is now: a later change's state is sent early, never a stale one.
+                let change = match crate::pages::project_message(&conn, project)? {
+                    Some(message) => Change::Pages(message),
+                    None => Change::PagesRemoved(project.to_owned()),
+                };
+                changes.push((seq, change));
+                continue;
+            }
             let change = match version {
                 None if worker == TOKENS_EVENT => Change::Tokens(token_set(&conn)?),
                 None => Change::Removed(worker),
@@ -451,7 +476,7 @@ mod tests {
             assert!(matches!(store.delete("gone"), Err(ControlPlaneError::WorkerNotFound(_))));
         }
         let store = Store::open(dir.path()).expect("reopen");
-        let (seq, workers) = store.snapshot().expect("snapshot");
+        let crate::store::Snapshot { seq, workers, .. } = store.snapshot().expect("snapshot");
         assert_eq!(seq, 5);
         assert_eq!(workers.len(), 1);
         assert_eq!((workers[0].name.as_str(), workers[0].version), ("hello", 1));

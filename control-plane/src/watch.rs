@@ -1,14 +1,16 @@
-//! The gRPC service nodes watch: desired state, component bytes, acknowledgements.
+//! The gRPC service nodes watch: desired state, component and Pages blob bytes,
+//! acknowledgements.
 //!
-//! A node that connects gets a snapshot of the whole desired state (workers and management
-//! tokens), then every change in order; a node already at that sequence skips nothing but
+//! A node that connects gets a snapshot of the whole desired state (workers, management
+//! tokens, Pages projects), then every change in order; a node already at that sequence skips nothing but
 //! re-applies nothing either (an unchanged worker is only acknowledged). Each watcher subscribes to the change signal before it reads the database, so no
 //! change committed meanwhile is missed; a watcher that lags behind the signal re-reads.
 
 use crate::store::{Change, Store};
 use nimbus_proto::deploy::deployments_server::Deployments;
 use nimbus_proto::deploy::{
-    AckRequest, AckResponse, ApiToken, GetComponentRequest, GetComponentResponse, TokenSet, WatchEvent, WatchRequest,
+    AckRequest, AckResponse, ApiToken, GetAssetRequest, GetAssetResponse, GetComponentRequest, GetComponentResponse,
+    TokenSet, WatchEvent, WatchRequest,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -109,6 +111,18 @@ impl Deployments for WatchService {
         }
     }
 
+    async fn get_asset(&self, request: Request<GetAssetRequest>) -> Result<Response<GetAssetResponse>, Status> {
+        let hash = request.into_inner().hash;
+        let store = self.store.clone();
+        let blob = tokio::task::spawn_blocking(move || store.blob(&hash).map(|b| (hash, b)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match blob.map_err(internal)? {
+            (_, Some(bytes)) => Ok(Response::new(GetAssetResponse { bytes })),
+            (hash, None) => Err(Status::not_found(format!("no Pages blob with hash {hash}"))),
+        }
+    }
+
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         self.check_node(&request, &request.get_ref().node_id)?;
         let ack = request.into_inner();
@@ -136,9 +150,9 @@ async fn stream_changes(
     };
     // Always a snapshot first: it carries the token set, which the node may lack even when
     // it is up to date with the workers (a node whose bootstrap token changed, say).
-    let (seq, workers) = store.snapshot().map_err(internal)?;
+    let crate::store::Snapshot { seq, workers, pages } = store.snapshot().map_err(internal)?;
     let tokens = Some(with_bootstrap(store.token_set().map_err(internal)?));
-    let snapshot = WatchEvent { seq, snapshot: true, workers, removed: Vec::new(), tokens };
+    let snapshot = WatchEvent { seq, snapshot: true, workers, tokens, pages, ..WatchEvent::default() };
     if tx.send(Ok(snapshot)).await.is_err() {
         return Ok(());
     }
@@ -154,19 +168,11 @@ async fn stream_changes(
         }
         for (seq, change) in store.changes_after(sent).map_err(internal)? {
             let event = match change {
-                Change::Upsert(deployment) => {
-                    WatchEvent { seq, snapshot: false, workers: vec![deployment], removed: Vec::new(), tokens: None }
-                }
-                Change::Removed(name) => {
-                    WatchEvent { seq, snapshot: false, workers: Vec::new(), removed: vec![name], tokens: None }
-                }
-                Change::Tokens(set) => WatchEvent {
-                    seq,
-                    snapshot: false,
-                    workers: Vec::new(),
-                    removed: Vec::new(),
-                    tokens: Some(with_bootstrap(set)),
-                },
+                Change::Upsert(deployment) => WatchEvent { seq, workers: vec![deployment], ..WatchEvent::default() },
+                Change::Removed(name) => WatchEvent { seq, removed: vec![name], ..WatchEvent::default() },
+                Change::Tokens(set) => WatchEvent { seq, tokens: Some(with_bootstrap(set)), ..WatchEvent::default() },
+                Change::Pages(project) => WatchEvent { seq, pages: vec![project], ..WatchEvent::default() },
+                Change::PagesRemoved(name) => WatchEvent { seq, removed_pages: vec![name], ..WatchEvent::default() },
             };
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(());

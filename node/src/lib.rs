@@ -17,6 +17,7 @@
 //! - [`deploy`]: persisted deployments (and the token set) from the control-plane watch.
 //! - [`http`]: the public edge (workers, `/healthz`) and the management API (`/v1`,
 //!   `/metrics`, behind tokens), on two listeners.
+//! - [`pages`]: Pages sites on the edge, served from this node's copy of their blobs.
 //! - [`rpc`]: the gRPC server peers call (KV replication, D1's Raft and forwarded writes,
 //!   Durable Object events and replication, R2's chunks).
 //! - [`s3`]: the S3 API on its own listener (R2's buckets and objects, signed requests only).
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod deploy;
 pub mod http;
+pub mod pages;
 pub mod rpc;
 pub mod s3;
 pub mod stores;
@@ -255,6 +257,11 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
     };
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
+    let pages = pages::Pages::new(&config.pages, &config.data_dir);
+    let projects_restored = deploy::restore_pages(&pages, &storage)?;
+    if projects_restored > 0 {
+        tracing::info!(projects = projects_restored, "restored Pages projects");
+    }
     {
         let runtime = runtime.clone();
         tasks.spawn("instance-reaper", move |shutdown| runtime.reap_idle(shutdown));
@@ -271,6 +278,7 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
             durable: durable.clone(),
             r2: r2.clone(),
             queues: queues.clone(),
+            pages: pages.clone(),
         },
         &config,
     );
@@ -316,7 +324,8 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         metrics.clone(),
         tokens,
         cluster_tls,
-    );
+    )
+    .with_pages(pages);
     tasks.spawn("deploy-watch", move |shutdown| watcher.run(shutdown));
 
     let ready = Ready {

@@ -18,6 +18,8 @@ pub enum Product {
     D1,
     R2,
     Queues,
+    /// Pages projects and their deployments (the control plane).
+    Pages,
     /// Deployments (the control plane) and what a node serves.
     Workers,
     /// Membership, status, Durable Object placement, `/metrics`.
@@ -25,8 +27,8 @@ pub enum Product {
 }
 
 impl Product {
-    pub const ALL: [Product; 6] =
-        [Product::Kv, Product::D1, Product::R2, Product::Queues, Product::Workers, Product::Cluster];
+    pub const ALL: [Product; 7] =
+        [Product::Kv, Product::D1, Product::R2, Product::Queues, Product::Pages, Product::Workers, Product::Cluster];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +36,7 @@ impl Product {
             Product::D1 => "d1",
             Product::R2 => "r2",
             Product::Queues => "queues",
+            Product::Pages => "pages",
             Product::Workers => "workers",
             Product::Cluster => "cluster",
         }

@@ -15,4 +15,6 @@ pub enum DeployError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -5,7 +5,9 @@
 //! and linked, so a node restarted without the control plane serves exactly what it last
 //! acknowledged; a version that fails to compile or link is acknowledged as failed and the
 //! previous version keeps serving; a lost connection resumes from the last applied sequence.
-//! The management-token set rides the same stream and is persisted in the same batch.
+//! The management-token set rides the same stream and is persisted in the same batch, and so
+//! do Pages projects: a project's new state is installed only once every blob of its
+//! deployments is on this node, and persisted with the sequence that delivered it.
 //!
 //! # Layout
 //! - [`restore`]: install every persisted deployment at boot, before the node reports ready.
@@ -15,12 +17,17 @@ mod error;
 
 pub use error::DeployError;
 
+use crate::pages::Pages;
+use futures::StreamExt as _;
 use nimbus_proto::deploy::deployments_client::DeploymentsClient;
-use nimbus_proto::deploy::{AckRequest, GetComponentRequest, WatchEvent, WatchRequest, WorkerDeployment};
+use nimbus_proto::deploy::{
+    AckRequest, GetAssetRequest, GetComponentRequest, PagesProject, WatchEvent, WatchRequest, WorkerDeployment,
+};
 use nimbus_runtime::{Runtime, WorkerSpec};
 use nimbus_storage::{Batch, Storage, CF_DEPLOYMENTS, CF_META};
 use nimbus_util::config::NodeConfig;
 use nimbus_util::metrics::Metrics;
+use prost::Message as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const WATCH_SEQ_KEY: &[u8] = b"watch_seq";
+/// `pages/<project>` in `CF_META`: the project as last installed (its protobuf).
+const PAGES_PREFIX: &str = "pages/";
+/// Blobs one project's sync fetches at once.
+const BLOB_FETCHES: usize = 8;
 /// Components can be large; the default 4 MiB gRPC limit is too small.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -56,6 +67,22 @@ pub async fn restore(runtime: &Arc<Runtime>, storage: &Storage) -> Result<usize,
     Ok(restored)
 }
 
+/// Serves every Pages project persisted by an earlier run (their blobs are on disk: a
+/// project is persisted only after its blobs). One that no longer loads is logged and
+/// skipped.
+pub fn restore_pages(pages: &Pages, storage: &Storage) -> Result<usize, DeployError> {
+    let mut restored = 0;
+    for (key, value) in storage.scan_prefix(CF_META, PAGES_PREFIX.as_bytes(), None, usize::MAX)? {
+        let name = String::from_utf8_lossy(&key[PAGES_PREFIX.len()..]).into_owned();
+        let loaded = PagesProject::decode(value.as_slice()).map_err(|e| e.to_string());
+        match loaded.and_then(|project| pages.install(&project).map_err(|e| e.to_string())) {
+            Ok(()) => restored += 1,
+            Err(e) => tracing::error!(project = %name, "persisted Pages project does not load, skipped: {e}"),
+        }
+    }
+    Ok(restored)
+}
+
 /// The node's side of the control-plane watch stream.
 pub struct Watcher {
     node_id: String,
@@ -69,6 +96,7 @@ pub struct Watcher {
     tokens: crate::auth::Tokens,
     /// Mutual TLS to the control plane (`None`: plaintext).
     tls: Option<nimbus_cluster::tls::ClusterTls>,
+    pages: Option<Pages>,
 }
 
 impl Watcher {
@@ -96,7 +124,14 @@ impl Watcher {
             metrics,
             tokens,
             tls,
+            pages: None,
         }
+    }
+
+    /// Serves the Pages projects the stream carries through `pages`.
+    pub fn with_pages(mut self, pages: Pages) -> Self {
+        self.pages = Some(pages);
+        self
     }
 
     /// Watches until `shutdown`, reconnecting with exponential backoff.
@@ -175,6 +210,21 @@ impl Watcher {
         for deployment in &event.workers {
             self.upsert(client, deployment).await?;
         }
+        let mut removed_pages: BTreeSet<String> = event.removed_pages.iter().cloned().collect();
+        if let Some(pages) = &self.pages {
+            if event.snapshot {
+                let desired: BTreeSet<&str> = event.pages.iter().map(|p| p.name.as_str()).collect();
+                removed_pages.extend(pages.projects().into_iter().filter(|n| !desired.contains(n.as_str())));
+            }
+            for project in &event.pages {
+                if self.sync_pages(client, pages, project).await? {
+                    batch.put(CF_META, format!("{PAGES_PREFIX}{}", project.name).into_bytes(), project.encode_to_vec());
+                }
+            }
+            for name in &removed_pages {
+                batch.delete(CF_META, format!("{PAGES_PREFIX}{name}").into_bytes());
+            }
+        }
         for name in &removed {
             batch.delete(CF_DEPLOYMENTS, name.as_bytes().to_vec());
         }
@@ -190,7 +240,91 @@ impl Watcher {
             self.runtime.remove(name);
             tracing::info!(worker = %name, "removed deployment");
         }
+        if let Some(pages) = &self.pages {
+            for name in &removed_pages {
+                pages.remove(name);
+                tracing::info!(project = %name, "removed Pages project");
+            }
+        }
         Ok(())
+    }
+
+    /// Fetches the blobs of `project` this node lacks, then serves its new state. `Ok(false)`:
+    /// the project does not load (a blob the control plane lacks, a bad manifest), logged,
+    /// and its previous state keeps serving. `Err` only for what a retry can fix.
+    async fn sync_pages(
+        &self,
+        client: &mut DeploymentsClient<Channel>,
+        pages: &Pages,
+        project: &PagesProject,
+    ) -> Result<bool, DeployError> {
+        let manifests: Vec<String> = project.deployments.iter().map(|d| d.manifest_hash.clone()).collect();
+        if !self.fetch_blobs(client, pages, manifests).await? {
+            return Ok(false);
+        }
+        let mut files = BTreeSet::new();
+        for deployment in &project.deployments {
+            match pages.manifest(&project.name, &deployment.id, &deployment.manifest_hash) {
+                Ok(manifest) => files.extend(manifest.files.into_values().map(|f| f.hash)),
+                Err(e) => {
+                    tracing::error!(project = %project.name, "Pages project not installed, the previous state keeps serving: {e}");
+                    return Ok(false);
+                }
+            }
+        }
+        if !self.fetch_blobs(client, pages, files.into_iter().collect()).await? {
+            return Ok(false);
+        }
+        match pages.install(project) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::error!(project = %project.name, "Pages project not installed, the previous state keeps serving: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Fetches the blobs among `hashes` this node lacks, a few at once; `Ok(false)` when the
+    /// control plane lacks one or sends bytes of another hash.
+    async fn fetch_blobs(
+        &self,
+        client: &mut DeploymentsClient<Channel>,
+        pages: &Pages,
+        hashes: Vec<String>,
+    ) -> Result<bool, DeployError> {
+        let missing: Vec<String> = hashes.into_iter().filter(|h| !pages.has_blob(h)).collect();
+        if missing.is_empty() {
+            return Ok(true);
+        }
+        tracing::info!(blobs = missing.len(), "fetching Pages blobs");
+        let fetches = futures::stream::iter(missing).map(|hash| {
+            let mut client = client.clone();
+            let pages = pages.clone();
+            async move {
+                let bytes = match client.get_asset(GetAssetRequest { hash: hash.clone() }).await {
+                    Ok(reply) => reply.into_inner().bytes,
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        tracing::error!(%hash, "the control plane has no such Pages blob");
+                        return Ok(false);
+                    }
+                    Err(status) => return Err(DeployError::from(status)),
+                };
+                match tokio::task::spawn_blocking(move || pages.store_blob(&hash, &bytes)).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(e)) => {
+                        tracing::error!("a Pages blob was refused: {e}");
+                        Ok(false)
+                    }
+                    Err(e) => Err(DeployError::Internal(e.to_string())),
+                }
+            }
+        });
+        let mut fetches = fetches.buffer_unordered(BLOB_FETCHES);
+        let mut complete = true;
+        while let Some(fetched) = fetches.next().await {
+            complete &= fetched?;
+        }
+        Ok(complete)
     }
 
     /// Installs one deployment (unless already serving), persisting it first, and acks it.

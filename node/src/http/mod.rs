@@ -1,7 +1,8 @@
 //! The node's two HTTP planes: the public edge and the management API.
 //!
-//! The **edge** ([`Edge::router`]) serves workers (by host, `<name>.<suffix>` or a declared
-//! route) and `/healthz`, nothing else, under any Host: no `/v1` path and no `/metrics` is
+//! The **edge** ([`Edge::router`]) serves Pages sites (`<project>.<pages suffix>` and its
+//! subdomains, see `crate::pages`), workers (by host, `<name>.<suffix>` or a declared route)
+//! and `/healthz`, nothing else, under any Host: no `/v1` path and no `/metrics` is
 //! reachable on it. The **management API** ([`Edge::management_router`], its own listener,
 //! loopback by default) serves the REST APIs (`kv`, `d1`, `r2`), the node's status, the cluster
 //! view, fault injection and `/metrics`, each behind `Authorization: Bearer <token>` with the
@@ -43,6 +44,7 @@ pub struct Edge {
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
     pub queues: nimbus_queues::Queues,
+    pub pages: crate::pages::Pages,
     pub node_id: Arc<str>,
     pub region: Arc<str>,
     colo_header: header::HeaderValue,
@@ -55,13 +57,14 @@ pub const COLO_HEADER: &str = "x-nimbus-colo";
 /// The node a request entered through.
 pub const NODE_HEADER: &str = "x-nimbus-node";
 
-/// The stores the management API serves.
+/// The stores the management API serves, and the Pages sites the edge serves.
 pub struct Stores {
     pub kv: KvStore,
     pub d1: nimbus_d1::D1,
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
     pub queues: nimbus_queues::Queues,
+    pub pages: crate::pages::Pages,
 }
 
 impl Edge {
@@ -72,7 +75,7 @@ impl Edge {
         stores: Stores,
         config: &NodeConfig,
     ) -> Self {
-        let Stores { kv, d1, durable, r2, queues } = stores;
+        let Stores { kv, d1, durable, r2, queues, pages } = stores;
         let mut edge = Edge {
             runtime,
             metrics,
@@ -82,6 +85,7 @@ impl Edge {
             durable,
             r2,
             queues,
+            pages,
             node_id: config.node_id.as_str().into(),
             region: config.region.as_str().into(),
             colo_header: header::HeaderValue::from_str(&config.region)
@@ -180,6 +184,9 @@ async fn dispatch(State(edge): State<Edge>, mut req: Request<Body>) -> Response 
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
+    if edge.pages.owns(&host) {
+        return edge.pages.serve(req).await;
+    }
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
         // Where the request entered the cluster, as Cloudflare's `request.cf.colo`; set here
         // so a client cannot claim another region.

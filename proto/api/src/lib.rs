@@ -11,11 +11,13 @@
 //! - [`kv`]: a node's KV REST API.
 //! - [`node`]: a node's own status endpoints (`/v1/node/d1`, `/v1/node/durable`) and
 //!   the ready line it prints on stdout.
+//! - [`pages`]: the control plane's Pages API (projects, deployments, blobs).
 //! - [`r2`]: a node's R2 management API (buckets, objects, S3 access keys).
 
 pub mod control;
 pub mod d1;
 pub mod kv;
 pub mod node;
+pub mod pages;
 pub mod queues;
 pub mod r2;

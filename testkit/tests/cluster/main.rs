@@ -7,6 +7,7 @@ mod durable;
 mod js;
 mod kv;
 mod membership;
+mod pages;
 mod queues;
 mod r2;
 mod r2_binding;

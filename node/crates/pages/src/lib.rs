@@ -15,6 +15,7 @@
 //! - [`headers`]: `_headers` (every matching rule's headers, `! Name` removes).
 //! - [`routes`]: `_routes.json` (which paths run Functions; exclude wins).
 //! - [`functions`]: a `functions/` file's route, and wrangler's order of routes.
+//! - [`site`]: a deployment's manifest, checked, and what answers a request.
 //! - [`RuleError`]: what is wrong, with the file and line.
 
 pub mod assets;
@@ -23,6 +24,7 @@ pub mod headers;
 pub mod pattern;
 pub mod redirects;
 pub mod routes;
+pub mod site;
 
 /// What is wrong with a rules file, worded for the person who wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -48,6 +48,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub queues: QueuesConfig,
     #[serde(default)]
+    pub pages: PagesConfig,
+    #[serde(default)]
     pub network: NetworkConfig,
     #[serde(default)]
     pub tls: TlsConfig,
@@ -169,6 +171,44 @@ impl Default for R2Config {
             max_transfers: default_max_transfers(),
         }
     }
+}
+
+/// Pages on the edge: the hosts sites answer on, and the memory hot files are kept in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagesConfig {
+    /// `<project>.<suffix>` is a project's production, `<id>.<project>.<suffix>` one
+    /// deployment, `<branch>.<project>.<suffix>` a branch's latest.
+    #[serde(default = "default_pages_suffix")]
+    pub host_suffix: String,
+    /// Files up to `cache_file_bytes` are kept in memory (with their compressed forms) up to
+    /// this many bytes in all; larger ones are read from disk on every request.
+    #[serde(default = "default_pages_cache_bytes")]
+    pub cache_bytes: u64,
+    #[serde(default = "default_pages_cache_file_bytes")]
+    pub cache_file_bytes: u64,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        PagesConfig {
+            host_suffix: default_pages_suffix(),
+            cache_bytes: default_pages_cache_bytes(),
+            cache_file_bytes: default_pages_cache_file_bytes(),
+        }
+    }
+}
+
+fn default_pages_suffix() -> String {
+    "pages.localhost".into()
+}
+
+fn default_pages_cache_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+fn default_pages_cache_file_bytes() -> u64 {
+    2 * 1024 * 1024
 }
 
 /// Queues and Cron Triggers: leases, retention, and the cron clock.
@@ -789,6 +829,8 @@ mod tests {
         assert_eq!(config.queues.lease_ms, 60_000);
         assert_eq!(config.queues.retention_secs, 4 * 24 * 3600);
         assert_eq!(config.queues.cron_minute_ms, 60_000);
+        assert_eq!(config.pages.host_suffix, "pages.localhost");
+        assert_eq!(config.pages.cache_bytes, 128 * 1024 * 1024);
     }
 
     #[test]

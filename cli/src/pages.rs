@@ -1,0 +1,340 @@
+//! `nimbus pages`: projects, deployments of a directory (like `wrangler pages deploy`), and
+//! rollback, through the control plane's API.
+//!
+//! A deploy hashes every file, asks the control plane which hashes it lacks, uploads only
+//! those (a few at once, with a progress line), then commits the manifest: a file the cluster
+//! already holds, in this project or another, is never sent again.
+
+use crate::client::Client;
+use crate::output::{ago, bytes, table, Progress, Style};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use futures::StreamExt as _;
+use nimbus_api::pages::{Missing, PagesDeployed, ProjectInfo, ProjectList};
+use nimbus_pages::site::{File, Manifest, MAX_FILES, MAX_FILE_BYTES};
+use reqwest::Method;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Uploads in flight at once.
+const UPLOADS: usize = 4;
+/// Hashes per check-missing call.
+const CHECK_BATCH: usize = 5_000;
+/// What a deploy never uploads (wrangler's defaults), besides the rules files.
+const IGNORED: &[&str] = &[".git", ".DS_Store", "node_modules", ".wrangler", "functions"];
+
+#[derive(Subcommand)]
+pub enum PagesCommand {
+    /// Projects: create, list, delete.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Deploy a directory of static files (its `_redirects`, `_headers`, `_routes.json` too).
+    Deploy {
+        /// The build output directory (`dist`, `public`, `site`, …).
+        dir: PathBuf,
+        #[arg(long)]
+        project: String,
+        /// The branch this deploys (the project's production branch when absent).
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        commit_hash: Option<String>,
+        #[arg(long)]
+        commit_message: Option<String>,
+    },
+    /// A project's deployments: list, rollback.
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "main")]
+        production_branch: String,
+    },
+    List,
+    /// Delete a project and every deployment of it.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeploymentCommand {
+    /// Every deployment of a project, newest first.
+    List { project: String },
+    /// Production serves an earlier deployment again (default: the one before the current).
+    Rollback { project: String, deployment: Option<String> },
+}
+
+pub async fn run(command: PagesCommand, client: &Client, json_out: bool, style: &Style) -> Result<()> {
+    match command {
+        PagesCommand::Project { command: ProjectCommand::Create { name, production_branch } } => {
+            let body = json!({ "name": name, "production_branch": production_branch });
+            let project: ProjectInfo = client.call_as(Method::POST, "/v1/pages/projects", Some(&body)).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&project)?);
+            } else {
+                println!(
+                    "{} Created Pages project {} (production branch {}); it serves at {}",
+                    style.ok("✓"),
+                    style.bold(&project.name),
+                    project.production_branch,
+                    host(&project.name, None)
+                );
+            }
+        }
+        PagesCommand::Project { command: ProjectCommand::List } => {
+            let list: ProjectList = client.call_as(Method::GET, "/v1/pages/projects", None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .projects
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            host(&p.name, None),
+                            p.production_branch.clone(),
+                            p.production.clone().unwrap_or_else(|| "-".into()),
+                            ago(p.created_ms as i64),
+                        ]
+                    })
+                    .collect();
+                table(style, &["PROJECT", "HOST", "PRODUCTION BRANCH", "PRODUCTION", "CREATED"], &rows);
+            }
+        }
+        PagesCommand::Project { command: ProjectCommand::Delete { name } } => {
+            client.call(Method::DELETE, &format!("/v1/pages/projects/{name}"), None).await?;
+            if json_out {
+                println!("{}", json!({ "deleted": name }));
+            } else {
+                println!("{} Deleted Pages project {}", style.ok("✓"), style.bold(&name));
+            }
+        }
+        PagesCommand::Deploy { dir, project, branch, commit_hash, commit_message } => {
+            let options = DeployOptions { dir, project, branch, commit_hash, commit_message };
+            deploy(client, options, json_out, style).await?;
+        }
+        PagesCommand::Deployment { command: DeploymentCommand::List { project } } => {
+            let info: ProjectInfo = client.call_as(Method::GET, &format!("/v1/pages/projects/{project}"), None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let rows: Vec<Vec<String>> = info
+                    .deployments
+                    .iter()
+                    .map(|d| {
+                        let environment = if d.production {
+                            style.ok("production")
+                        } else if d.branch == info.production_branch {
+                            "production (earlier)".into()
+                        } else {
+                            "preview".into()
+                        };
+                        vec![
+                            d.id.clone(),
+                            environment,
+                            d.branch.clone(),
+                            d.commit_hash.as_deref().map(|h| h[..h.len().min(10)].to_owned()).unwrap_or_default(),
+                            d.commit_message.as_deref().unwrap_or("").lines().next().unwrap_or("").to_owned(),
+                            format!("{} files, {}", d.files, bytes(d.bytes)),
+                            ago(d.created_ms as i64),
+                        ]
+                    })
+                    .collect();
+                table(style, &["ID", "ENVIRONMENT", "BRANCH", "COMMIT", "MESSAGE", "SIZE", "CREATED"], &rows);
+            }
+        }
+        PagesCommand::Deployment { command: DeploymentCommand::Rollback { project, deployment } } => {
+            let body = json!({ "deployment": deployment });
+            let path = format!("/v1/pages/projects/{project}/rollback");
+            let info: ProjectInfo = client.call_as(Method::POST, &path, Some(&body)).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!(
+                    "{} {} production serves deployment {}",
+                    style.ok("✓"),
+                    style.bold(&project),
+                    info.production.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A project's host (or a deployment's or branch's, under `label`) on the default suffix.
+fn host(project: &str, label: Option<&str>) -> String {
+    match label {
+        Some(label) => format!("{label}.{project}.pages.localhost"),
+        None => format!("{project}.pages.localhost"),
+    }
+}
+
+pub struct DeployOptions {
+    pub dir: PathBuf,
+    pub project: String,
+    pub branch: Option<String>,
+    pub commit_hash: Option<String>,
+    pub commit_message: Option<String>,
+}
+
+/// The files of an output directory and their rules, hashed.
+pub struct Collected {
+    pub manifest: Manifest,
+    /// Path on disk of each blob to upload, by hash (one per hash).
+    pub sources: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// Walks `dir`: every file but the ignored ones, the rules files read as text. Errors name
+/// the file (Cloudflare's limits: 20,000 files, 25 MiB each).
+pub fn collect(dir: &Path) -> Result<Collected> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let mut collected = Collected { manifest: Manifest::default(), sources: Default::default() };
+    let rules = |name: &str| -> Result<Option<String>> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
+    collected.manifest.redirects = rules("_redirects")?;
+    collected.manifest.headers = rules("_headers")?;
+    collected.manifest.routes = rules("_routes.json")?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        let entries = std::fs::read_dir(&at).with_context(|| format!("reading {}", at.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", at.display()))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let top = at == dir;
+            if IGNORED.contains(&name.as_str())
+                || (top && ["_redirects", "_headers", "_routes.json", "_worker.js"].contains(&name.as_str()))
+            {
+                continue;
+            }
+            let kind = entry.file_type().with_context(|| format!("reading {}", path.display()))?;
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            if !meta.is_file() {
+                continue;
+            }
+            let relative = path.strip_prefix(dir).unwrap_or(&path);
+            if meta.len() > MAX_FILE_BYTES {
+                bail!("{}: {}; a Pages file is at most 25 MiB", relative.display(), bytes(meta.len()));
+            }
+            let url_path = format!("/{}", relative.to_string_lossy().replace('\\', "/"));
+            let content = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let hash = hex::encode(Sha256::digest(&content));
+            collected.sources.entry(hash.clone()).or_insert(path.clone());
+            collected.manifest.files.insert(url_path, File { hash, size: meta.len() });
+            if collected.manifest.files.len() > MAX_FILES {
+                bail!("{}: more than {MAX_FILES} files; a Pages deployment holds at most {MAX_FILES}", dir.display());
+            }
+        }
+    }
+    nimbus_pages::site::Site::new(collected.manifest.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    Ok(collected)
+}
+
+pub async fn deploy(client: &Client, options: DeployOptions, json_out: bool, style: &Style) -> Result<PagesDeployed> {
+    let DeployOptions { dir, project, branch, commit_hash, commit_message } = options;
+    let collected = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || collect(&dir)).await??
+    };
+    let hashes: Vec<String> = collected.sources.keys().cloned().collect();
+    let mut missing = Vec::new();
+    for batch in hashes.chunks(CHECK_BATCH) {
+        let body = json!({ "hashes": batch });
+        let answer: Missing = client.call_as(Method::POST, "/v1/pages/assets/check-missing", Some(&body)).await?;
+        missing.extend(answer.missing);
+    }
+    let total: u64 = missing
+        .iter()
+        .filter_map(|h| collected.sources.get(h))
+        .filter_map(|p| p.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "{} {} files, {} new ({}), to {}",
+        style.dim("uploading:"),
+        collected.manifest.files.len(),
+        missing.len(),
+        bytes(total),
+        client.api_url
+    );
+    let progress = std::sync::Mutex::new(Progress::new(Some(total)));
+    let uploads = futures::stream::iter(missing.iter()).map(|hash| {
+        let source = collected.sources.get(hash).cloned();
+        let progress = &progress;
+        async move {
+            let source = source.with_context(|| format!("no file has the hash {hash}"))?;
+            let content = tokio::fs::read(&source).await.with_context(|| format!("reading {}", source.display()))?;
+            let size = content.len() as u64;
+            let response = client
+                .http()
+                .put(format!("{}/v1/pages/assets/{hash}", client.api_url))
+                .bearer_auth(client.token())
+                .body(content)
+                .send()
+                .await
+                .with_context(|| format!("uploading {}", source.display()))?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                bail!("uploading {}: {text} (HTTP {})", source.display(), status.as_u16());
+            }
+            progress.lock().unwrap_or_else(|p| p.into_inner()).add(size);
+            anyhow::Ok(())
+        }
+    });
+    let mut uploads = uploads.buffer_unordered(UPLOADS);
+    while let Some(uploaded) = uploads.next().await {
+        uploaded?;
+    }
+    progress.lock().unwrap_or_else(|p| p.into_inner()).finish();
+    let body = json!({
+        "manifest": collected.manifest,
+        "branch": branch,
+        "commit_hash": commit_hash,
+        "commit_message": commit_message,
+    });
+    let path = format!("/v1/pages/projects/{project}/deployments");
+    let deployed: PagesDeployed = client.call_as(Method::POST, &path, Some(&body)).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&deployed)?);
+    } else {
+        let d = &deployed.deployment;
+        println!(
+            "{} Deployed {} ({} branch {}): {}",
+            style.ok("✓"),
+            style.bold(&project),
+            if d.production { "production," } else { "preview," },
+            d.branch,
+            host(&project, Some(&d.id))
+        );
+        println!("  {} {}", style.dim("branch alias:"), host(&project, Some(&d.alias)));
+        if d.production {
+            println!("  {} {}", style.dim("production:  "), host(&project, None));
+        }
+    }
+    Ok(deployed)
+}

@@ -1,0 +1,521 @@
+//! Pages: projects, their immutable deployments, and the content-addressed blobs (manifests
+//! and files) they are made of. `PAGES.md` argues the design.
+//!
+//! Guarantees: a blob is stored once per SHA-256, written to a temporary file, fsynced and
+//! renamed, so a name on disk always holds exactly the bytes it names; a deployment is
+//! accepted only when its manifest checks (`nimbus_pages::site::Site::new`: Cloudflare's
+//! limits, the rules files with file and line) and every file's blob is stored, and it
+//! commits in one transaction with the event that carries the project to the nodes.
+//! Must never: make a file name of anything but a checked hash.
+//!
+//! Tables: `pages_projects` (name → production branch, production deployment) and
+//! `pages_deployments` (project, id → branch, commit, manifest hash, sizes). The events are
+//! `events` rows whose `worker` is `pages/<project>` (no worker can be named so).
+
+use crate::api::Api;
+use crate::error::ControlPlaneError;
+use crate::store::Store;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use nimbus_api::pages::{
+    CheckMissing, CreateDeployment, CreateProject, DeploymentInfo, Missing, PagesDeployed, ProjectInfo, ProjectList,
+    Rollback,
+};
+use nimbus_pages::site::{branch_slug, is_hash, Manifest, Site, MAX_FILE_BYTES};
+use nimbus_proto::deploy::{PagesDeployment, PagesProject};
+use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pages_projects (
+    name TEXT PRIMARY KEY,
+    production_branch TEXT NOT NULL,
+    production TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pages_deployments (
+    project TEXT NOT NULL REFERENCES pages_projects(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_hash TEXT,
+    commit_message TEXT,
+    manifest_hash TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (project, id)
+);
+";
+
+/// The `events.worker` prefix of a Pages project's events.
+pub const EVENT_PREFIX: &str = "pages/";
+/// The deployments a project keeps (and every node holds): the newest, and production.
+pub const MAX_DEPLOYMENTS: usize = 100;
+/// The most hashes one check-missing call asks about.
+const MAX_CHECK: usize = nimbus_pages::site::MAX_FILES + 1;
+/// The longest commit message kept (the rest is cut).
+const MAX_COMMIT_MESSAGE: usize = 4096;
+
+/// Checks a project name: as a worker's, since it is a DNS label of its hosts.
+pub fn check_project_name(name: &str) -> Result<(), ControlPlaneError> {
+    let ok = !name.is_empty()
+        && name.len() <= 58
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlPlaneError::Invalid(format!(
+            "project name {name:?}: 1-58 lowercase letters, digits or '-', not at either end (it is a DNS label)"
+        )))
+    }
+}
+
+fn check_branch(branch: &str) -> Result<(), ControlPlaneError> {
+    if branch.is_empty() || branch.len() > 255 || branch.chars().any(char::is_control) || branch_slug(branch).is_empty()
+    {
+        return Err(ControlPlaneError::Invalid(format!("branch {branch:?} has no letter or digit to alias it by")));
+    }
+    Ok(())
+}
+
+fn blob_path(dir: &FsPath, hash: &str) -> PathBuf {
+    dir.join(&hash[..2]).join(hash)
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
+    move |source| ControlPlaneError::Io { context, source }
+}
+
+impl Store {
+    /// Whether the blob `hash` is stored.
+    pub fn has_blob(&self, hash: &str) -> bool {
+        is_hash(hash) && blob_path(&self.blobs, hash).is_file()
+    }
+
+    /// Stores `bytes` as the blob `hash`, refusing bytes of another hash.
+    pub fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<(), ControlPlaneError> {
+        if !is_hash(hash) {
+            return Err(ControlPlaneError::Invalid(format!("{hash:?} is not a SHA-256 in lowercase hex")));
+        }
+        let actual = hex::encode(Sha256::digest(bytes));
+        if actual != hash {
+            return Err(ControlPlaneError::Invalid(format!("the bytes sent hash to {actual}, not {hash}")));
+        }
+        let path = blob_path(&self.blobs, hash);
+        if path.is_file() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(&self.blobs);
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut temp =
+            tempfile::NamedTempFile::new_in(dir).map_err(io(format!("a temporary file in {}", dir.display())))?;
+        temp.write_all(bytes).map_err(io(format!("writing blob {hash}")))?;
+        temp.as_file().sync_all().map_err(io(format!("syncing blob {hash}")))?;
+        temp.persist(&path)
+            .map_err(|e| ControlPlaneError::Io { context: format!("storing blob {hash}"), source: e.error })?;
+        Ok(())
+    }
+
+    /// The blob `hash`, if stored.
+    pub fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>, ControlPlaneError> {
+        if !is_hash(hash) {
+            return Ok(None);
+        }
+        match std::fs::read(blob_path(&self.blobs, hash)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ControlPlaneError::Io { context: format!("reading blob {hash}"), source: e }),
+        }
+    }
+
+    pub fn create_project(&self, name: &str, production_branch: &str) -> Result<u64, ControlPlaneError> {
+        check_project_name(name)?;
+        check_branch(production_branch)?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let t = crate::store::now();
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO pages_projects (name, production_branch, created_at) VALUES (?1, ?2, ?3)",
+            params![name, production_branch, t],
+        )?;
+        if inserted == 0 {
+            return Err(ControlPlaneError::Conflict(format!("Pages project `{name}` exists")));
+        }
+        let seq = pages_event(&tx, name, true)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    pub fn delete_project(&self, name: &str) -> Result<u64, ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM pages_deployments WHERE project = ?1", [name])?;
+        if tx.execute("DELETE FROM pages_projects WHERE name = ?1", [name])? == 0 {
+            return Err(ControlPlaneError::NotFound(format!("no Pages project `{name}`")));
+        }
+        let seq = pages_event(&tx, name, false)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    pub fn projects(&self) -> Result<Vec<ProjectInfo>, ControlPlaneError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT name, production_branch, production, created_at FROM pages_projects ORDER BY name")?;
+        let rows = stmt.query_map([], project_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A project with its deployments, newest first.
+    pub fn project(&self, name: &str) -> Result<ProjectInfo, ControlPlaneError> {
+        let conn = self.conn()?;
+        project_info(&conn, name)
+    }
+
+    /// Records a deployment whose manifest blob and file blobs are stored; production serves
+    /// it when its branch is the production branch. Keeps [`MAX_DEPLOYMENTS`].
+    pub fn add_deployment(
+        &self,
+        project: &str,
+        request: &CreateDeployment,
+        manifest: &Manifest,
+        manifest_hash: &str,
+    ) -> Result<(DeploymentInfo, u64), ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let production_branch: String = tx
+            .query_row("SELECT production_branch FROM pages_projects WHERE name = ?1", [project], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| ControlPlaneError::NotFound(format!("no Pages project `{project}`")))?;
+        let branch = request.branch.clone().unwrap_or_else(|| production_branch.clone());
+        check_branch(&branch)?;
+        let id = loop {
+            let id = crate::random_hex(4)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pages_deployments WHERE project = ?1 AND id = ?2)",
+                params![project, id],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                break id;
+            }
+        };
+        let message = request.commit_message.as_deref().map(|m| m.chars().take(MAX_COMMIT_MESSAGE).collect::<String>());
+        let bytes: u64 = manifest.files.values().map(|f| f.size).sum();
+        let t = crate::store::now();
+        tx.execute(
+            "INSERT INTO pages_deployments
+               (project, id, branch, commit_hash, commit_message, manifest_hash, files, bytes, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                project,
+                id,
+                branch,
+                request.commit_hash,
+                message,
+                manifest_hash,
+                manifest.files.len() as i64,
+                bytes as i64,
+                t
+            ],
+        )?;
+        if branch == production_branch {
+            tx.execute("UPDATE pages_projects SET production = ?2 WHERE name = ?1", params![project, id])?;
+        }
+        // The oldest beyond the bound go, never production.
+        tx.execute(
+            "DELETE FROM pages_deployments WHERE project = ?1 AND id NOT IN (
+                 SELECT id FROM pages_deployments WHERE project = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)
+               AND id IS NOT (SELECT production FROM pages_projects WHERE name = ?1)",
+            params![project, MAX_DEPLOYMENTS as i64],
+        )?;
+        let seq = pages_event(&tx, project, true)?;
+        let info = project_info(&tx, project)?
+            .deployments
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| ControlPlaneError::Internal("a deployment vanished as it was made".into()))?;
+        tx.commit()?;
+        Ok((info, seq))
+    }
+
+    /// Production serves `deployment` (a production-branch one); by default the production
+    /// deployment made before the current one.
+    pub fn rollback_pages(&self, project: &str, deployment: Option<&str>) -> Result<(String, u64), ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let info = project_info(&tx, project)?;
+        let on_production: Vec<&DeploymentInfo> =
+            info.deployments.iter().filter(|d| d.branch == info.production_branch).collect();
+        let target = match deployment {
+            Some(id) => on_production.iter().find(|d| d.id == id).map(|d| d.id.clone()).ok_or_else(|| {
+                ControlPlaneError::NotFound(format!(
+                    "`{project}` has no deployment `{id}` of its production branch `{}`",
+                    info.production_branch
+                ))
+            })?,
+            None => {
+                let current = info.production.as_deref().unwrap_or("");
+                let at = on_production.iter().position(|d| d.id == current).map_or(0, |at| at + 1);
+                on_production.get(at).map(|d| d.id.clone()).ok_or_else(|| {
+                    ControlPlaneError::Invalid(format!("`{project}` has no earlier production deployment"))
+                })?
+            }
+        };
+        tx.execute("UPDATE pages_projects SET production = ?2 WHERE name = ?1", params![project, target])?;
+        let seq = pages_event(&tx, project, true)?;
+        tx.commit()?;
+        Ok((target, seq))
+    }
+}
+
+/// Appends the event of a project's change (`live`: upsert, else deletion); its seq.
+fn pages_event(tx: &rusqlite::Transaction<'_>, project: &str, live: bool) -> Result<u64, ControlPlaneError> {
+    tx.execute(
+        "INSERT INTO events (worker, version, created_at) VALUES (?1, ?2, ?3)",
+        params![format!("{EVENT_PREFIX}{project}"), live.then_some(1), crate::store::now()],
+    )?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectInfo> {
+    Ok(ProjectInfo {
+        name: r.get(0)?,
+        production_branch: r.get(1)?,
+        production: r.get(2)?,
+        created_ms: r.get::<_, i64>(3)? as u64,
+        deployments: Vec::new(),
+    })
+}
+
+fn project_info(conn: &rusqlite::Connection, name: &str) -> Result<ProjectInfo, ControlPlaneError> {
+    let mut info = conn
+        .query_row(
+            "SELECT name, production_branch, production, created_at FROM pages_projects WHERE name = ?1",
+            [name],
+            project_row,
+        )
+        .optional()?
+        .ok_or_else(|| ControlPlaneError::NotFound(format!("no Pages project `{name}`")))?;
+    let mut stmt = conn.prepare(
+        "SELECT id, branch, commit_hash, commit_message, files, bytes, created_at FROM pages_deployments
+         WHERE project = ?1 ORDER BY created_at DESC, rowid DESC",
+    )?;
+    let production = info.production.clone().unwrap_or_default();
+    let rows = stmt.query_map([name], |r| {
+        let id: String = r.get(0)?;
+        let branch: String = r.get(1)?;
+        Ok(DeploymentInfo {
+            production: id == production,
+            alias: branch_slug(&branch),
+            id,
+            branch,
+            commit_hash: r.get(2)?,
+            commit_message: r.get(3)?,
+            files: r.get::<_, i64>(4)? as u64,
+            bytes: r.get::<_, i64>(5)? as u64,
+            created_ms: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    info.deployments = rows.collect::<Result<_, _>>()?;
+    Ok(info)
+}
+
+/// A project as the nodes get it (`None`: deleted).
+pub fn project_message(conn: &rusqlite::Connection, name: &str) -> Result<Option<PagesProject>, ControlPlaneError> {
+    let project = conn
+        .query_row("SELECT production_branch, production FROM pages_projects WHERE name = ?1", [name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .optional()?;
+    let Some((production_branch, production)) = project else { return Ok(None) };
+    let mut stmt = conn.prepare(
+        "SELECT id, branch, manifest_hash FROM pages_deployments WHERE project = ?1 ORDER BY created_at, rowid",
+    )?;
+    let rows =
+        stmt.query_map([name], |r| Ok(PagesDeployment { id: r.get(0)?, branch: r.get(1)?, manifest_hash: r.get(2)? }))?;
+    Ok(Some(PagesProject {
+        name: name.to_owned(),
+        production_branch,
+        production: production.unwrap_or_default(),
+        deployments: rows.collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Every project as the nodes get it.
+pub fn all_projects(conn: &rusqlite::Connection) -> Result<Vec<PagesProject>, ControlPlaneError> {
+    let names: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT name FROM pages_projects ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut projects = Vec::with_capacity(names.len());
+    for name in names {
+        projects.extend(project_message(conn, &name)?);
+    }
+    Ok(projects)
+}
+
+/// The Pages routes of the control plane's API (scope `pages`).
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/v1/pages/projects", get(list_projects).post(create_project))
+        .route("/v1/pages/projects/{name}", get(show_project).delete(delete_project))
+        .route("/v1/pages/projects/{name}/deployments", post(deploy))
+        .route("/v1/pages/projects/{name}/rollback", post(rollback))
+        .route("/v1/pages/assets/check-missing", post(check_missing))
+        .route("/v1/pages/assets/{hash}", put(upload))
+}
+
+async fn list_projects(State(api): State<Api>) -> Result<Json<ProjectList>, ControlPlaneError> {
+    Ok(Json(ProjectList { projects: api.store.projects()? }))
+}
+
+async fn create_project(
+    State(api): State<Api>,
+    Json(request): Json<CreateProject>,
+) -> Result<Response, ControlPlaneError> {
+    let branch = request.production_branch.as_deref().unwrap_or("main");
+    let seq = api.store.create_project(&request.name, branch)?;
+    api.notify(seq);
+    tracing::info!(project = %request.name, "Pages project created");
+    Ok((StatusCode::CREATED, Json(api.store.project(&request.name)?)).into_response())
+}
+
+async fn show_project(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<ProjectInfo>, ControlPlaneError> {
+    Ok(Json(api.store.project(&name)?))
+}
+
+async fn delete_project(State(api): State<Api>, Path(name): Path<String>) -> Result<StatusCode, ControlPlaneError> {
+    let seq = api.store.delete_project(&name)?;
+    api.notify(seq);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn check_missing(
+    State(api): State<Api>,
+    Json(request): Json<CheckMissing>,
+) -> Result<Json<Missing>, ControlPlaneError> {
+    if request.hashes.len() > MAX_CHECK {
+        return Err(ControlPlaneError::Invalid(format!("at most {MAX_CHECK} hashes per call")));
+    }
+    if let Some(bad) = request.hashes.iter().find(|h| !is_hash(h)) {
+        return Err(ControlPlaneError::Invalid(format!("{bad:?} is not a SHA-256 in lowercase hex")));
+    }
+    let store = api.store.clone();
+    let missing = tokio::task::spawn_blocking(move || {
+        request.hashes.into_iter().filter(|h| !store.has_blob(h)).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
+    Ok(Json(Missing { missing }))
+}
+
+async fn upload(
+    State(api): State<Api>,
+    Path(hash): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ControlPlaneError> {
+    if body.len() as u64 > MAX_FILE_BYTES {
+        return Err(ControlPlaneError::Invalid(format!("{} bytes; a Pages file is at most 25 MiB", body.len())));
+    }
+    let store = api.store.clone();
+    tokio::task::spawn_blocking(move || store.put_blob(&hash, &body))
+        .await
+        .map_err(|e| ControlPlaneError::Internal(e.to_string()))??;
+    Ok(StatusCode::CREATED)
+}
+
+async fn deploy(
+    State(api): State<Api>,
+    Path(project): Path<String>,
+    Json(request): Json<CreateDeployment>,
+) -> Result<Response, ControlPlaneError> {
+    let manifest: Manifest = serde_json::from_value(request.manifest.clone())
+        .map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
+    let site = Site::new(manifest).map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
+    let manifest = site.manifest();
+    let store = api.store.clone();
+    let paths: Vec<(String, String)> = manifest.files.iter().map(|(p, f)| (p.clone(), f.hash.clone())).collect();
+    let absent = tokio::task::spawn_blocking(move || paths.into_iter().find(|(_, hash)| !store.has_blob(hash)))
+        .await
+        .map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
+    if let Some((path, hash)) = absent {
+        return Err(ControlPlaneError::Invalid(format!("{path}: its content ({hash}) was not uploaded")));
+    }
+    let bytes = serde_json::to_vec(manifest).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
+    let manifest_hash = hex::encode(Sha256::digest(&bytes));
+    api.store.put_blob(&manifest_hash, &bytes)?;
+    let (deployment, seq) = api.store.add_deployment(&project, &request, manifest, &manifest_hash)?;
+    api.notify(seq);
+    tracing::info!(%project, id = %deployment.id, branch = %deployment.branch, files = deployment.files, "Pages deployment");
+    Ok((StatusCode::CREATED, Json(PagesDeployed { project, deployment, seq })).into_response())
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    Path(project): Path<String>,
+    Json(request): Json<Rollback>,
+) -> Result<Json<ProjectInfo>, ControlPlaneError> {
+    let (id, seq) = api.store.rollback_pages(&project, request.deployment.as_deref())?;
+    api.notify(seq);
+    tracing::info!(%project, %id, "Pages production rolled back");
+    Ok(Json(api.store.project(&project)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployments_production_and_rollback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        store.create_project("site", "main").expect("creates");
+        assert!(matches!(store.create_project("site", "main"), Err(ControlPlaneError::Conflict(_))));
+        let bytes = b"<h1>hi</h1>";
+        let hash = hex::encode(Sha256::digest(bytes));
+        assert!(!store.has_blob(&hash));
+        assert!(matches!(store.put_blob(&hash, b"other bytes"), Err(ControlPlaneError::Invalid(_))));
+        store.put_blob(&hash, bytes).expect("stores");
+        assert_eq!(store.blob(&hash).expect("reads").as_deref(), Some(&bytes[..]));
+        let mut manifest = Manifest::default();
+        manifest.files.insert("/index.html".into(), nimbus_pages::site::File { hash: hash.clone(), size: 11 });
+        let request = |branch: Option<&str>| CreateDeployment {
+            manifest: serde_json::Value::Null,
+            branch: branch.map(String::from),
+            commit_hash: None,
+            commit_message: Some("m".into()),
+        };
+        let (first, _) = store.add_deployment("site", &request(None), &manifest, &hash).expect("deploys");
+        let (preview, _) = store.add_deployment("site", &request(Some("fix/api")), &manifest, &hash).expect("deploys");
+        assert_eq!(preview.alias, "fix-api");
+        assert!(first.production && !preview.production);
+        let (second, _) = store.add_deployment("site", &request(None), &manifest, &hash).expect("deploys");
+        assert_eq!(store.project("site").expect("reads").production.as_deref(), Some(second.id.as_str()));
+        // Rollback: the production deployment before the current one, never a preview.
+        assert_eq!(store.rollback_pages("site", None).expect("rolls back").0, first.id);
+        assert!(matches!(store.rollback_pages("site", Some(&preview.id)), Err(ControlPlaneError::NotFound(_))));
+        let conn = store.conn().expect("conn");
+        let message = project_message(&conn, "site").expect("reads").expect("exists");
+        assert_eq!(message.production, first.id);
+        assert_eq!(
+            message.deployments.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            [&first.id, &preview.id, &second.id]
+        );
+        drop(conn);
+        store.delete_project("site").expect("deletes");
+        assert!(matches!(store.project("site"), Err(ControlPlaneError::NotFound(_))));
+    }
+}

@@ -1,0 +1,503 @@
+//! Pages on the edge: which deployment a host names, and its answer from this node's own
+//! copy of the blobs. `PAGES.md` argues the design.
+//!
+//! Owns `<data_dir>/pages/blobs/<hash[..2]>/<hash>`, filled by the deploy watcher before a
+//! project's new state is installed (each blob hash-checked, written to a temporary file,
+//! fsynced, renamed), and the in-memory cache of hot files with their compressed forms.
+//! Guarantees: a request reads only local files, so a site keeps serving without the
+//! control plane; a host answers with a deployment only once all of its files are here; a
+//! deployment's URL (`<id>.<project>.<suffix>`) serves the same bytes forever.
+//! Must never: open a path built from anything but a checked hash.
+//!
+//! Order of a request: `_redirects`, then the asset rules (`nimbus_pages::site`), then
+//! `_headers` and the defaults Cloudflare sends; ETag / `If-None-Match`, gzip and brotli,
+//! HEAD.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use nimbus_pages::site::{branch_slug, is_hash, Manifest, Resolved, Site};
+use nimbus_proto::deploy::PagesProject;
+use nimbus_util::config::PagesConfig;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+/// Compressing smaller bodies saves less than its headers cost.
+const MIN_COMPRESS_BYTES: usize = 1024;
+
+/// What can go wrong while a project's blobs are fetched and checked.
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError {
+    #[error("blob {hash}: {message}")]
+    Blob { hash: String, message: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("deployment {id} of {project}: {message}")]
+    Manifest { project: String, id: String, message: String },
+}
+
+/// Every Pages project this node serves; cheap to clone.
+#[derive(Clone)]
+pub struct Pages {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `.pages.localhost`: with its leading dot, lowercase.
+    suffix: String,
+    blobs: PathBuf,
+    projects: RwLock<HashMap<String, Arc<Project>>>,
+    cache: Mutex<Cache>,
+    cache_file_bytes: u64,
+}
+
+/// A project's deployments, ready to serve.
+struct Project {
+    production: Option<Arc<Site>>,
+    /// By deployment id, and by branch alias (the newest deployment of each branch).
+    by_id: HashMap<String, Arc<Site>>,
+    by_alias: HashMap<String, Arc<Site>>,
+}
+
+/// A file's bytes and, made on first demand, its compressed forms.
+struct Cached {
+    bytes: Bytes,
+    gzip: OnceLock<Bytes>,
+    brotli: OnceLock<Bytes>,
+}
+
+/// Hot files, first in first out, bounded in bytes: each entry is charged what its caller
+/// reserves for it (the file and room for its compressed forms).
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, (Arc<Cached>, u64)>,
+    order: VecDeque<String>,
+    bytes: u64,
+    limit: u64,
+}
+
+impl Cache {
+    fn get(&self, hash: &str) -> Option<Arc<Cached>> {
+        self.entries.get(hash).map(|(cached, _)| cached.clone())
+    }
+
+    fn insert(&mut self, hash: &str, cached: Arc<Cached>, charge: u64) {
+        if charge > self.limit || self.entries.contains_key(hash) {
+            return;
+        }
+        while self.bytes + charge > self.limit {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some((_, charged)) = self.entries.remove(&old) {
+                self.bytes = self.bytes.saturating_sub(charged);
+            }
+        }
+        self.entries.insert(hash.to_owned(), (cached, charge));
+        self.order.push_back(hash.to_owned());
+        self.bytes += charge;
+    }
+}
+
+fn blob_path(dir: &Path, hash: &str) -> PathBuf {
+    dir.join(&hash[..2]).join(hash)
+}
+
+/// Which of a project's deployments a host names.
+#[derive(Debug, PartialEq, Eq)]
+struct Target<'a> {
+    project: &'a str,
+    /// `None`: production; else a deployment id or a branch alias.
+    label: Option<&'a str>,
+}
+
+impl Pages {
+    pub fn new(config: &PagesConfig, data_dir: &Path) -> Pages {
+        let suffix = format!(".{}", config.host_suffix.trim_start_matches('.').to_ascii_lowercase());
+        Pages {
+            inner: Arc::new(Inner {
+                suffix,
+                blobs: data_dir.join("pages").join("blobs"),
+                projects: RwLock::default(),
+                cache: Mutex::new(Cache { limit: config.cache_bytes, ..Cache::default() }),
+                cache_file_bytes: config.cache_file_bytes,
+            }),
+        }
+    }
+
+    /// Whether `host` (as the request sent it, port and all) is a Pages host.
+    pub fn owns(&self, host: &str) -> bool {
+        self.target(&host_only(host)).is_some()
+    }
+
+    fn target<'a>(&self, host: &'a str) -> Option<Target<'a>> {
+        let rest = host.strip_suffix(self.inner.suffix.as_str())?;
+        match rest.split_once('.') {
+            None if !rest.is_empty() => Some(Target { project: rest, label: None }),
+            Some((label, project)) if !label.is_empty() && !project.is_empty() && !project.contains('.') => {
+                Some(Target { project, label: Some(label) })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the blob `hash` is on this node.
+    pub fn has_blob(&self, hash: &str) -> bool {
+        is_hash(hash) && blob_path(&self.inner.blobs, hash).is_file()
+    }
+
+    /// Stores `bytes` as the blob `hash`, refusing bytes of another hash.
+    pub fn store_blob(&self, hash: &str, bytes: &[u8]) -> Result<(), PagesError> {
+        use sha2::Digest;
+        let blob_error = |message: String| PagesError::Blob { hash: hash.to_owned(), message };
+        if !is_hash(hash) {
+            return Err(blob_error("not a SHA-256 in lowercase hex".into()));
+        }
+        let actual = hex::encode(sha2::Sha256::digest(bytes));
+        if actual != hash {
+            return Err(blob_error(format!("the bytes received hash to {actual}")));
+        }
+        let path = blob_path(&self.inner.blobs, hash);
+        let dir = path.parent().unwrap_or(&self.inner.blobs);
+        let io = |context: &str| {
+            let context = format!("{context} {}", path.display());
+            move |source| PagesError::Io { context, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io("a temporary file for"))?;
+        temp.write_all(bytes).map_err(io("writing"))?;
+        temp.as_file().sync_all().map_err(io("syncing"))?;
+        temp.persist(&path)
+            .map_err(|e| PagesError::Io { context: format!("storing {}", path.display()), source: e.error })?;
+        Ok(())
+    }
+
+    /// The manifest of a deployment, from its local blob.
+    pub fn manifest(&self, project: &str, id: &str, hash: &str) -> Result<Manifest, PagesError> {
+        let manifest_error = |message: String| PagesError::Manifest { project: project.into(), id: id.into(), message };
+        if !self.has_blob(hash) {
+            return Err(manifest_error(format!("its manifest {hash} is not on this node")));
+        }
+        let bytes = std::fs::read(blob_path(&self.inner.blobs, hash))
+            .map_err(|source| PagesError::Io { context: format!("reading manifest {hash}"), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| manifest_error(format!("its manifest does not parse: {e}")))
+    }
+
+    /// Serves `project` as the message describes it. Every manifest and file blob must be
+    /// on this node already (the watcher fetched them).
+    pub fn install(&self, project: &PagesProject) -> Result<(), PagesError> {
+        let mut by_id = HashMap::new();
+        let mut by_alias = HashMap::new();
+        for deployment in &project.deployments {
+            let manifest = self.manifest(&project.name, &deployment.id, &deployment.manifest_hash)?;
+            let site = Site::new(manifest).map_err(|e| PagesError::Manifest {
+                project: project.name.clone(),
+                id: deployment.id.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some((path, file)) = site.manifest().files.iter().find(|(_, f)| !self.has_blob(&f.hash)) {
+                return Err(PagesError::Blob {
+                    hash: file.hash.clone(),
+                    message: format!("{path} is not on this node"),
+                });
+            }
+            let site = Arc::new(site);
+            by_id.insert(deployment.id.clone(), site.clone());
+            // Oldest first: the last of a branch is its newest.
+            by_alias.insert(branch_slug(&deployment.branch), site);
+        }
+        let production = by_id.get(&project.production).cloned();
+        let serving = Arc::new(Project { production, by_id, by_alias });
+        self.inner.projects.write().unwrap_or_else(|p| p.into_inner()).insert(project.name.clone(), serving);
+        tracing::info!(project = %project.name, deployments = project.deployments.len(), "Pages project installed");
+        Ok(())
+    }
+
+    pub fn remove(&self, project: &str) {
+        self.inner.projects.write().unwrap_or_else(|p| p.into_inner()).remove(project);
+    }
+
+    /// The projects this node serves.
+    pub fn projects(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.inner.projects.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Answers a request for a Pages host.
+    pub async fn serve(&self, req: Request<Body>) -> Response {
+        // The body is never read; the parts are what a response depends on.
+        let (req, _) = req.into_parts();
+        let host = host_only(req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""));
+        let Some(target) = self.target(&host) else { return plain(StatusCode::NOT_FOUND, "Not Found\n") };
+        let site = {
+            let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
+            let project = projects.get(target.project);
+            match (project, target.label) {
+                (Some(p), None) => p.production.clone(),
+                (Some(p), Some(label)) => p.by_id.get(label).or_else(|| p.by_alias.get(label)).cloned(),
+                (None, _) => None,
+            }
+        };
+        let Some(site) = site else {
+            return plain(StatusCode::NOT_FOUND, &format!("no Pages deployment answers on {host}\n"));
+        };
+        let head = req.method == Method::HEAD;
+        if req.method != Method::GET && !head {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let path = percent_encoding::percent_decode_str(req.uri.path()).decode_utf8_lossy();
+        match site.resolve(&path, req.uri.query()) {
+            Resolved::Redirect { status, location } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+                let mut response = status.into_response();
+                if let Ok(location) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response
+            }
+            Resolved::NotFound => plain(StatusCode::NOT_FOUND, "Not Found\n"),
+            Resolved::Asset { path: file_path, file, status, headers } => {
+                let preview = target.label.is_some();
+                self.asset(&req.headers, &file_path, &file.hash, status, headers, preview, head).await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn asset(
+        &self,
+        request_headers: &http::HeaderMap,
+        file_path: &str,
+        hash: &str,
+        status: u16,
+        rule_headers: Vec<(String, String)>,
+        preview: bool,
+        head: bool,
+    ) -> Response {
+        let content_type = nimbus_pages::assets::content_type(file_path);
+        let encoding = if nimbus_pages::assets::compressible(content_type) {
+            preferred_encoding(request_headers.get(header::ACCEPT_ENCODING))
+        } else {
+            Encoding::Identity
+        };
+        let etag = match encoding {
+            Encoding::Identity => format!("\"{hash}\""),
+            _ => format!("W/\"{hash}\""),
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let not_modified = status == StatusCode::OK
+            && request_headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| etag_matches(v, hash));
+        let mut response = if not_modified {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let cached = match self.read(hash).await {
+                Ok(cached) => cached,
+                Err(e) => {
+                    tracing::error!(%hash, "a Pages file could not be read: {e}");
+                    return plain(StatusCode::INTERNAL_SERVER_ERROR, "this file could not be read\n");
+                }
+            };
+            let (body, encoding) = match encoding {
+                _ if cached.bytes.len() < MIN_COMPRESS_BYTES => (cached.bytes.clone(), Encoding::Identity),
+                Encoding::Brotli => (cached.brotli.get_or_init(|| brotli_of(&cached.bytes)).clone(), encoding),
+                Encoding::Gzip => (cached.gzip.get_or_init(|| gzip_of(&cached.bytes)).clone(), encoding),
+                Encoding::Identity => (cached.bytes.clone(), encoding),
+            };
+            let length = body.len();
+            let mut response = if head { Response::new(Body::empty()) } else { Response::new(Body::from(body)) };
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            if let Some(value) = encoding.header() {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(value));
+            }
+            response
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(etag) = HeaderValue::from_str(&etag) {
+            headers.insert(header::ETAG, etag);
+        }
+        if nimbus_pages::assets::compressible(content_type) {
+            headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        for (name, value) in DEFAULT_HEADERS {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        if preview {
+            headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+        }
+        for (name, value) in rule_headers {
+            if let (Ok(name), Ok(value)) =
+                (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
+            {
+                headers.insert(name, value);
+            }
+        }
+        response
+    }
+
+    /// A file's bytes: from the cache, or read from disk (and cached when small).
+    async fn read(&self, hash: &str) -> Result<Arc<Cached>, std::io::Error> {
+        if let Some(cached) = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(hash) {
+            return Ok(cached);
+        }
+        let bytes = Bytes::from(tokio::fs::read(blob_path(&self.inner.blobs, hash)).await?);
+        let size = bytes.len() as u64;
+        let cached = Arc::new(Cached { bytes, gzip: OnceLock::new(), brotli: OnceLock::new() });
+        if size <= self.inner.cache_file_bytes {
+            // Room for the compressed forms too: they are at most about the size of the file.
+            self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, cached.clone(), size * 2);
+        }
+        Ok(cached)
+    }
+}
+
+/// The headers Cloudflare Pages sends with every asset.
+const DEFAULT_HEADERS: &[(&str, &str)] = &[
+    ("access-control-allow-origin", "*"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "public, max-age=0, must-revalidate"),
+];
+
+fn host_only(host: &str) -> String {
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text.to_owned()).into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Encoding {
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Brotli => Some("br"),
+        }
+    }
+}
+
+/// Brotli when the client accepts it, else gzip, else none (`q=0` refuses).
+fn preferred_encoding(accept: Option<&HeaderValue>) -> Encoding {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Encoding::Identity };
+    let accepts = |wanted: &str| {
+        accept.split(',').any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused =
+                parts.any(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+            name.eq_ignore_ascii_case(wanted) && !refused
+        })
+    };
+    if accepts("br") {
+        Encoding::Brotli
+    } else if accepts("gzip") {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+/// Whether an `If-None-Match` value names this file (weak comparison, `*` matches).
+fn etag_matches(value: &str, hash: &str) -> bool {
+    value.split(',').any(|tag| {
+        let tag = tag.trim();
+        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == hash
+    })
+}
+
+fn gzip_of(bytes: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 3), flate2::Compression::new(6));
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+fn brotli_of(bytes: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(bytes.len() / 3);
+    {
+        let mut writer = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        let _ = writer.write_all(bytes);
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages() -> Pages {
+        Pages::new(&PagesConfig::default(), Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn hosts_name_production_a_deployment_or_a_branch() {
+        let pages = pages();
+        assert_eq!(pages.target("site.pages.localhost"), Some(Target { project: "site", label: None }));
+        assert_eq!(
+            pages.target("fix-api.site.pages.localhost"),
+            Some(Target { project: "site", label: Some("fix-api") })
+        );
+        assert_eq!(pages.target("a.b.site.pages.localhost"), None);
+        assert_eq!(pages.target("pages.localhost"), None);
+        assert_eq!(pages.target("site.workers.localhost"), None);
+        assert!(pages.owns("Site.Pages.Localhost:8080"));
+    }
+
+    #[test]
+    fn encodings_and_etags() {
+        let accept = |v: &'static str| preferred_encoding(Some(&HeaderValue::from_static(v)));
+        assert_eq!(accept("gzip, deflate, br"), Encoding::Brotli);
+        assert_eq!(accept("gzip"), Encoding::Gzip);
+        assert_eq!(accept("br;q=0, gzip;q=0.5"), Encoding::Gzip);
+        assert_eq!(accept("identity"), Encoding::Identity);
+        assert!(etag_matches("W/\"abc\"", "abc") && etag_matches("\"x\", \"abc\"", "abc") && etag_matches("*", "abc"));
+        assert!(!etag_matches("\"abd\"", "abc"));
+        use std::io::Read;
+        let text = "hello pages ".repeat(200);
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&gzip_of(text.as_bytes())[..]).read_to_string(&mut unzipped).expect("gunzips");
+        assert_eq!(unzipped, text);
+        let mut unbrotlied = String::new();
+        brotli::Decompressor::new(&brotli_of(text.as_bytes())[..], 4096)
+            .read_to_string(&mut unbrotlied)
+            .expect("decodes");
+        assert_eq!(unbrotlied, text);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let mut cache = Cache { limit: 100, ..Cache::default() };
+        let entry = |n: usize| {
+            Arc::new(Cached { bytes: Bytes::from(vec![0; n]), gzip: OnceLock::new(), brotli: OnceLock::new() })
+        };
+        cache.insert("a", entry(40), 40);
+        cache.insert("b", entry(40), 40);
+        cache.insert("c", entry(40), 40);
+        assert!(cache.get("a").is_none() && cache.get("c").is_some());
+        assert!(cache.bytes <= 100);
+        cache.insert("huge", entry(200), 200);
+        assert!(cache.get("huge").is_none());
+    }
+}

@@ -1,0 +1,216 @@
+//! Pages on real nodes: `nimbus pages deploy` of a directory, Cloudflare's asset rules,
+//! `_redirects` and `_headers`, ETag revalidation, gzip and brotli, HEAD, branch previews at
+//! their aliases, immutable deployment URLs, rollback, deduplicated uploads, and a node that
+//! restarts while the control plane is down serving what it had.
+
+use nimbus_testkit::{Cluster, ClusterSpec};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The edge without redirects followed or bodies decoded: what a browser's first hop sees.
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+async fn get(
+    cluster: &Cluster,
+    node: usize,
+    method: Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = raw_client().request(method, format!("{}{path}", cluster.nodes[node].url())).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{host}{path}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("a body").to_vec();
+    Answer { status, headers, body }
+}
+
+/// Waits until node `node` answers `host` `/` with a body containing `text`.
+async fn until_serves(cluster: &Cluster, node: usize, host: &str, text: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = get(cluster, node, Method::GET, host, "/", &[]).await;
+        if answer.status == 200 && answer.text().contains(text) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} never served {text:?} on {host}: {}",
+            answer.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let path = dir.join(path);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write");
+}
+
+/// Runs `nimbus pages deploy` and returns its JSON answer and what it printed on stderr.
+async fn deploy(cluster: &Cluster, dir: &Path, extra: &[&str]) -> (Value, String) {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut args = vec!["pages", "deploy", dir.as_str(), "--project", "site", "--json"];
+    args.extend_from_slice(extra);
+    let output = cluster.nimbus(&args).await.expect("nimbus runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "deploy failed: {stderr}");
+    (serde_json::from_slice(&output.stdout).expect("--json"), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_site_deploys_with_previews_rollback_and_cloudflares_rules_on_every_node() {
+    let mut cluster = Cluster::start(ClusterSpec::local(2).expect("spec")).await.expect("cluster starts");
+    let output = cluster.nimbus(&["pages", "project", "create", "site"]).await.expect("nimbus runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let site = tempfile::tempdir().expect("tempdir");
+    let dir = site.path();
+    write(dir, "index.html", "<title>Home</title><p>home v1</p>");
+    write(dir, "about.html", "<p>about</p>");
+    write(dir, "docs/index.html", "<p>docs</p>");
+    write(dir, "docs/404.html", "<p>no such doc</p>");
+    write(dir, "404.html", "<p>not here</p>");
+    write(dir, "style.css", &"body { color: #333; margin: 0 auto; }\n".repeat(100));
+    write(dir, "_redirects", "/old /about 301\n/blog/* /docs/:splat 302\n/app/* /index.html 200\n");
+    write(dir, "_headers", "/*.css\n  X-Style: yes\n/docs/*\n  X-Frame-Options: DENY\n");
+    let (first, stderr) = deploy(&cluster, dir, &["--commit-hash", "c0ffee1", "--commit-message", "first"]).await;
+    assert!(stderr.contains("6 files, 6 new"), "{stderr}");
+    let first_id = first["deployment"]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(first["deployment"]["production"], true, "{first}");
+
+    let host = "site.pages.localhost";
+    for node in 0..2 {
+        until_serves(&cluster, node, host, "home v1").await;
+    }
+    // The defaults, ETag and revalidation.
+    let home = get(&cluster, 1, Method::GET, host, "/", &[]).await;
+    assert_eq!(home.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(home.header("access-control-allow-origin"), "*");
+    assert_eq!(home.header("referrer-policy"), "strict-origin-when-cross-origin");
+    assert_eq!(home.header("x-content-type-options"), "nosniff");
+    assert_eq!(home.header("cache-control"), "public, max-age=0, must-revalidate");
+    assert_eq!(home.header("x-robots-tag"), "", "production is indexed");
+    let etag = home.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
+    let again = get(&cluster, 0, Method::GET, host, "/", &[("if-none-match", &etag)]).await;
+    assert_eq!((again.status, again.body.len()), (304, 0));
+    assert_eq!(again.header("etag"), etag);
+    let head = get(&cluster, 0, Method::HEAD, host, "/", &[]).await;
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(head.header("content-length"), home.body.len().to_string());
+    let posted = get(&cluster, 0, Method::POST, host, "/", &[]).await;
+    assert_eq!(posted.status, 405);
+
+    // Cloudflare's asset rules.
+    let about = get(&cluster, 0, Method::GET, host, "/about.html", &[]).await;
+    assert_eq!((about.status, about.header("location")), (308, "/about"));
+    assert_eq!(get(&cluster, 0, Method::GET, host, "/about", &[]).await.text(), "<p>about</p>");
+    let docs = get(&cluster, 0, Method::GET, host, "/docs", &[]).await;
+    assert_eq!((docs.status, docs.header("location")), (308, "/docs/"));
+    let missing_doc = get(&cluster, 0, Method::GET, host, "/docs/nope", &[]).await;
+    assert_eq!((missing_doc.status, missing_doc.text().as_str()), (404, "<p>no such doc</p>"));
+    assert_eq!(missing_doc.header("x-frame-options"), "DENY", "_headers apply to the request's path");
+    let missing = get(&cluster, 0, Method::GET, host, "/nowhere", &[]).await;
+    assert_eq!((missing.status, missing.text().as_str()), (404, "<p>not here</p>"));
+    // _redirects: redirects with splats, and a 200 rewrite.
+    let old = get(&cluster, 1, Method::GET, host, "/old?x=1", &[]).await;
+    assert_eq!((old.status, old.header("location")), (301, "/about?x=1"));
+    let blog = get(&cluster, 1, Method::GET, host, "/blog/a/b", &[]).await;
+    assert_eq!((blog.status, blog.header("location")), (302, "/docs/a/b"));
+    let app = get(&cluster, 1, Method::GET, host, "/app/deep/link", &[]).await;
+    assert_eq!((app.status, app.text().contains("home v1")), (200, true));
+    // Compression, once the client accepts it; _headers by pattern.
+    let css = get(&cluster, 0, Method::GET, host, "/style.css", &[("accept-encoding", "gzip")]).await;
+    assert_eq!((css.header("content-encoding"), css.header("x-style")), ("gzip", "yes"));
+    assert!(css.body.len() < 1000, "3.8 KB of repeated CSS gzips small: {}", css.body.len());
+    assert!(css.header("etag").starts_with("W/"), "a compressed form has a weak ETag");
+    let css = get(&cluster, 0, Method::GET, host, "/style.css", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(css.header("content-encoding"), "br");
+    let css = get(&cluster, 0, Method::GET, host, "/style.css", &[]).await;
+    assert_eq!((css.header("content-encoding"), css.body.len()), ("", 3800));
+
+    // A preview of another branch, at its alias; production unchanged; only the changed
+    // file is uploaded.
+    write(dir, "index.html", "<title>Home</title><p>home v2</p>");
+    let (preview, stderr) = deploy(&cluster, dir, &["--branch", "fix/api"]).await;
+    assert!(stderr.contains("6 files, 1 new"), "only index.html is new: {stderr}");
+    assert_eq!(preview["deployment"]["alias"], "fix-api");
+    assert_eq!(preview["deployment"]["production"], false);
+    for node in 0..2 {
+        until_serves(&cluster, node, "fix-api.site.pages.localhost", "home v2").await;
+    }
+    let alias = get(&cluster, 0, Method::GET, "fix-api.site.pages.localhost", "/", &[]).await;
+    assert_eq!(alias.header("x-robots-tag"), "noindex", "previews are not indexed");
+    assert!(get(&cluster, 0, Method::GET, host, "/", &[]).await.text().contains("home v1"));
+
+    // Production moves on; rollback brings the first back; its own URL never changes.
+    write(dir, "index.html", "<title>Home</title><p>home v3</p>");
+    deploy(&cluster, dir, &["--commit-message", "third"]).await;
+    until_serves(&cluster, 1, host, "home v3").await;
+    let output = cluster.nimbus(&["pages", "deployment", "rollback", "site", "--json"]).await.expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for node in 0..2 {
+        until_serves(&cluster, node, host, "home v1").await;
+    }
+    let pinned = format!("{first_id}.site.pages.localhost");
+    assert!(get(&cluster, 1, Method::GET, &pinned, "/", &[]).await.text().contains("home v1"));
+    let output = cluster.nimbus(&["pages", "deployment", "list", "site", "--json"]).await.expect("runs");
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("--json");
+    let deployments = listed["deployments"].as_array().expect("deployments");
+    assert_eq!(deployments.len(), 3, "{listed}");
+    assert_eq!(deployments.iter().filter(|d| d["production"] == true).count(), 1);
+    assert!(deployments.iter().any(|d| d["production"] == true && d["id"] == first_id.as_str()), "{listed}");
+    assert_eq!(deployments[0]["commit_message"], "third");
+
+    // A broken rules file is refused with its file and line; production is unchanged.
+    write(dir, "_redirects", "/old\n");
+    let path = dir.to_string_lossy().into_owned();
+    let output = cluster.nimbus(&["pages", "deploy", path.as_str(), "--project", "site"]).await.expect("nimbus runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("_redirects:1:"), "{stderr}");
+    // Unknown projects and hosts.
+    assert_eq!(get(&cluster, 0, Method::GET, "nope.pages.localhost", "/", &[]).await.status, 404);
+    assert_eq!(get(&cluster, 0, Method::GET, "zzzz.site.pages.localhost", "/", &[]).await.status, 404);
+
+    // Without the control plane, a restarted node serves what it had.
+    cluster.kill_control_plane().await.expect("kills");
+    cluster.restart_node(1).await.expect("restarts");
+    let home = get(&cluster, 1, Method::GET, host, "/", &[]).await;
+    assert_eq!((home.status, home.text().contains("home v1")), (200, true));
+    let preview = get(&cluster, 1, Method::GET, "fix-api.site.pages.localhost", "/", &[]).await;
+    assert!(preview.text().contains("home v2"), "{}", preview.text());
+    cluster.stop().await.expect("stops");
+}
