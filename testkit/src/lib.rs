@@ -8,11 +8,14 @@
 //! # Layout
 //! - [`Cluster`], [`ClusterSpec`]: start, stop, kill and restart processes; deploy workers.
 //! - [`examples`]: build the guest examples once and find their `.wasm`.
+//! - [`browser`]: headless Chromium over the DevTools Protocol (title, network log, links,
+//!   screenshot).
 //! - [`certs`]: the cluster CA and each process's certificate (mutual TLS on the cluster plane).
 //! - `kv`: KV through a node's REST API, and whether the replicas have converged.
 //! - `d1`: D1 through a node's REST API, the Raft group's state, replica checksums.
 //! - `durable`: which Durable Objects each node runs.
 
+pub mod browser;
 pub mod certs;
 mod d1;
 mod durable;

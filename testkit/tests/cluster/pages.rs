@@ -214,3 +214,94 @@ async fn a_static_site_deploys_with_previews_rollback_and_cloudflares_rules_on_e
     assert!(preview.text().contains("home v2"), "{}", preview.text());
     cluster.stop().await.expect("stops");
 }
+
+fn mkdocs_site(root: &Path, site_name: &str, welcome: &str) -> std::path::PathBuf {
+    write(root, "mkdocs.yml", &format!("site_name: {site_name}\ntheme:\n  name: mkdocs\n  highlightjs: false\n"));
+    write(
+        root,
+        "docs/index.md",
+        &format!("# {welcome}\n\nSee the [guide](guide.md) and [the API](api/reference.md).\n"),
+    );
+    write(root, "docs/guide.md", "# Guide\n\nBack [home](index.md).\n\n```\ncode block\n```\n");
+    write(root, "docs/api/reference.md", "# Reference\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
+    let status = std::process::Command::new("mkdocs")
+        .args(["build", "--quiet", "--site-dir", "site"])
+        .current_dir(root)
+        .status()
+        .expect("mkdocs runs (scripts/setup installs it)");
+    assert!(status.success(), "mkdocs build");
+    root.join("site")
+}
+
+/// A site made by a real static site generator, opened in a real browser: it renders (title,
+/// a screenshot unlike a blank page's), nothing it loads or links to fails, and another
+/// branch's preview serves other content at its alias while production stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mkdocs_site_renders_in_chromium_with_every_asset_and_link_loading() {
+    let cluster = Cluster::start(ClusterSpec::local(1).expect("spec")).await.expect("cluster starts");
+    let output = cluster.nimbus(&["pages", "project", "create", "docs"]).await.expect("nimbus runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let production = tempfile::tempdir().expect("tempdir");
+    let site = mkdocs_site(production.path(), "Nimbus Pages Docs", "Welcome");
+    let deploy_docs = |dir: std::path::PathBuf, branch: Option<&'static str>| {
+        let cluster = &cluster;
+        async move {
+            let dir = dir.to_string_lossy().into_owned();
+            let mut args = vec!["pages", "deploy", dir.as_str(), "--project", "docs"];
+            if let Some(branch) = branch {
+                args.extend(["--branch", branch]);
+            }
+            let output = cluster.nimbus(&args).await.expect("nimbus runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+    };
+    deploy_docs(site, None).await;
+    let preview = tempfile::tempdir().expect("tempdir");
+    deploy_docs(mkdocs_site(preview.path(), "Nimbus Pages Preview", "Preview"), Some("docs/preview")).await;
+    until_serves(&cluster, 0, "docs.pages.localhost", "Welcome").await;
+    until_serves(&cluster, 0, "docs-preview.docs.pages.localhost", "Preview").await;
+
+    let port = cluster.nodes[0].url().rsplit(':').next().expect("a port").trim_end_matches('/').to_owned();
+    let origin = format!("http://docs.pages.localhost:{port}");
+    let urls = vec![
+        format!("{origin}/"),
+        format!("{origin}/guide/"),
+        format!("http://docs-preview.docs.pages.localhost:{port}/"),
+        "about:blank".to_string(),
+    ];
+    let loads = nimbus_testkit::browser::open(&urls, WAIT).await.expect("chromium loads the pages");
+    let blank = loads[3].screenshot.len();
+    for (url, load) in urls.iter().zip(&loads).take(3) {
+        assert!(load.responses.len() >= 4, "{url}: the page, its CSS and scripts: {:?}", load.responses);
+        let failed: Vec<_> = load.responses.iter().filter(|(_, status)| *status >= 400).collect();
+        assert!(failed.is_empty(), "{url}: failed loads {failed:?}");
+        assert!(load.failures.is_empty(), "{url}: network errors {:?}", load.failures);
+        assert!(load.screenshot.starts_with(b"\x89PNG"), "{url}: a PNG");
+        assert!(
+            load.screenshot.len() > blank * 3,
+            "{url}: {} bytes against a blank page's {blank}",
+            load.screenshot.len()
+        );
+    }
+    assert_eq!(loads[0].title, "Nimbus Pages Docs");
+    assert!(loads[1].title.starts_with("Guide - Nimbus Pages Docs"), "{}", loads[1].title);
+    assert_eq!(loads[2].title, "Nimbus Pages Preview", "the preview serves its own build");
+    // Every internal link of every page answers 200 (after at most one clean-URL redirect).
+    let mut links: Vec<String> =
+        loads[..2].iter().flat_map(|l| l.links.clone()).filter(|l| l.starts_with(&origin)).collect();
+    links.sort();
+    links.dedup();
+    assert!(links.len() >= 3, "{links:?}");
+    for link in links {
+        let path = link[origin.len()..].split('#').next().unwrap_or("/").to_owned();
+        let mut answer = get(&cluster, 0, Method::GET, "docs.pages.localhost", &path, &[]).await;
+        if answer.status == 308 {
+            let location = answer.header("location").to_owned();
+            answer = get(&cluster, 0, Method::GET, "docs.pages.localhost", &location, &[]).await;
+        }
+        assert_eq!(answer.status, 200, "{link}");
+    }
+    let production_home = get(&cluster, 0, Method::GET, "docs.pages.localhost", "/", &[]).await;
+    assert!(production_home.text().contains("Welcome"), "production is unchanged by the preview");
+    cluster.stop().await.expect("stops");
+}
