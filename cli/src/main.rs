@@ -241,6 +241,10 @@ async fn run(cli: Cli, style: &Style) -> Result<()> {
             let target = client::node_target(cli.node.clone(), cli.token.clone(), &cli.cluster)?;
             queues::cron(command, target, cli.json, style).await
         }
+        // The hook deploys with the connection `pages connect` saved, not the cluster file.
+        Command::Pages { command: pages::PagesCommand::GitDeploy { repo } } => {
+            pages::git_deploy(&repo, cli.json, style).await
+        }
         Command::Pages { command } => pages::run(command, &connect()?, cli.json, style).await,
         Command::Tokens { ref command } => tokens::run(&connect()?, command, cli.json, style).await,
         Command::Certs { command: CertsCommand::Create { ref out, ref nodes } } => {

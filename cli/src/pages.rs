@@ -1,6 +1,9 @@
 //! `nimbus pages`: projects, deployments of a directory (like `wrangler pages deploy`), and
 //! rollback, through the control plane's API.
 //!
+//! `pages connect` links a local Git repository: a `post-commit` hook deploys each commit
+//! (a clean export of it, built by the project's command) with its branch, hash and message.
+//!
 //! A deploy hashes every file, asks the control plane which hashes it lacks, uploads only
 //! those (a few at once, with a progress line), then commits the manifest: a file the cluster
 //! already holds, in this project or another, is never sent again.
@@ -49,6 +52,26 @@ pub enum PagesCommand {
     Deployment {
         #[command(subcommand)]
         command: DeploymentCommand,
+    },
+    /// Deploy every commit of a local Git repository: production for the project's
+    /// production branch, a preview at its alias for any other (a `post-commit` hook).
+    Connect {
+        project: String,
+        /// The repository (its working tree).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Run in a clean checkout of the commit before deploying (e.g. `mkdocs build`).
+        #[arg(long)]
+        build_command: Option<String>,
+        /// The directory the build leaves the site in, relative to the repository.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+    },
+    /// What the hook `connect` installs runs: deploy the repository's HEAD.
+    #[command(hide = true)]
+    GitDeploy {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
     },
 }
 
@@ -120,6 +143,10 @@ pub async fn run(command: PagesCommand, client: &Client, json_out: bool, style: 
                 println!("{} Deleted Pages project {}", style.ok("✓"), style.bold(&name));
             }
         }
+        PagesCommand::Connect { project, repo, build_command, output_dir } => {
+            connect(client, &project, &repo, build_command, output_dir, json_out, style).await?;
+        }
+        PagesCommand::GitDeploy { repo } => git_deploy(&repo, json_out, style).await?,
         PagesCommand::Deploy { dir, project, branch, commit_hash, commit_message } => {
             let options = DeployOptions { dir, project, branch, commit_hash, commit_message };
             deploy(client, options, json_out, style).await?;
@@ -337,4 +364,157 @@ pub async fn deploy(client: &Client, options: DeployOptions, json_out: bool, sty
         }
     }
     Ok(deployed)
+}
+
+/// What `nimbus pages connect` keeps in the repository's Git directory (mode 0600: it holds
+/// the token; give it a `pages:edit` one).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GitLink {
+    project: String,
+    build_command: Option<String>,
+    output_dir: PathBuf,
+    api_url: String,
+    token: String,
+}
+
+const GIT_LINK_FILE: &str = "nimbus-pages.json";
+const HOOK_MARK: &str = "# installed by `nimbus pages connect`";
+
+/// Runs `git` in `repo`; its stdout, trimmed.
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .context("running git (scripts/setup installs it)")?;
+    if !output.status.success() {
+        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn git_dir(repo: &Path) -> Result<PathBuf> {
+    let dir = PathBuf::from(git(repo, &["rev-parse", "--absolute-git-dir"])?);
+    Ok(dir)
+}
+
+async fn connect(
+    client: &Client,
+    project: &str,
+    repo: &Path,
+    build_command: Option<String>,
+    output_dir: PathBuf,
+    json_out: bool,
+    style: &Style,
+) -> Result<()> {
+    let info: ProjectInfo = client.call_as(Method::GET, &format!("/v1/pages/projects/{project}"), None).await?;
+    let git_dir = git_dir(repo).with_context(|| format!("{} is not a Git repository", repo.display()))?;
+    if output_dir.is_absolute() || output_dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        bail!("--output-dir {}: a directory inside the repository", output_dir.display());
+    }
+    let hook = git_dir.join("hooks").join("post-commit");
+    if let Ok(existing) = std::fs::read_to_string(&hook) {
+        if !existing.contains(HOOK_MARK) {
+            bail!("{} exists and is not Nimbus's; add `nimbus pages git-deploy` to it yourself", hook.display());
+        }
+    }
+    let link = GitLink {
+        project: project.to_owned(),
+        build_command,
+        output_dir,
+        api_url: client.api_url.clone(),
+        token: client.token().to_owned(),
+    };
+    let path = git_dir.join(GIT_LINK_FILE);
+    write_private(&path, &serde_json::to_vec_pretty(&link)?)?;
+    let nimbus = std::env::current_exe().context("the path of this nimbus")?;
+    let script = format!(
+        "#!/bin/sh\n{HOOK_MARK}: every commit deploys to Pages project {project}.\n\
+         exec {} pages git-deploy --repo \"$(git rev-parse --show-toplevel)\"\n",
+        shell_quote(&nimbus.to_string_lossy())
+    );
+    std::fs::create_dir_all(hook.parent().unwrap_or(&git_dir))
+        .with_context(|| format!("creating {}", hook.display()))?;
+    std::fs::write(&hook, script).with_context(|| format!("writing {}", hook.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    if json_out {
+        println!("{}", json!({ "project": project, "hook": hook, "production_branch": info.production_branch }));
+    } else {
+        println!(
+            "{} Every commit in {} deploys {}: {} to production, other branches to previews at <branch>.{}",
+            style.ok("✓"),
+            repo.display(),
+            style.bold(project),
+            info.production_branch,
+            host(project, None)
+        );
+    }
+    Ok(())
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Deploys the commit at HEAD: a clean export of it, built, then deployed with its branch,
+/// hash and message.
+pub async fn git_deploy(repo: &Path, json_out: bool, style: &Style) -> Result<()> {
+    let git_dir = git_dir(repo)?;
+    let link_path = git_dir.join(GIT_LINK_FILE);
+    let link: GitLink = serde_json::from_slice(
+        &std::fs::read(&link_path)
+            .with_context(|| format!("reading {} (run `nimbus pages connect`)", link_path.display()))?,
+    )
+    .with_context(|| format!("reading {}", link_path.display()))?;
+    let branch = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"])?;
+    let hash = git(repo, &["rev-parse", "HEAD"])?;
+    let message = git(repo, &["log", "-1", "--format=%B"])?;
+    let checkout = tempfile::tempdir().context("a directory for the checkout")?;
+    let export = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("git -C \"$1\" archive --format=tar HEAD | tar -x -C \"$2\"")
+        .arg("sh")
+        .arg(repo)
+        .arg(checkout.path())
+        .status()
+        .context("exporting HEAD")?;
+    if !export.success() {
+        bail!("exporting {hash} of {} failed", repo.display());
+    }
+    if let Some(command) = &link.build_command {
+        eprintln!("{} {command}", style.dim("building:"));
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(checkout.path())
+            .status()
+            .with_context(|| format!("running the build command `{command}`"))?;
+        if !status.success() {
+            bail!("build command `{command}` failed ({status}); commit {hash} is not deployed");
+        }
+    }
+    let client = crate::client::connect(Some(link.api_url), Some(link.token), Path::new(""))?;
+    let options = DeployOptions {
+        dir: checkout.path().join(&link.output_dir),
+        project: link.project,
+        branch: Some(branch),
+        commit_hash: Some(hash),
+        commit_message: Some(message),
+    };
+    deploy(&client, options, json_out, style).await.map(|_| ())
 }

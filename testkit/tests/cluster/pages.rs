@@ -305,3 +305,63 @@ async fn a_mkdocs_site_renders_in_chromium_with_every_asset_and_link_loading() {
     assert!(production_home.text().contains("Welcome"), "production is unchanged by the preview");
     cluster.stop().await.expect("stops");
 }
+
+/// `git` in `repo`, as a person would run it (a commit runs its hooks); its stdout.
+async fn git(repo: &Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=Tester", "-c", "user.email=tester@example.com"])
+        .args(args)
+        .env_remove("NIMBUS_API_URL")
+        .env_remove("NIMBUS_API_TOKEN")
+        .output()
+        .await
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `nimbus pages connect`: a commit to the production branch deploys production, a commit
+/// on another branch a preview at its alias, each built from a clean export of the commit
+/// and recorded with its hash and message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_deploy_production_and_branch_previews_through_the_git_hook() {
+    let cluster = Cluster::start(ClusterSpec::local(1).expect("spec")).await.expect("cluster starts");
+    let output = cluster.nimbus(&["pages", "project", "create", "blog"]).await.expect("nimbus runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let checkout = tempfile::tempdir().expect("tempdir");
+    let repo = checkout.path();
+    git(repo, &["init", "--quiet", "--initial-branch", "main"]).await;
+    write(repo, "src/index.html", "<p>main one</p>");
+    let repo_arg = repo.to_string_lossy().into_owned();
+    let build = "mkdir -p dist && cp src/*.html dist/";
+    let output = cluster
+        .nimbus(&["pages", "connect", "blog", "--repo", &repo_arg, "--build-command", build, "--output-dir", "dist"])
+        .await
+        .expect("nimbus runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    git(repo, &["add", "."]).await;
+    git(repo, &["commit", "--quiet", "-m", "First post"]).await;
+    until_serves(&cluster, 0, "blog.pages.localhost", "main one").await;
+    // Uncommitted work is not deployed: the hook exports the commit.
+    write(repo, "src/index.html", "<p>not committed</p>");
+    git(repo, &["checkout", "--quiet", "-b", "feature/new-look"]).await;
+    write(repo, "src/index.html", "<p>new look</p>");
+    git(repo, &["commit", "--quiet", "-am", "New look"]).await;
+    let head = git(repo, &["rev-parse", "HEAD"]).await;
+    until_serves(&cluster, 0, "feature-new-look.blog.pages.localhost", "new look").await;
+    let production = get(&cluster, 0, Method::GET, "blog.pages.localhost", "/", &[]).await;
+    assert!(production.text().contains("main one"), "production stays: {}", production.text());
+
+    let output = cluster.nimbus(&["pages", "deployment", "list", "blog", "--json"]).await.expect("runs");
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("--json");
+    let newest = &listed["deployments"][0];
+    assert_eq!(newest["branch"], "feature/new-look", "{listed}");
+    assert_eq!(newest["commit_hash"], head.as_str());
+    assert_eq!(newest["commit_message"], "New look");
+    assert_eq!(newest["production"], false);
+    assert_eq!(listed["deployments"][1]["commit_message"], "First post");
+    cluster.stop().await.expect("stops");
+}
