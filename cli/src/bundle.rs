@@ -28,9 +28,9 @@ pub struct Module {
     pub source: String,
 }
 
-/// True when `main` names a JavaScript module rather than a component.
+/// True when `main` names a JavaScript or TypeScript module rather than a component.
 pub fn is_script(main: &Path) -> bool {
-    matches!(main.extension().and_then(|e| e.to_str()), Some("js" | "mjs"))
+    matches!(main.extension().and_then(|e| e.to_str()), Some("js" | "mjs" | "ts" | "mts"))
 }
 
 /// `main` and every module it imports, named by their paths relative to `root`.
@@ -76,14 +76,19 @@ fn module_name(root: &Path, path: &Path) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// The file a relative specifier names, trying `.js` and `.mjs` as the engine does.
+/// The file a relative specifier names, trying what the engine tries: `.js`, `.mjs`, and
+/// TypeScript's `.ts`, `.mts`, `x.js` meaning `x.ts`, and `index` files.
 fn resolve(dir: &Path, specifier: &str) -> Option<PathBuf> {
     if !(specifier.starts_with("./") || specifier.starts_with("../")) {
         return None;
     }
     let base = dir.join(specifier);
-    [base.clone(), base.with_extension("js"), PathBuf::from(format!("{}.mjs", base.display()))]
+    let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", base.display()));
+    let stem = specifier.strip_suffix(".js").map(|s| PathBuf::from(format!("{}.ts", dir.join(s).display())));
+    [base.clone(), with(".js"), with(".mjs"), with(".ts"), with(".mts")]
         .into_iter()
+        .chain(stem)
+        .chain([base.join("index.ts"), base.join("index.js")])
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
 }

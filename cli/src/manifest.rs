@@ -54,8 +54,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NimbusToml {
+    /// A worker's name (for Pages, the project's, and optional).
+    #[serde(default)]
     name: String,
+    /// A worker's component or main module (Pages has none).
+    #[serde(default)]
     main: String,
+    /// Wrangler's Pages key: the output directory (accepted; `nimbus pages deploy` takes it
+    /// as an argument).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pages_build_output_dir: Option<String>,
     /// Accepted for wrangler compatibility; Nimbus has one runtime version.
     #[serde(default)]
     #[allow(dead_code)]
@@ -188,7 +197,7 @@ pub fn load(path: &Path) -> Result<Project> {
 }
 
 fn parse(text: &str, path: &Path) -> Result<Project> {
-    let toml: NimbusToml = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut toml: NimbusToml = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     validate_worker_name(&toml.name).map_err(|e| anyhow::anyhow!("{}: field `name`: {e}", path.display()))?;
     let base =
         path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -198,6 +207,26 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
             path.display()
         );
     }
+    let (name, main, build) = (std::mem::take(&mut toml.name), std::mem::take(&mut toml.main), toml.build.take());
+    let manifest = manifest_of(toml, path)?;
+    Ok(Project {
+        name,
+        main: base.join(&main),
+        root: base.clone(),
+        build: build.map(|b| (b.command, base.join(b.cwd.unwrap_or_default()))),
+        manifest,
+    })
+}
+
+/// The bindings, vars and limits of a Pages project's `nimbus.toml` (no `main`; `name`
+/// optional), for its Functions.
+pub fn load_bindings(path: &Path) -> Result<WorkerManifest> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let toml: NimbusToml = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    manifest_of(toml, path)
+}
+
+fn manifest_of(toml: NimbusToml, path: &Path) -> Result<WorkerManifest> {
     let mut bindings = Vec::new();
     for kv in toml.kv_namespaces {
         bindings.push(Binding::Kv { name: kv.binding, namespace_id: kv.id });
@@ -233,13 +262,7 @@ fn parse(text: &str, path: &Path) -> Result<Project> {
         crons,
     };
     manifest.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Project {
-        name: toml.name,
-        main: base.join(&toml.main),
-        root: base.clone(),
-        build: toml.build.map(|b| (b.command, base.join(b.cwd.unwrap_or_default()))),
-        manifest,
-    })
+    Ok(manifest)
 }
 
 #[cfg(test)]
@@ -309,6 +332,6 @@ mod tests {
         let err = parse("name = \"App\"\nmain = \"a.wasm\"\n", Path::new("nimbus.toml")).expect_err("bad name");
         assert!(err.to_string().contains("field `name`"), "{err}");
         let err = parse("main = \"a.wasm\"\n", Path::new("nimbus.toml")).expect_err("no name");
-        assert!(err.to_string().contains("missing field `name`"), "{err}");
+        assert!(err.to_string().contains("field `name`"), "{err}");
     }
 }

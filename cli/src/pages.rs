@@ -13,7 +13,7 @@ use crate::output::{ago, bytes, table, Progress, Style};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use futures::StreamExt as _;
-use nimbus_api::pages::{Missing, PagesDeployed, ProjectInfo, ProjectList};
+use nimbus_api::pages::{FunctionsUpload, Missing, PagesDeployed, ProjectInfo, ProjectList, SourceModule};
 use nimbus_pages::site::{File, Manifest, MAX_FILES, MAX_FILE_BYTES};
 use reqwest::Method;
 use serde_json::json;
@@ -47,6 +47,12 @@ pub enum PagesCommand {
         commit_hash: Option<String>,
         #[arg(long)]
         commit_message: Option<String>,
+        /// The Functions directory (default: `functions` in the current directory, if any).
+        #[arg(long)]
+        functions: Option<PathBuf>,
+        /// A `nimbus.toml` with the bindings, vars and limits of the Functions.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// A project's deployments: list, rollback.
     Deployment {
@@ -147,8 +153,9 @@ pub async fn run(command: PagesCommand, client: &Client, json_out: bool, style: 
             connect(client, &project, &repo, build_command, output_dir, json_out, style).await?;
         }
         PagesCommand::GitDeploy { repo } => git_deploy(&repo, json_out, style).await?,
-        PagesCommand::Deploy { dir, project, branch, commit_hash, commit_message } => {
-            let options = DeployOptions { dir, project, branch, commit_hash, commit_message };
+        PagesCommand::Deploy { dir, project, branch, commit_hash, commit_message, functions, config } => {
+            let functions = functions.or_else(|| Some(PathBuf::from("functions")).filter(|f| f.is_dir()));
+            let options = DeployOptions { dir, project, branch, commit_hash, commit_message, functions, config };
             deploy(client, options, json_out, style).await?;
         }
         PagesCommand::Deployment { command: DeploymentCommand::List { project } } => {
@@ -214,6 +221,50 @@ pub struct DeployOptions {
     pub branch: Option<String>,
     pub commit_hash: Option<String>,
     pub commit_message: Option<String>,
+    /// The Functions directory, if the project has one.
+    pub functions: Option<PathBuf>,
+    /// The `nimbus.toml` of the Functions' bindings.
+    pub config: Option<PathBuf>,
+}
+
+/// The code a deployment carries: `_worker.js` in the output directory (advanced mode), or
+/// every file of the Functions directory, each with what it imports.
+fn collect_code(dir: &Path, functions: Option<&Path>, config: Option<&Path>) -> Result<Option<FunctionsUpload>> {
+    let manifest = match config {
+        Some(config) => Some(serde_json::to_value(crate::manifest::load_bindings(config)?)?),
+        None => None,
+    };
+    let worker = dir.join("_worker.js");
+    if worker.is_file() {
+        let script = crate::bundle::collect(dir, &worker)?;
+        let modules = script.modules.into_iter().map(|m| SourceModule { name: m.name, source: m.source }).collect();
+        return Ok(Some(FunctionsUpload { modules, worker_main: Some(script.main), manifest }));
+    }
+    let Some(functions) = functions else { return Ok(None) };
+    let functions =
+        functions.canonicalize().with_context(|| format!("the Functions directory {}", functions.display()))?;
+    // Module names are relative to the directory holding `functions/`, so the control plane
+    // sees `functions/api/[id].ts` and what it imports from beside it (`lib/db.ts`).
+    let root = functions.parent().unwrap_or(&functions).to_path_buf();
+    let mut modules = std::collections::BTreeMap::new();
+    let mut pending = vec![functions.clone()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).with_context(|| format!("reading {}", at.display()))? {
+            let path = entry.with_context(|| format!("reading {}", at.display()))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if crate::bundle::is_script(&path) {
+                for module in crate::bundle::collect(&root, &path)?.modules {
+                    modules.entry(module.name).or_insert(module.source);
+                }
+            }
+        }
+    }
+    if modules.is_empty() {
+        return Ok(None);
+    }
+    let modules = modules.into_iter().map(|(name, source)| SourceModule { name, source }).collect();
+    Ok(Some(FunctionsUpload { modules, worker_main: None, manifest }))
 }
 
 /// The files of an output directory and their rules, hashed.
@@ -282,11 +333,13 @@ pub fn collect(dir: &Path) -> Result<Collected> {
 }
 
 pub async fn deploy(client: &Client, options: DeployOptions, json_out: bool, style: &Style) -> Result<PagesDeployed> {
-    let DeployOptions { dir, project, branch, commit_hash, commit_message } = options;
+    let DeployOptions { dir, project, branch, commit_hash, commit_message, functions, config } = options;
     let collected = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || collect(&dir)).await??
     };
+    let code = collect_code(&dir, functions.as_deref(), config.as_deref())?;
+    let has_code = code.is_some();
     let hashes: Vec<String> = collected.sources.keys().cloned().collect();
     let mut missing = Vec::new();
     for batch in hashes.chunks(CHECK_BATCH) {
@@ -343,7 +396,11 @@ pub async fn deploy(client: &Client, options: DeployOptions, json_out: bool, sty
         "branch": branch,
         "commit_hash": commit_hash,
         "commit_message": commit_message,
+        "functions": code,
     });
+    if has_code {
+        eprintln!("{} Functions (the control plane compiles them into one worker)", style.dim("building:"));
+    }
     let path = format!("/v1/pages/projects/{project}/deployments");
     let deployed: PagesDeployed = client.call_as(Method::POST, &path, Some(&body)).await?;
     if json_out {
@@ -515,6 +572,8 @@ pub async fn git_deploy(repo: &Path, json_out: bool, style: &Style) -> Result<()
         branch: Some(branch),
         commit_hash: Some(hash),
         commit_message: Some(message),
+        functions: Some(checkout.path().join("functions")).filter(|f| f.is_dir()),
+        config: Some(checkout.path().join("nimbus.toml")).filter(|f| f.is_file()),
     };
     deploy(&client, options, json_out, style).await.map(|_| ())
 }

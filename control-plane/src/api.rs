@@ -35,10 +35,10 @@ pub struct Api {
     pub changes: broadcast::Sender<u64>,
     /// SHA-256 of the bootstrap token.
     bootstrap: Arc<str>,
-    max_component_bytes: usize,
-    js: Arc<JsBuilder>,
+    pub(crate) max_component_bytes: usize,
+    pub(crate) js: Arc<JsBuilder>,
     /// The operator's ceilings on manifest limits.
-    ceilings: Arc<nimbus_proto::manifest::Limits>,
+    pub(crate) ceilings: Arc<nimbus_proto::manifest::Limits>,
 }
 
 impl Api {

@@ -7,8 +7,9 @@
 //! instance becomes the data of a new component. That snapshot is what is stored and pushed
 //! to nodes, so a node never parses the script: a request starts with the modules evaluated.
 //!
-//! A syntax error, a throw at the top level or a missing `export default { fetch }` fails
-//! the deploy with the engine's message (module, line and column). The top level runs with
+//! `.ts` / `.mts` modules are erased to JavaScript first (`crate::typescript`), lines and
+//! columns kept. A syntax error, a throw at the top level or a missing `export default
+//! { fetch }` fails the deploy with the module, line and column. The top level runs with
 //! a fuel budget and a memory cap, so `while (true) {}` or a huge allocation there fails the
 //! deploy instead of hanging the control plane. Bindings are not available at the top level
 //! (as on Cloudflare): calling one traps, and the deploy says so.
@@ -111,6 +112,15 @@ impl JsBuilder {
             )));
         };
         check_modules(script)?;
+        // TypeScript modules keep their names (errors name the `.ts` file) and lose their types.
+        let mut stripped = script.clone();
+        for module in &mut stripped.modules {
+            if crate::typescript::is_typescript(&module.name) {
+                module.source =
+                    crate::typescript::strip(&module.name, &module.source).map_err(ControlPlaneError::Invalid)?;
+            }
+        }
+        let script = &stripped;
         // `consumes` and `crons` let the engine check at deploy that the script has the
         // handlers they need.
         let env = serde_json::json!({

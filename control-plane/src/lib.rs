@@ -9,6 +9,7 @@
 //! - [`store`]: versions, components, events, rollout state (SQLite).
 //! - [`validate`]: deploy-time checks of components.
 //! - [`js`]: JavaScript workers, pre-initialised into the engine component at deploy.
+//! - [`typescript`]: `.ts` modules to JavaScript by erasing types, lines and columns kept.
 //! - [`pages`]: Pages projects, deployments and their content-addressed blobs.
 //! - [`api`]: HTTP API with bearer-token auth.
 //! - [`watch`]: gRPC `Deployments` service (watch, component fetch, acks).
@@ -20,6 +21,7 @@ pub mod error;
 pub mod js;
 pub mod pages;
 pub mod store;
+pub mod typescript;
 pub mod validate;
 pub mod watch;
 

@@ -32,6 +32,8 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 
+mod functions;
+
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pages_projects (
     name TEXT PRIMARY KEY,
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS pages_deployments (
     manifest_hash TEXT NOT NULL,
     files INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
+    worker TEXT,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (project, id)
 );
@@ -62,10 +65,13 @@ const MAX_CHECK: usize = nimbus_pages::site::MAX_FILES + 1;
 /// The longest commit message kept (the rest is cut).
 const MAX_COMMIT_MESSAGE: usize = 4096;
 
+/// The longest project name: its Functions run as worker `pages-<project>-<id>`, at most 63.
+pub const MAX_PROJECT_NAME: usize = 48;
+
 /// Checks a project name: as a worker's, since it is a DNS label of its hosts.
 pub fn check_project_name(name: &str) -> Result<(), ControlPlaneError> {
     let ok = !name.is_empty()
-        && name.len() <= 58
+        && name.len() <= MAX_PROJECT_NAME
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
@@ -73,7 +79,7 @@ pub fn check_project_name(name: &str) -> Result<(), ControlPlaneError> {
         Ok(())
     } else {
         Err(ControlPlaneError::Invalid(format!(
-            "project name {name:?}: 1-58 lowercase letters, digits or '-', not at either end (it is a DNS label)"
+            "project name {name:?}: 1-48 lowercase letters, digits or '-', not at either end (it is a DNS label)"
         )))
     }
 }
@@ -180,15 +186,18 @@ impl Store {
         project_info(&conn, name)
     }
 
-    /// Records a deployment whose manifest blob and file blobs are stored; production serves
-    /// it when its branch is the production branch. Keeps [`MAX_DEPLOYMENTS`].
+    /// Records deployment `id` whose manifest blob and file blobs (and Functions `worker`)
+    /// are stored; production serves it when its branch is the production branch. Keeps
+    /// [`MAX_DEPLOYMENTS`]; returns the workers of the deployments that went.
     pub fn add_deployment(
         &self,
         project: &str,
+        id: &str,
         request: &CreateDeployment,
         manifest: &Manifest,
         manifest_hash: &str,
-    ) -> Result<(DeploymentInfo, u64), ControlPlaneError> {
+        worker: Option<&str>,
+    ) -> Result<(DeploymentInfo, u64, Vec<String>), ControlPlaneError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let production_branch: String = tx
@@ -197,24 +206,13 @@ impl Store {
             .ok_or_else(|| ControlPlaneError::NotFound(format!("no Pages project `{project}`")))?;
         let branch = request.branch.clone().unwrap_or_else(|| production_branch.clone());
         check_branch(&branch)?;
-        let id = loop {
-            let id = crate::random_hex(4)?;
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pages_deployments WHERE project = ?1 AND id = ?2)",
-                params![project, id],
-                |r| r.get(0),
-            )?;
-            if !taken {
-                break id;
-            }
-        };
         let message = request.commit_message.as_deref().map(|m| m.chars().take(MAX_COMMIT_MESSAGE).collect::<String>());
         let bytes: u64 = manifest.files.values().map(|f| f.size).sum();
         let t = crate::store::now();
         tx.execute(
             "INSERT INTO pages_deployments
-               (project, id, branch, commit_hash, commit_message, manifest_hash, files, bytes, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+               (project, id, branch, commit_hash, commit_message, manifest_hash, files, bytes, worker, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 project,
                 id,
@@ -224,6 +222,7 @@ impl Store {
                 manifest_hash,
                 manifest.files.len() as i64,
                 bytes as i64,
+                worker,
                 t
             ],
         )?;
@@ -231,12 +230,16 @@ impl Store {
             tx.execute("UPDATE pages_projects SET production = ?2 WHERE name = ?1", params![project, id])?;
         }
         // The oldest beyond the bound go, never production.
-        tx.execute(
-            "DELETE FROM pages_deployments WHERE project = ?1 AND id NOT IN (
+        let beyond = "project = ?1 AND id NOT IN (
                  SELECT id FROM pages_deployments WHERE project = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)
-               AND id IS NOT (SELECT production FROM pages_projects WHERE name = ?1)",
-            params![project, MAX_DEPLOYMENTS as i64],
-        )?;
+               AND id IS NOT (SELECT production FROM pages_projects WHERE name = ?1)";
+        let pruned: Vec<String> = {
+            let mut stmt =
+                tx.prepare(&format!("SELECT worker FROM pages_deployments WHERE {beyond} AND worker IS NOT NULL"))?;
+            let rows = stmt.query_map(params![project, MAX_DEPLOYMENTS as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(&format!("DELETE FROM pages_deployments WHERE {beyond}"), params![project, MAX_DEPLOYMENTS as i64])?;
         let seq = pages_event(&tx, project, true)?;
         let info = project_info(&tx, project)?
             .deployments
@@ -244,7 +247,16 @@ impl Store {
             .find(|d| d.id == id)
             .ok_or_else(|| ControlPlaneError::Internal("a deployment vanished as it was made".into()))?;
         tx.commit()?;
-        Ok((info, seq))
+        Ok((info, seq, pruned))
+    }
+
+    /// The Functions workers of a project's deployments.
+    pub fn project_workers(&self, project: &str) -> Result<Vec<String>, ControlPlaneError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT worker FROM pages_deployments WHERE project = ?1 AND worker IS NOT NULL")?;
+        let rows = stmt.query_map([project], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Production serves `deployment` (a production-branch one); by default the production
@@ -306,7 +318,7 @@ fn project_info(conn: &rusqlite::Connection, name: &str) -> Result<ProjectInfo, 
         .optional()?
         .ok_or_else(|| ControlPlaneError::NotFound(format!("no Pages project `{name}`")))?;
     let mut stmt = conn.prepare(
-        "SELECT id, branch, commit_hash, commit_message, files, bytes, created_at FROM pages_deployments
+        "SELECT id, branch, commit_hash, commit_message, files, bytes, created_at, worker FROM pages_deployments
          WHERE project = ?1 ORDER BY created_at DESC, rowid DESC",
     )?;
     let production = info.production.clone().unwrap_or_default();
@@ -323,6 +335,7 @@ fn project_info(conn: &rusqlite::Connection, name: &str) -> Result<ProjectInfo, 
             files: r.get::<_, i64>(4)? as u64,
             bytes: r.get::<_, i64>(5)? as u64,
             created_ms: r.get::<_, i64>(6)? as u64,
+            worker: r.get(7)?,
         })
     })?;
     info.deployments = rows.collect::<Result<_, _>>()?;
@@ -338,10 +351,16 @@ pub fn project_message(conn: &rusqlite::Connection, name: &str) -> Result<Option
         .optional()?;
     let Some((production_branch, production)) = project else { return Ok(None) };
     let mut stmt = conn.prepare(
-        "SELECT id, branch, manifest_hash FROM pages_deployments WHERE project = ?1 ORDER BY created_at, rowid",
+        "SELECT id, branch, manifest_hash, worker FROM pages_deployments WHERE project = ?1 ORDER BY created_at, rowid",
     )?;
-    let rows =
-        stmt.query_map([name], |r| Ok(PagesDeployment { id: r.get(0)?, branch: r.get(1)?, manifest_hash: r.get(2)? }))?;
+    let rows = stmt.query_map([name], |r| {
+        Ok(PagesDeployment {
+            id: r.get(0)?,
+            branch: r.get(1)?,
+            manifest_hash: r.get(2)?,
+            worker: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+        })
+    })?;
     Ok(Some(PagesProject {
         name: name.to_owned(),
         production_branch,
@@ -398,9 +417,22 @@ async fn show_project(
 }
 
 async fn delete_project(State(api): State<Api>, Path(name): Path<String>) -> Result<StatusCode, ControlPlaneError> {
+    let workers = api.store.project_workers(&name)?;
     let seq = api.store.delete_project(&name)?;
     api.notify(seq);
+    remove_workers(&api, &workers);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the Functions workers of deployments that are gone (after the project's event, so
+/// no node serves a deployment whose worker it has dropped).
+fn remove_workers(api: &Api, workers: &[String]) {
+    for worker in workers {
+        match api.store.delete(worker) {
+            Ok(seq) => api.notify(seq),
+            Err(e) => tracing::warn!(%worker, "removing a Pages Functions worker: {e}"),
+        }
+    }
 }
 
 async fn check_missing(
@@ -440,12 +472,12 @@ async fn upload(
 async fn deploy(
     State(api): State<Api>,
     Path(project): Path<String>,
-    Json(request): Json<CreateDeployment>,
+    Json(mut request): Json<CreateDeployment>,
 ) -> Result<Response, ControlPlaneError> {
-    let manifest: Manifest = serde_json::from_value(request.manifest.clone())
+    let mut manifest: Manifest = serde_json::from_value(request.manifest.clone())
         .map_err(|e| ControlPlaneError::Invalid(format!("manifest: {e}")))?;
-    let site = Site::new(manifest).map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
-    let manifest = site.manifest();
+    Site::new(manifest.clone()).map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
+    api.store.project(&project)?;
     let store = api.store.clone();
     let paths: Vec<(String, String)> = manifest.files.iter().map(|(p, f)| (p.clone(), f.hash.clone())).collect();
     let absent = tokio::task::spawn_blocking(move || paths.into_iter().find(|(_, hash)| !store.has_blob(hash)))
@@ -454,11 +486,20 @@ async fn deploy(
     if let Some((path, hash)) = absent {
         return Err(ControlPlaneError::Invalid(format!("{path}: its content ({hash}) was not uploaded")));
     }
+    let id = crate::random_hex(4)?;
+    let worker = match request.functions.take() {
+        Some(upload) => Some(functions::build(&api, &project, &id, upload, &mut manifest.routes).await?),
+        None => None,
+    };
+    let site = Site::new(manifest).map_err(|e| ControlPlaneError::Invalid(e.to_string()))?;
+    let manifest = site.manifest();
     let bytes = serde_json::to_vec(manifest).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
     let manifest_hash = hex::encode(Sha256::digest(&bytes));
     api.store.put_blob(&manifest_hash, &bytes)?;
-    let (deployment, seq) = api.store.add_deployment(&project, &request, manifest, &manifest_hash)?;
+    let (deployment, seq, pruned) =
+        api.store.add_deployment(&project, &id, &request, manifest, &manifest_hash, worker.as_deref())?;
     api.notify(seq);
+    remove_workers(&api, &pruned);
     tracing::info!(%project, id = %deployment.id, branch = %deployment.branch, files = deployment.files, "Pages deployment");
     Ok((StatusCode::CREATED, Json(PagesDeployed { project, deployment, seq })).into_response())
 }
@@ -497,12 +538,18 @@ mod tests {
             branch: branch.map(String::from),
             commit_hash: None,
             commit_message: Some("m".into()),
+            functions: None,
         };
-        let (first, _) = store.add_deployment("site", &request(None), &manifest, &hash).expect("deploys");
-        let (preview, _) = store.add_deployment("site", &request(Some("fix/api")), &manifest, &hash).expect("deploys");
+        let (first, ..) =
+            store.add_deployment("site", "aaaa0001", &request(None), &manifest, &hash, None).expect("deploys");
+        let (preview, ..) = store
+            .add_deployment("site", "aaaa0002", &request(Some("fix/api")), &manifest, &hash, Some("w"))
+            .expect("deploys");
         assert_eq!(preview.alias, "fix-api");
         assert!(first.production && !preview.production);
-        let (second, _) = store.add_deployment("site", &request(None), &manifest, &hash).expect("deploys");
+        let (second, ..) =
+            store.add_deployment("site", "aaaa0003", &request(None), &manifest, &hash, None).expect("deploys");
+        assert_eq!(store.project_workers("site").expect("reads"), ["w"]);
         assert_eq!(store.project("site").expect("reads").production.as_deref(), Some(second.id.as_str()));
         // Rollback: the production deployment before the current one, never a preview.
         assert_eq!(store.rollback_pages("site", None).expect("rolls back").0, first.id);

@@ -248,16 +248,18 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
 
     // 4. The runtime, with the stores its bindings reach, and the deployments an earlier run
     //    persisted.
+    // Pages before the runtime: it answers Functions workers' `env.ASSETS`.
+    let pages = pages::Pages::new(&config.pages, &config.data_dir);
     let stores = runtime::Stores {
         kv: kv.clone(),
         d1: d1.clone(),
         durable: durable.clone(),
         r2: r2.clone(),
         queues: queues.clone(),
+        local: Some(Arc::new(pages.clone())),
     };
     let runtime = Arc::new(runtime::Runtime::new(&config, metrics.clone(), workers, stores)?);
     let workers_restored = deploy::restore(&runtime, &storage).await?;
-    let pages = pages::Pages::new(&config.pages, &config.data_dir);
     let projects_restored = deploy::restore_pages(&pages, &storage)?;
     if projects_restored > 0 {
         tracing::info!(projects = projects_restored, "restored Pages projects");

@@ -56,10 +56,16 @@ struct Inner {
 
 /// A project's deployments, ready to serve.
 struct Project {
-    production: Option<Arc<Site>>,
+    production: Option<Arc<Deployed>>,
     /// By deployment id, and by branch alias (the newest deployment of each branch).
-    by_id: HashMap<String, Arc<Site>>,
-    by_alias: HashMap<String, Arc<Site>>,
+    by_id: HashMap<String, Arc<Deployed>>,
+    by_alias: HashMap<String, Arc<Deployed>>,
+}
+
+/// One deployment: its files and rules, and the worker its Functions run as.
+struct Deployed {
+    site: Site,
+    worker: Option<String>,
 }
 
 /// A file's bytes and, made on first demand, its compressed forms.
@@ -202,10 +208,11 @@ impl Pages {
                     message: format!("{path} is not on this node"),
                 });
             }
-            let site = Arc::new(site);
-            by_id.insert(deployment.id.clone(), site.clone());
+            let worker = Some(deployment.worker.clone()).filter(|w| !w.is_empty());
+            let deployed = Arc::new(Deployed { site, worker });
+            by_id.insert(deployment.id.clone(), deployed.clone());
             // Oldest first: the last of a branch is its newest.
-            by_alias.insert(branch_slug(&deployment.branch), site);
+            by_alias.insert(branch_slug(&deployment.branch), deployed);
         }
         let production = by_id.get(&project.production).cloned();
         let serving = Arc::new(Project { production, by_id, by_alias });
@@ -226,13 +233,12 @@ impl Pages {
         names
     }
 
-    /// Answers a request for a Pages host.
-    pub async fn serve(&self, req: Request<Body>) -> Response {
-        // The body is never read; the parts are what a response depends on.
-        let (req, _) = req.into_parts();
-        let host = host_only(req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""));
+    /// Answers a request for a Pages host: its Functions when `_routes.json` sends the path
+    /// there, else its assets.
+    pub async fn serve(&self, req: Request<Body>, runtime: &nimbus_runtime::Runtime) -> Response {
+        let host = host_only(req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""));
         let Some(target) = self.target(&host) else { return plain(StatusCode::NOT_FOUND, "Not Found\n") };
-        let site = {
+        let deployed = {
             let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
             let project = projects.get(target.project);
             match (project, target.label) {
@@ -241,17 +247,49 @@ impl Pages {
                 (None, _) => None,
             }
         };
-        let Some(site) = site else {
+        let Some(deployed) = deployed else {
             return plain(StatusCode::NOT_FOUND, &format!("no Pages deployment answers on {host}\n"));
         };
-        let head = req.method == Method::HEAD;
-        if req.method != Method::GET && !head {
+        let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+        if let Some(worker) = &deployed.worker {
+            if deployed.site.runs_functions(&path) == Some(true) {
+                return match runtime.worker(worker) {
+                    Some(worker) => {
+                        let response = match worker.handle(req).await {
+                            Ok(response) => response.map(Body::new),
+                            Err(e) => crate::http::error_response(&e),
+                        };
+                        worker.record_status(response.status().as_u16());
+                        response
+                    }
+                    None => {
+                        plain(StatusCode::SERVICE_UNAVAILABLE, "this deployment's Functions are not on this node yet\n")
+                    }
+                };
+            }
+        }
+        // The body is never read; the parts are what an asset response depends on.
+        let (parts, _) = req.into_parts();
+        self.answer(&deployed.site, &parts.method, &parts.uri, &parts.headers, target.label.is_some()).await
+    }
+
+    /// What the site's assets answer (`_redirects`, the asset rules, `_headers`).
+    async fn answer(
+        &self,
+        site: &Site,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        preview: bool,
+    ) -> Response {
+        let head = method == Method::HEAD;
+        if method != Method::GET && !head {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        let path = percent_encoding::percent_decode_str(req.uri.path()).decode_utf8_lossy();
-        match site.resolve(&path, req.uri.query()) {
+        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+        match site.resolve(&path, uri.query()) {
             Resolved::Redirect { status, location } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
                 let mut response = status.into_response();
@@ -261,11 +299,16 @@ impl Pages {
                 response
             }
             Resolved::NotFound => plain(StatusCode::NOT_FOUND, "Not Found\n"),
-            Resolved::Asset { path: file_path, file, status, headers } => {
-                let preview = target.label.is_some();
-                self.asset(&req.headers, &file_path, &file.hash, status, headers, preview, head).await
+            Resolved::Asset { path: file_path, file, status, headers: rule_headers } => {
+                self.asset(headers, &file_path, &file.hash, status, rule_headers, preview, head).await
             }
         }
+    }
+
+    /// The deployment whose Functions run as `worker`.
+    fn deployed_of(&self, worker: &str) -> Option<Arc<Deployed>> {
+        let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
+        projects.values().flat_map(|p| p.by_id.values()).find(|d| d.worker.as_deref() == Some(worker)).cloned()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -358,6 +401,31 @@ impl Pages {
             self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, cached.clone(), size * 2);
         }
         Ok(cached)
+    }
+}
+
+/// `env.ASSETS.fetch` of a Functions worker: its own deployment's assets, as the edge
+/// serves them (no other project's, whatever the request names).
+impl nimbus_wasm::LocalService for Pages {
+    fn serve(
+        &self,
+        worker: &str,
+        request: http::Request<Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<Bytes>> + Send>> {
+        let pages = self.clone();
+        let deployed = self.deployed_of(worker);
+        Box::pin(async move {
+            let Some(deployed) = deployed else {
+                let body = Bytes::from_static(b"env.ASSETS is for Pages Functions\n");
+                return http::Response::builder().status(StatusCode::NOT_FOUND).body(body).unwrap_or_default();
+            };
+            let (parts, _) = request.into_parts();
+            let response = pages.answer(&deployed.site, &parts.method, &parts.uri, &parts.headers, false).await;
+            let (parts, body) = response.into_parts();
+            // Bodies here are whole files already in memory.
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            http::Response::from_parts(parts, bytes)
+        })
     }
 }
 

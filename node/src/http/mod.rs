@@ -185,7 +185,7 @@ async fn dispatch(State(edge): State<Edge>, mut req: Request<Body>) -> Response 
         .unwrap_or("")
         .to_string();
     if edge.pages.owns(&host) {
-        return edge.pages.serve(req).await;
+        return edge.pages.serve(req, &edge.runtime).await;
     }
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
         // Where the request entered the cluster, as Cloudflare's `request.cf.colo`; set here

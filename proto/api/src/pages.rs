@@ -45,6 +45,9 @@ pub struct DeploymentInfo {
     pub bytes: u64,
     /// Whether production serves it now.
     pub production: bool,
+    /// The worker its Functions (or `_worker.js`) run as, if it has any.
+    #[serde(default)]
+    pub worker: Option<String>,
     pub created_ms: u64,
 }
 
@@ -75,6 +78,33 @@ pub struct CreateDeployment {
     pub commit_hash: Option<String>,
     #[serde(default)]
     pub commit_message: Option<String>,
+    /// Pages Functions (a `functions/` directory) or a `_worker.js`, with what they import.
+    #[serde(default)]
+    pub functions: Option<FunctionsUpload>,
+}
+
+/// The code of a deployment: compiled by the control plane into one JavaScript worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionsUpload {
+    /// Every module, named by its path in the project: `functions/api/[id].ts` (each file
+    /// under `functions/` is a route), and what they import (`lib/db.ts`).
+    pub modules: Vec<SourceModule>,
+    /// Advanced mode: the module (`_worker.js`) whose default export handles every request;
+    /// no routing is generated and `functions/` is not used.
+    #[serde(default)]
+    pub worker_main: Option<String>,
+    /// Bindings, vars and limits, as a worker's manifest (`nimbus_proto::manifest::WorkerManifest`).
+    #[serde(default)]
+    pub manifest: Option<serde_json::Value>,
+}
+
+/// One JavaScript or TypeScript module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceModule {
+    pub name: String,
+    pub source: String,
 }
 
 /// What a deployment created.

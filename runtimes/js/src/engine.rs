@@ -338,7 +338,19 @@ impl Resolver for BundleResolver {
         }
         if name.starts_with("./") || name.starts_with("../") {
             let joined = join(base, name);
-            for candidate in [joined.clone(), format!("{joined}.js"), format!("{joined}.mjs")] {
+            // TypeScript's conventions too: `./util` and `./util.js` may name `util.ts`.
+            let stem = joined.strip_suffix(".js").unwrap_or(&joined);
+            let candidates = [
+                joined.clone(),
+                format!("{joined}.js"),
+                format!("{joined}.mjs"),
+                format!("{joined}.ts"),
+                format!("{joined}.mts"),
+                format!("{stem}.ts"),
+                format!("{joined}/index.ts"),
+                format!("{joined}/index.js"),
+            ];
+            for candidate in candidates {
                 if self.names.contains(&candidate) {
                     return Ok(candidate);
                 }

@@ -334,6 +334,7 @@ async fn commits_deploy_production_and_branch_previews_through_the_git_hook() {
     let repo = checkout.path();
     git(repo, &["init", "--quiet", "--initial-branch", "main"]).await;
     write(repo, "src/index.html", "<p>main one</p>");
+    write(repo, "functions/api/hello.ts", "export const onRequest = (): Response => new Response(\"fn main\");\n");
     let repo_arg = repo.to_string_lossy().into_owned();
     let build = "mkdir -p dist && cp src/*.html dist/";
     let output = cluster
@@ -349,11 +350,16 @@ async fn commits_deploy_production_and_branch_previews_through_the_git_hook() {
     write(repo, "src/index.html", "<p>not committed</p>");
     git(repo, &["checkout", "--quiet", "-b", "feature/new-look"]).await;
     write(repo, "src/index.html", "<p>new look</p>");
+    write(repo, "functions/api/hello.ts", "export const onRequest = (): Response => new Response(\"fn preview\");\n");
     git(repo, &["commit", "--quiet", "-am", "New look"]).await;
     let head = git(repo, &["rev-parse", "HEAD"]).await;
     until_serves(&cluster, 0, "feature-new-look.blog.pages.localhost", "new look").await;
     let production = get(&cluster, 0, Method::GET, "blog.pages.localhost", "/", &[]).await;
     assert!(production.text().contains("main one"), "production stays: {}", production.text());
+    // Each commit's TypeScript Functions deploy with it.
+    assert_eq!(get(&cluster, 0, Method::GET, "blog.pages.localhost", "/api/hello", &[]).await.text(), "fn main");
+    let preview = get(&cluster, 0, Method::GET, "feature-new-look.blog.pages.localhost", "/api/hello", &[]).await;
+    assert_eq!(preview.text(), "fn preview");
 
     let output = cluster.nimbus(&["pages", "deployment", "list", "blog", "--json"]).await.expect("runs");
     let listed: Value = serde_json::from_slice(&output.stdout).expect("--json");
@@ -363,5 +369,210 @@ async fn commits_deploy_production_and_branch_previews_through_the_git_hook() {
     assert_eq!(newest["commit_message"], "New look");
     assert_eq!(newest["production"], false);
     assert_eq!(listed["deployments"][1]["commit_message"], "First post");
+    cluster.stop().await.expect("stops");
+}
+
+/// Runs `nimbus` and asserts it succeeded; its stdout.
+async fn nimbus_ok(cluster: &Cluster, args: &[&str]) -> String {
+    let output = cluster.nimbus(args).await.expect("nimbus runs");
+    assert!(output.status.success(), "nimbus {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+const MIDDLEWARE_TS: &str = r#"interface Env { KV: KVNamespace; DB: D1Database }
+type Context = { request: Request; next: () => Promise<Response>; data: Record<string, unknown> };
+
+export const onRequest = [async (context: Context): Promise<Response> => {
+  context.data.user = context.request.headers.get("x-user") ?? "anon";
+  const response = await context.next();
+  const headers = new Headers(response.headers);
+  headers.set("x-middleware", "ran");
+  return new Response(response.body, { status: response.status, headers });
+}];
+"#;
+
+const USER_TS: &str = r#"import { Role, greeting } from "../../../lib/roles";
+import type { Row } from "../../../lib/roles";
+
+type Params = { id: string };
+
+export const onRequestGet = async ({ params, env, data }: { params: Params; env: any; data: any }) => {
+  const row = await env.DB.prepare("SELECT name FROM users WHERE id = ?").bind(params.id).first() as Row | null;
+  return Response.json({ id: params.id, name: row?.name ?? null, role: Role.Reader, hello: greeting(data.user as string) });
+};
+
+export const onRequestPut = async ({ params, env, request }: { params: Params; env: any; request: Request }) => {
+  const body = (await request.json()) as { name: string };
+  await env.DB.prepare("INSERT OR REPLACE INTO users (id, name) VALUES (?, ?)").bind(params.id, body.name).run();
+  await env.KV.put(`user:${params.id}`, body.name!);
+  return new Response(null, { status: 204 });
+};
+"#;
+
+const ROLES_TS: &str = r#"export enum Role { Admin = "admin", Reader = "reader" }
+export enum Level { Low, High = 10, Higher }
+export interface Row { name: string }
+export function greeting(user: string): string {
+  return `hello ${user} (${Level[Level.Higher]}=${Level.Higher})`;
+}
+"#;
+
+/// A Functions project in TypeScript (middleware, params, a catch-all, KV and D1, `env.ASSETS`),
+/// a `_worker.js` project, and a TypeScript syntax error refused with its file and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_functions_route_with_middleware_params_bindings_and_assets() {
+    let cluster = Cluster::start(ClusterSpec::local(2).expect("spec")).await.expect("cluster starts");
+    nimbus_ok(&cluster, &["pages", "project", "create", "app"]).await;
+    nimbus_ok(&cluster, &["d1", "create", "pagesdb"]).await;
+    nimbus_ok(&cluster, &["d1", "execute", "pagesdb", "-c", "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT)"])
+        .await;
+    let project = tempfile::tempdir().expect("tempdir");
+    let root = project.path();
+    write(root, "site/index.html", "<p>static home</p>");
+    write(root, "site/about.html", "<p>about</p>");
+    write(root, "functions/_middleware.ts", MIDDLEWARE_TS);
+    write(root, "functions/api/users/[id].ts", USER_TS);
+    write(
+        root,
+        "functions/api/kv/[key].ts",
+        "export const onRequestGet = async ({ params, env }: any) => new Response(await env.KV.get(params.key));\n",
+    );
+    write(
+        root,
+        "functions/docs/[[path]].ts",
+        "export const onRequest = ({ params }: any) => Response.json({ path: params.path });\n",
+    );
+    write(
+        root,
+        "functions/shout.ts",
+        "export async function onRequest(context: any): Promise<Response> {\n  const about = await context.env.ASSETS.fetch(new URL(\"/about\", context.request.url));\n  return new Response((await about.text()).toUpperCase());\n}\n",
+    );
+    write(root, "lib/roles.ts", ROLES_TS);
+    write(root, "nimbus.toml", "[[kv_namespaces]]\nbinding = \"KV\"\nid = \"users\"\n\n[[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"pagesdb\"\n");
+    let (site, functions, config) = (root.join("site"), root.join("functions"), root.join("nimbus.toml"));
+    let (site, functions, config) = (
+        site.to_string_lossy().into_owned(),
+        functions.to_string_lossy().into_owned(),
+        config.to_string_lossy().into_owned(),
+    );
+    let deployed = nimbus_ok(
+        &cluster,
+        &["pages", "deploy", &site, "--project", "app", "--functions", &functions, "--config", &config, "--json"],
+    )
+    .await;
+    let deployed: Value = serde_json::from_str(&deployed).expect("--json");
+    assert!(deployed["deployment"]["worker"].as_str().is_some_and(|w| w.starts_with("pages-app-")), "{deployed}");
+
+    let host = "app.pages.localhost";
+    for node in 0..2 {
+        until_serves(&cluster, node, host, "static home").await;
+    }
+    // The root middleware wraps the assets too.
+    let home = get(&cluster, 1, Method::GET, host, "/", &[]).await;
+    assert_eq!((home.header("x-middleware"), home.text().as_str()), ("ran", "<p>static home</p>"));
+    // Params, D1 and KV through the bindings of nimbus.toml; a type-only import and enums.
+    let put = raw_client()
+        .put(format!("{}/api/users/7", cluster.nodes[0].url()))
+        .header("host", host)
+        .body(r#"{"name":"Ada"}"#)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 204, "{:?}", put.text().await);
+    let user = get(&cluster, 1, Method::GET, host, "/api/users/7", &[("x-user", "bob")]).await;
+    assert_eq!(user.status, 200, "{}", user.text());
+    let user: Value = serde_json::from_slice(&user.body).expect("json");
+    assert_eq!(
+        user,
+        serde_json::json!({ "id": "7", "name": "Ada", "role": "reader", "hello": "hello bob (Higher=11)" })
+    );
+    let kv = get(&cluster, 0, Method::GET, host, "/api/kv/user:7", &[]).await;
+    assert_eq!((kv.status, kv.text().as_str()), (200, "Ada"));
+    // A catch-all, env.ASSETS, and a method no Function handles falling through to the assets.
+    let docs = get(&cluster, 0, Method::GET, host, "/docs/a/b/c", &[]).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&docs.body).expect("json"),
+        serde_json::json!({ "path": ["a", "b", "c"] })
+    );
+    assert_eq!(get(&cluster, 0, Method::GET, host, "/shout", &[]).await.text(), "<P>ABOUT</P>");
+    assert_eq!(get(&cluster, 0, Method::POST, host, "/api/users/7", &[]).await.status, 405);
+    assert_eq!(get(&cluster, 0, Method::GET, host, "/about", &[]).await.text(), "<p>about</p>");
+
+    // A syntax error in a Function is refused with its file, line and column; nothing changes.
+    write(root, "functions/broken.ts", "export const onRequest = () => {\n  let x: = 1;\n};\n");
+    let output = cluster
+        .nimbus(&["pages", "deploy", &site, "--project", "app", "--functions", &functions, "--config", &config])
+        .await
+        .expect("nimbus runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("functions/broken.ts:2:"), "{stderr}");
+    std::fs::remove_file(root.join("functions/broken.ts")).expect("rm");
+
+    // Advanced mode: `_worker.js` answers everything and reaches the assets itself.
+    nimbus_ok(&cluster, &["pages", "project", "create", "adv"]).await;
+    write(root, "adv/index.html", "<p>adv home</p>");
+    write(
+        root,
+        "adv/_worker.js",
+        "export default {\n  async fetch(request, env) {\n    if (new URL(request.url).pathname === \"/api\") return new Response(\"from the worker\");\n    return env.ASSETS.fetch(request);\n  },\n};\n",
+    );
+    let adv = root.join("adv").to_string_lossy().into_owned();
+    nimbus_ok(&cluster, &["pages", "deploy", &adv, "--project", "adv"]).await;
+    until_serves(&cluster, 0, "adv.pages.localhost", "adv home").await;
+    assert_eq!(get(&cluster, 0, Method::GET, "adv.pages.localhost", "/api", &[]).await.text(), "from the worker");
+    // Never served as a file (without a 404.html the site is a single-page application).
+    let source = get(&cluster, 0, Method::GET, "adv.pages.localhost", "/_worker.js", &[]).await;
+    assert!(!source.text().contains("export default"), "{}", source.text());
+    cluster.stop().await.expect("stops");
+}
+
+const WORKER_TS: &str = r#"import { double, type Pair } from "./util";
+
+interface Env { GREETING: string }
+
+export default {
+  async fetch(request: Request, env: Env): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname === "/boom") {
+      throw new Error("boom at line 9");
+    }
+    const pair: Pair = { a: 2, b: 3 } satisfies Pair;
+    return Response.json({ greeting: env.GREETING, doubled: double(pair.a + pair.b) });
+  },
+};
+"#;
+
+/// A `.ts` worker deploys directly (`main = "src/index.ts"`, importing `./util` meaning
+/// `util.ts`); a throw is reported at its line in the `.ts` file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_workers_deploy_directly_and_errors_point_at_the_ts_lines() {
+    let cluster = Cluster::start(ClusterSpec::local(1).expect("spec")).await.expect("cluster starts");
+    let project = tempfile::tempdir().expect("tempdir");
+    let root = project.path();
+    write(root, "nimbus.toml", "name = \"ts-hello\"\nmain = \"src/index.ts\"\n\n[vars]\nGREETING = \"hi\"\n");
+    write(root, "src/index.ts", WORKER_TS);
+    write(
+        root,
+        "src/util.ts",
+        "export type Pair = { a: number; b: number };\nexport const double = (n: number): number => n * 2;\n",
+    );
+    let config = root.join("nimbus.toml").to_string_lossy().into_owned();
+    nimbus_ok(&cluster, &["deploy", "-c", &config]).await;
+    let (status, body) = cluster.get_worker(0, "ts-hello", "/").await.expect("request");
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (200, Some(serde_json::json!({ "greeting": "hi", "doubled": 10 })))
+    );
+    let (status, body) = cluster.get_worker(0, "ts-hello", "/boom").await.expect("request");
+    assert_eq!(status, 500, "{body}");
+    let log = cluster.node_log(0).expect("the node's log");
+    assert!(log.contains("src/index.ts:9"), "the stack names the .ts line: {}", &log[log.len().saturating_sub(3000)..]);
+
+    // A type error is TypeScript's business; a syntax error is refused with its position.
+    write(root, "src/util.ts", "export const double = (n: number): number => {\n  return n *;\n};\n");
+    let output = cluster.nimbus(&["deploy", "-c", &config]).await.expect("nimbus runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("src/util.ts:2:"), "{stderr}");
+    assert!(stderr.contains("HTTP 400"), "{stderr}");
     cluster.stop().await.expect("stops");
 }

@@ -8,6 +8,7 @@
 //! - [`FunctionCache`]: compiled functions by the hash of their IR, in memory for the life of
 //!   the process or in a bounded directory that outlives it.
 //! - [`OutboundPolicy`]: `wasi:http/outgoing-handler` by allow-list; an empty list refuses all.
+//!   Requests to [`ASSETS_HOST`] go to the [`LocalService`] the node hands in, never out.
 //! - [`outbound`]: the address guard (public addresses only, unless the operator lists
 //!   others) and the connection to the address it checked.
 
@@ -122,6 +123,22 @@ impl wasmtime::CacheStore for FunctionCache {
     }
 }
 
+/// The host a Pages Functions worker reaches its deployment's static assets on
+/// (`env.ASSETS.fetch`): answered in-process by the [`LocalService`], never resolved.
+pub const ASSETS_HOST: &str = "assets.pages.internal";
+/// The largest request body a worker may send to [`ASSETS_HOST`].
+const MAX_LOCAL_BODY: usize = 1024 * 1024;
+
+/// Answers a worker's requests to [`ASSETS_HOST`]: the node's Pages, which knows which
+/// deployment's assets the worker (by name) may read.
+pub trait LocalService: Send + Sync + 'static {
+    fn serve(
+        &self,
+        worker: &str,
+        request: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<bytes::Bytes>> + Send>>;
+}
+
 /// Decides which outbound requests leave: only to a host the allow-list names (exactly, with
 /// its port, or by a `*.suffix` pattern; `*` allows any public host), and then only to
 /// addresses the [`AddressGuard`] permits. Any other request is refused before a connection
@@ -130,16 +147,24 @@ pub struct OutboundPolicy {
     /// Host patterns (a manifest's `allowed_outbound_hosts`).
     allowed: Arc<[String]>,
     guard: Arc<AddressGuard>,
+    /// What answers [`ASSETS_HOST`], and the worker asking.
+    local: Option<(Arc<dyn LocalService>, Arc<str>)>,
 }
 
 impl OutboundPolicy {
     pub fn new(allowed: Arc<[String]>, guard: Arc<AddressGuard>) -> Self {
-        OutboundPolicy { allowed, guard }
+        OutboundPolicy { allowed, guard, local: None }
+    }
+
+    /// Requests to [`ASSETS_HOST`] from `worker` go to `service`.
+    pub fn with_local(mut self, service: Arc<dyn LocalService>, worker: Arc<str>) -> Self {
+        self.local = Some((service, worker));
+        self
     }
 
     /// A policy that refuses every request.
     pub fn deny_all() -> Self {
-        OutboundPolicy { allowed: Arc::from(Vec::new()), guard: Arc::default() }
+        OutboundPolicy { allowed: Arc::from(Vec::new()), guard: Arc::default(), local: None }
     }
 
     pub fn allows(&self, authority: &str) -> bool {
@@ -173,6 +198,21 @@ impl WasiHttpHooks for OutboundPolicy {
         fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         let authority = request.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        if let (Some((service, worker)), true) = (&self.local, authority.eq_ignore_ascii_case(ASSETS_HOST)) {
+            let (service, worker) = (service.clone(), worker.clone());
+            return Box::new(async move {
+                use http_body_util::BodyExt as _;
+                let (parts, body) = request.into_parts();
+                let limited = http_body_util::Limited::new(body, MAX_LOCAL_BODY);
+                let body = limited.collect().await.map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(None))?;
+                let response = service.serve(&worker, http::Request::from_parts(parts, body.to_bytes())).await;
+                let response = response
+                    .map(|bytes| http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync());
+                let io: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                    Box::new(async { Ok(()) });
+                Ok((response, io))
+            });
+        }
         if !self.allows(&authority) {
             tracing::warn!(%authority, "outbound request denied: host not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -217,7 +257,7 @@ mod tests {
     }
 
     fn policy(allowed: &[&str]) -> OutboundPolicy {
-        OutboundPolicy { allowed: allowed.iter().map(|s| s.to_string()).collect(), guard: Arc::default() }
+        OutboundPolicy { allowed: allowed.iter().map(|s| s.to_string()).collect(), guard: Arc::default(), local: None }
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct Stores {
     pub durable: nimbus_durable::Durable,
     pub r2: nimbus_r2::R2,
     pub queues: nimbus_queues::Queues,
+    /// Answers `env.ASSETS` of Pages Functions workers (`nimbus_wasm::ASSETS_HOST`).
+    pub local: Option<Arc<dyn nimbus_wasm::LocalService>>,
 }
 
 /// The bindings one deployment declared, by name.
@@ -156,11 +158,15 @@ impl Host {
         wasi.allow_tcp(false);
         wasi.allow_udp(false);
         wasi.allow_ip_name_lookup(false);
+        let mut outbound = OutboundPolicy::new(outbound, guard);
+        if let Some(local) = &stores.local {
+            outbound = outbound.with_local(local.clone(), declared.worker.clone());
+        }
         Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy::new(outbound, guard),
+            outbound,
             memory: MemoryGuard::new(memory_limit),
             cpu: CpuBudget::default(),
             declared,
