@@ -152,6 +152,25 @@ async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
     let tokens = format!("{}/v1/tokens", cluster.api_url());
     assert_eq!(send(anonymous, "GET", &tokens, None, Some(secret)).await, 403);
     assert_eq!(send(anonymous, "GET", &tokens, None, None).await, 401);
+    // Pages: projects, uploads and deployments need the `pages` scope.
+    let projects = format!("{}/v1/pages/projects", cluster.api_url());
+    let create = |token: String| {
+        let projects = projects.clone();
+        async move {
+            let request = anonymous.post(&projects).bearer_auth(token).json(&json!({ "name": "scoped" }));
+            request.send().await.expect("request").status().as_u16()
+        }
+    };
+    assert_eq!(send(anonymous, "GET", &projects, None, Some(secret)).await, 403);
+    assert_eq!(create(secret.to_owned()).await, 403);
+    let upload = format!("{}/v1/pages/assets/{}", cluster.api_url(), "ab".repeat(32));
+    assert_eq!(send(anonymous, "PUT", &upload, None, None).await, 401);
+    let body = json!({ "name": "pages-ci", "scopes": ["pages:edit"] });
+    let created = cluster.api_call(reqwest::Method::POST, "/v1/tokens", Some(body)).await.expect("create");
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let pages_secret = created.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(create(pages_secret.clone()).await, 201);
+    assert_eq!(send(anonymous, "GET", &deployments, None, Some(&pages_secret)).await, 403, "pages is not workers");
 
     // The secret is never listed; revoking it reaches every node.
     let out = cluster.nimbus(&["--json", "tokens", "list"]).await.expect("cli");
