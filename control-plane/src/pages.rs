@@ -16,7 +16,7 @@ use crate::api::Api;
 use crate::error::ControlPlaneError;
 use crate::store::Store;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -391,7 +391,8 @@ pub fn routes() -> Router<Api> {
         .route("/v1/pages/projects/{name}/deployments", post(deploy))
         .route("/v1/pages/projects/{name}/rollback", post(rollback))
         .route("/v1/pages/assets/check-missing", post(check_missing))
-        .route("/v1/pages/assets/{hash}", put(upload))
+        // An upload is one file: refused past Cloudflare's 25 MiB before it is buffered.
+        .route("/v1/pages/assets/{hash}", put(upload).layer(DefaultBodyLimit::max(MAX_FILE_BYTES as usize + 1)))
 }
 
 async fn list_projects(State(api): State<Api>) -> Result<Json<ProjectList>, ControlPlaneError> {

@@ -201,6 +201,14 @@ async fn a_static_site_deploys_with_previews_rollback_and_cloudflares_rules_on_e
     let output = cluster.nimbus(&["pages", "deploy", path.as_str(), "--project", "site"]).await.expect("nimbus runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("_redirects:1:"), "{stderr}");
+    // An upload past 25 MiB is refused before it is buffered; bytes of another hash too.
+    let (http, api) = (cluster.http().clone(), cluster.api_url());
+    let upload = |hash: String, body: Vec<u8>| {
+        let (http, url) = (http.clone(), format!("{api}/v1/pages/assets/{hash}"));
+        async move { http.put(url).body(body).send().await.expect("upload").status().as_u16() }
+    };
+    assert_eq!(upload("ab".repeat(32), vec![0; 25 * 1024 * 1024 + 2]).await, 413);
+    assert_eq!(upload("ab".repeat(32), b"not those bytes".to_vec()).await, 400);
     // Unknown projects and hosts.
     assert_eq!(get(&cluster, 0, Method::GET, "nope.pages.localhost", "/", &[]).await.status, 404);
     assert_eq!(get(&cluster, 0, Method::GET, "zzzz.site.pages.localhost", "/", &[]).await.status, 404);
