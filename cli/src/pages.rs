@@ -484,7 +484,7 @@ async fn connect(
         token: client.token().to_owned(),
     };
     let path = git_dir.join(GIT_LINK_FILE);
-    write_private(&path, &serde_json::to_vec_pretty(&link)?)?;
+    nimbus_testkit::certs::write_private(&path, &serde_json::to_string_pretty(&link)?)?;
     let nimbus = std::env::current_exe().context("the path of this nimbus")?;
     let script = format!(
         "#!/bin/sh\n{HOOK_MARK}: every commit deploys to Pages project {project}.\n\
@@ -515,18 +515,6 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))
-}
 
 /// Deploys the commit at HEAD: a clean export of it, built, then deployed with its branch,
 /// hash and message.

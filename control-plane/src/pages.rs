@@ -68,20 +68,14 @@ const MAX_COMMIT_MESSAGE: usize = 4096;
 /// The longest project name: its Functions run as worker `pages-<project>-<id>`, at most 63.
 pub const MAX_PROJECT_NAME: usize = 48;
 
-/// Checks a project name: as a worker's, since it is a DNS label of its hosts.
+/// Checks a project name: as a worker's (it is a DNS label of its hosts), at most 48 bytes.
 pub fn check_project_name(name: &str) -> Result<(), ControlPlaneError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_PROJECT_NAME
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ControlPlaneError::Invalid(format!(
-            "project name {name:?}: 1-48 lowercase letters, digits or '-', not at either end (it is a DNS label)"
-        )))
+    let invalid = |why: String| ControlPlaneError::Invalid(format!("project name: {why}"));
+    nimbus_proto::manifest::validate_worker_name(name).map_err(|e| invalid(e.0))?;
+    if name.len() > MAX_PROJECT_NAME {
+        return Err(invalid(format!("`{name}` is longer than {MAX_PROJECT_NAME} bytes")));
     }
+    Ok(())
 }
 
 fn check_branch(branch: &str) -> Result<(), ControlPlaneError> {

@@ -90,7 +90,8 @@ pub fn create(dir: &Path, names: &[String]) -> Result<Vec<(String, CertFiles)>> 
     Ok(made)
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Writes `contents` to `path`, readable by its owner alone (mode 0600).
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
