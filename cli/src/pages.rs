@@ -59,6 +59,11 @@ pub enum PagesCommand {
         #[command(subcommand)]
         command: DeploymentCommand,
     },
+    /// A project's custom domains (production answers on them, on every node).
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
     /// Deploy every commit of a local Git repository: production for the project's
     /// production branch, a preview at its alias for any other (a `post-commit` hook).
     Connect {
@@ -93,6 +98,12 @@ pub enum ProjectCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DomainCommand {
+    Add { project: String, domain: String },
+    Remove { project: String, domain: String },
 }
 
 #[derive(Subcommand)]
@@ -131,14 +142,17 @@ pub async fn run(command: PagesCommand, client: &Client, json_out: bool, style: 
                     .map(|p| {
                         vec![
                             p.name.clone(),
-                            host(&p.name, None),
+                            std::iter::once(host(&p.name, None))
+                                .chain(p.domains.iter().cloned())
+                                .collect::<Vec<_>>()
+                                .join(", "),
                             p.production_branch.clone(),
                             p.production.clone().unwrap_or_else(|| "-".into()),
                             ago(p.created_ms as i64),
                         ]
                     })
                     .collect();
-                table(style, &["PROJECT", "HOST", "PRODUCTION BRANCH", "PRODUCTION", "CREATED"], &rows);
+                table(style, &["PROJECT", "HOSTS", "PRODUCTION BRANCH", "PRODUCTION", "CREATED"], &rows);
             }
         }
         PagesCommand::Project { command: ProjectCommand::Delete { name } } => {
@@ -147,6 +161,25 @@ pub async fn run(command: PagesCommand, client: &Client, json_out: bool, style: 
                 println!("{}", json!({ "deleted": name }));
             } else {
                 println!("{} Deleted Pages project {}", style.ok("✓"), style.bold(&name));
+            }
+        }
+        PagesCommand::Domain { command } => {
+            let (method, project, domain) = match command {
+                DomainCommand::Add { project, domain } => (Method::PUT, project, domain),
+                DomainCommand::Remove { project, domain } => (Method::DELETE, project, domain),
+            };
+            let path = format!("/v1/pages/projects/{project}/domains/{domain}");
+            let info: ProjectInfo = client.call_as(method, &path, None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let domains = if info.domains.is_empty() { "none".to_owned() } else { info.domains.join(", ") };
+                println!(
+                    "{} {} answers on {} and {domains}",
+                    style.ok("✓"),
+                    style.bold(&project),
+                    host(&project, None)
+                );
             }
         }
         PagesCommand::Connect { project, repo, build_command, output_dir } => {
@@ -514,7 +547,6 @@ async fn connect(
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
-
 
 /// Deploys the commit at HEAD: a clean export of it, built, then deployed with its branch,
 /// hash and message.

@@ -226,6 +226,14 @@ async fn deploy(
     // A route belongs to one worker: another worker's claim is refused here, not left to
     // each node's tie-break.
     let routes: Vec<String> = manifest.routes.iter().map(|r| nimbus_proto::manifest::route_key(r)).collect();
+    for route in &manifest.routes {
+        let host = route.split('/').next().unwrap_or("");
+        if let Some(project) = api.store.pages_domain_owner(host)? {
+            return Err(ControlPlaneError::Conflict(format!(
+                "`{host}` is a custom domain of Pages project `{project}`; remove it there first"
+            )));
+        }
+    }
     if !routes.is_empty() {
         let active = api.store.snapshot()?.workers;
         for other in active.iter().filter(|d| d.name != name) {

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS pages_projects (
     name TEXT PRIMARY KEY,
     production_branch TEXT NOT NULL,
     production TEXT,
+    domains TEXT NOT NULL DEFAULT '[]',
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pages_deployments (
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS pages_deployments (
 pub const EVENT_PREFIX: &str = "pages/";
 /// The deployments a project keeps (and every node holds): the newest, and production.
 pub const MAX_DEPLOYMENTS: usize = 100;
+/// The most custom domains a project has.
+const MAX_DOMAINS: usize = 100;
 /// The most hashes one check-missing call asks about.
 const MAX_CHECK: usize = nimbus_pages::site::MAX_FILES + 1;
 /// The longest commit message kept (the rest is cut).
@@ -168,8 +171,9 @@ impl Store {
 
     pub fn projects(&self) -> Result<Vec<ProjectInfo>, ControlPlaneError> {
         let conn = self.conn()?;
-        let mut stmt =
-            conn.prepare("SELECT name, production_branch, production, created_at FROM pages_projects ORDER BY name")?;
+        let mut stmt = conn.prepare(
+            "SELECT name, production_branch, production, created_at, domains FROM pages_projects ORDER BY name",
+        )?;
         let rows = stmt.query_map([], project_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -244,6 +248,40 @@ impl Store {
         Ok((info, seq, pruned))
     }
 
+    /// Adds (or removes) custom domain `domain` to `project`; refused when another project
+    /// has it.
+    pub fn set_domain(&self, project: &str, domain: &str, add: bool) -> Result<u64, ControlPlaneError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let mut info = project_info(&tx, project)?;
+        if add {
+            if let Some(owner) = domain_owner(&tx, domain)?.filter(|o| o != project) {
+                return Err(ControlPlaneError::Conflict(format!("`{domain}` is a domain of Pages project `{owner}`")));
+            }
+            if !info.domains.iter().any(|d| d == domain) {
+                if info.domains.len() >= MAX_DOMAINS {
+                    return Err(ControlPlaneError::Invalid(format!("a project has at most {MAX_DOMAINS} domains")));
+                }
+                info.domains.push(domain.to_owned());
+            }
+        } else if let Some(at) = info.domains.iter().position(|d| d == domain) {
+            info.domains.remove(at);
+        } else {
+            return Err(ControlPlaneError::NotFound(format!("`{project}` has no domain `{domain}`")));
+        }
+        let domains = serde_json::to_string(&info.domains).map_err(|e| ControlPlaneError::Internal(e.to_string()))?;
+        tx.execute("UPDATE pages_projects SET domains = ?2 WHERE name = ?1", params![project, domains])?;
+        let seq = pages_event(&tx, project, true)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// The project that has custom domain `domain`, if any.
+    pub fn pages_domain_owner(&self, domain: &str) -> Result<Option<String>, ControlPlaneError> {
+        let conn = self.conn()?;
+        domain_owner(&conn, domain)
+    }
+
     /// The Functions workers of a project's deployments.
     pub fn project_workers(&self, project: &str) -> Result<Vec<String>, ControlPlaneError> {
         let conn = self.conn()?;
@@ -283,6 +321,32 @@ impl Store {
     }
 }
 
+fn domain_owner(conn: &rusqlite::Connection, domain: &str) -> Result<Option<String>, ControlPlaneError> {
+    Ok(conn
+        .query_row(
+            "SELECT name FROM pages_projects WHERE EXISTS (SELECT 1 FROM json_each(domains) WHERE value = ?1)",
+            [domain],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// A custom domain: a lowercase host name of letters, digits, `-` and dots.
+pub fn check_domain(domain: &str) -> Result<(), ControlPlaneError> {
+    let labels_ok = domain.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    if domain.len() <= 253 && domain.contains('.') && labels_ok {
+        Ok(())
+    } else {
+        Err(ControlPlaneError::Invalid(format!("{domain:?} is not a lowercase host name such as docs.example.com")))
+    }
+}
+
 /// Appends the event of a project's change (`live`: upsert, else deletion); its seq.
 fn pages_event(tx: &rusqlite::Transaction<'_>, project: &str, live: bool) -> Result<u64, ControlPlaneError> {
     tx.execute(
@@ -298,6 +362,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectInfo> {
         production_branch: r.get(1)?,
         production: r.get(2)?,
         created_ms: r.get::<_, i64>(3)? as u64,
+        domains: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
         deployments: Vec::new(),
     })
 }
@@ -305,7 +370,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectInfo> {
 fn project_info(conn: &rusqlite::Connection, name: &str) -> Result<ProjectInfo, ControlPlaneError> {
     let mut info = conn
         .query_row(
-            "SELECT name, production_branch, production, created_at FROM pages_projects WHERE name = ?1",
+            "SELECT name, production_branch, production, created_at, domains FROM pages_projects WHERE name = ?1",
             [name],
             project_row,
         )
@@ -339,11 +404,11 @@ fn project_info(conn: &rusqlite::Connection, name: &str) -> Result<ProjectInfo, 
 /// A project as the nodes get it (`None`: deleted).
 pub fn project_message(conn: &rusqlite::Connection, name: &str) -> Result<Option<PagesProject>, ControlPlaneError> {
     let project = conn
-        .query_row("SELECT production_branch, production FROM pages_projects WHERE name = ?1", [name], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        .query_row("SELECT production_branch, production, domains FROM pages_projects WHERE name = ?1", [name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
         })
         .optional()?;
-    let Some((production_branch, production)) = project else { return Ok(None) };
+    let Some((production_branch, production, domains)) = project else { return Ok(None) };
     let mut stmt = conn.prepare(
         "SELECT id, branch, manifest_hash, worker FROM pages_deployments WHERE project = ?1 ORDER BY created_at, rowid",
     )?;
@@ -360,6 +425,7 @@ pub fn project_message(conn: &rusqlite::Connection, name: &str) -> Result<Option
         production_branch,
         production: production.unwrap_or_default(),
         deployments: rows.collect::<Result<_, _>>()?,
+        domains: serde_json::from_str(&domains).unwrap_or_default(),
     }))
 }
 
@@ -384,6 +450,7 @@ pub fn routes() -> Router<Api> {
         .route("/v1/pages/projects/{name}", get(show_project).delete(delete_project))
         .route("/v1/pages/projects/{name}/deployments", post(deploy))
         .route("/v1/pages/projects/{name}/rollback", post(rollback))
+        .route("/v1/pages/projects/{name}/domains/{domain}", put(add_domain).delete(remove_domain))
         .route("/v1/pages/assets/check-missing", post(check_missing))
         // An upload is one file: refused past Cloudflare's 25 MiB before it is buffered.
         .route("/v1/pages/assets/{hash}", put(upload).layer(DefaultBodyLimit::max(MAX_FILE_BYTES as usize + 1)))
@@ -497,6 +564,37 @@ async fn deploy(
     remove_workers(&api, &pruned);
     tracing::info!(%project, id = %deployment.id, branch = %deployment.branch, files = deployment.files, "Pages deployment");
     Ok((StatusCode::CREATED, Json(PagesDeployed { project, deployment, seq })).into_response())
+}
+
+async fn add_domain(
+    State(api): State<Api>,
+    Path((project, domain)): Path<(String, String)>,
+) -> Result<Json<ProjectInfo>, ControlPlaneError> {
+    check_domain(&domain)?;
+    // A worker's route on the host would shadow it, or it the route: one owner per host.
+    for worker in api.store.snapshot()?.workers {
+        let Ok(manifest) = serde_json::from_str::<nimbus_proto::manifest::WorkerManifest>(&worker.manifest_json) else {
+            continue;
+        };
+        if manifest.routes.iter().any(|r| r.split('/').next() == Some(domain.as_str())) {
+            return Err(ControlPlaneError::Conflict(format!(
+                "worker `{}` has a route on `{domain}`; remove it there first",
+                worker.name
+            )));
+        }
+    }
+    let seq = api.store.set_domain(&project, &domain, true)?;
+    api.notify(seq);
+    Ok(Json(api.store.project(&project)?))
+}
+
+async fn remove_domain(
+    State(api): State<Api>,
+    Path((project, domain)): Path<(String, String)>,
+) -> Result<Json<ProjectInfo>, ControlPlaneError> {
+    let seq = api.store.set_domain(&project, &domain, false)?;
+    api.notify(seq);
+    Ok(Json(api.store.project(&project)?))
 }
 
 async fn rollback(

@@ -9,6 +9,10 @@
 //! deployment's URL (`<id>.<project>.<suffix>`) serves the same bytes forever.
 //! Must never: open a path built from anything but a checked hash.
 //!
+//! Hosts: `<project>.<suffix>` (production), `<id>.<project>.<suffix>` (one deployment),
+//! `<branch>.<project>.<suffix>` (a branch's newest), and a project's custom domains
+//! (production).
+//!
 //! Order of a request: `_redirects`, then the asset rules (`nimbus_pages::site`), then
 //! `_headers` and the defaults Cloudflare sends; ETag / `If-None-Match`, gzip and brotli,
 //! HEAD.
@@ -50,6 +54,8 @@ struct Inner {
     suffix: String,
     blobs: PathBuf,
     projects: RwLock<HashMap<String, Arc<Project>>>,
+    /// Custom domain → project.
+    domains: RwLock<HashMap<String, String>>,
     cache: Mutex<Cache>,
     cache_file_bytes: u64,
 }
@@ -113,7 +119,7 @@ fn blob_path(dir: &Path, hash: &str) -> PathBuf {
 /// Which of a project's deployments a host names.
 #[derive(Debug, PartialEq, Eq)]
 struct Target<'a> {
-    project: &'a str,
+    project: std::borrow::Cow<'a, str>,
     /// `None`: production; else a deployment id or a branch alias.
     label: Option<&'a str>,
 }
@@ -126,6 +132,7 @@ impl Pages {
                 suffix,
                 blobs: data_dir.join("pages").join("blobs"),
                 projects: RwLock::default(),
+                domains: RwLock::default(),
                 cache: Mutex::new(Cache { limit: config.cache_bytes, ..Cache::default() }),
                 cache_file_bytes: config.cache_file_bytes,
             }),
@@ -138,11 +145,15 @@ impl Pages {
     }
 
     fn target<'a>(&self, host: &'a str) -> Option<Target<'a>> {
-        let rest = host.strip_suffix(self.inner.suffix.as_str())?;
+        let Some(rest) = host.strip_suffix(self.inner.suffix.as_str()) else {
+            // A custom domain: its project's production.
+            let domains = self.inner.domains.read().unwrap_or_else(|p| p.into_inner());
+            return domains.get(host).map(|project| Target { project: project.clone().into(), label: None });
+        };
         match rest.split_once('.') {
-            None if !rest.is_empty() => Some(Target { project: rest, label: None }),
+            None if !rest.is_empty() => Some(Target { project: rest.into(), label: None }),
             Some((label, project)) if !label.is_empty() && !project.is_empty() && !project.contains('.') => {
-                Some(Target { project, label: Some(label) })
+                Some(Target { project: project.into(), label: Some(label) })
             }
             _ => None,
         }
@@ -217,12 +228,18 @@ impl Pages {
         let production = by_id.get(&project.production).cloned();
         let serving = Arc::new(Project { production, by_id, by_alias });
         self.inner.projects.write().unwrap_or_else(|p| p.into_inner()).insert(project.name.clone(), serving);
+        let mut domains = self.inner.domains.write().unwrap_or_else(|p| p.into_inner());
+        domains.retain(|_, owner| *owner != project.name);
+        for domain in &project.domains {
+            domains.insert(domain.to_ascii_lowercase(), project.name.clone());
+        }
         tracing::info!(project = %project.name, deployments = project.deployments.len(), "Pages project installed");
         Ok(())
     }
 
     pub fn remove(&self, project: &str) {
         self.inner.projects.write().unwrap_or_else(|p| p.into_inner()).remove(project);
+        self.inner.domains.write().unwrap_or_else(|p| p.into_inner()).retain(|_, owner| owner != project);
     }
 
     /// The projects this node serves.
@@ -240,7 +257,7 @@ impl Pages {
         let Some(target) = self.target(&host) else { return plain(StatusCode::NOT_FOUND, "Not Found\n") };
         let deployed = {
             let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
-            let project = projects.get(target.project);
+            let project = projects.get(target.project.as_ref());
             match (project, target.label) {
                 (Some(p), None) => p.production.clone(),
                 (Some(p), Some(label)) => p.by_id.get(label).or_else(|| p.by_alias.get(label)).cloned(),
@@ -250,8 +267,10 @@ impl Pages {
         let Some(deployed) = deployed else {
             return plain(StatusCode::NOT_FOUND, &format!("no Pages deployment answers on {host}\n"));
         };
-        let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+        let preview = target.label.is_some();
+        drop(target);
         if let Some(worker) = &deployed.worker {
+            let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
             if deployed.site.runs_functions(&path) == Some(true) {
                 return match runtime.worker(worker) {
                     Some(worker) => {
@@ -270,7 +289,7 @@ impl Pages {
         }
         // The body is never read; the parts are what an asset response depends on.
         let (parts, _) = req.into_parts();
-        self.answer(&deployed.site, &parts.method, &parts.uri, &parts.headers, target.label.is_some()).await
+        self.answer(&deployed.site, &parts.method, &parts.uri, &parts.headers, preview).await
     }
 
     /// What the site's assets answer (`_redirects`, the asset rules, `_headers`).
@@ -373,10 +392,10 @@ impl Pages {
             headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         for (name, value) in DEFAULT_HEADERS {
-            headers.insert(*name, HeaderValue::from_static(value));
+            headers.insert(name, value);
         }
         if preview {
-            headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+            headers.insert(X_ROBOTS_TAG, HeaderValue::from_static("noindex"));
         }
         for (name, value) in rule_headers {
             if let (Ok(name), Ok(value)) =
@@ -430,19 +449,26 @@ impl nimbus_wasm::LocalService for Pages {
 }
 
 /// The headers Cloudflare Pages sends with every asset.
-const DEFAULT_HEADERS: &[(&str, &str)] = &[
-    ("access-control-allow-origin", "*"),
-    ("referrer-policy", "strict-origin-when-cross-origin"),
-    ("x-content-type-options", "nosniff"),
-    ("cache-control", "public, max-age=0, must-revalidate"),
+const DEFAULT_HEADERS: [(header::HeaderName, HeaderValue); 4] = [
+    (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+    (header::REFERRER_POLICY, HeaderValue::from_static("strict-origin-when-cross-origin")),
+    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, must-revalidate")),
 ];
+const X_ROBOTS_TAG: header::HeaderName = header::HeaderName::from_static("x-robots-tag");
 
-fn host_only(host: &str) -> String {
+/// The host without its port or trailing dot, lowercased (borrowed when it already is).
+fn host_only(host: &str) -> std::borrow::Cow<'_, str> {
     let host = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
@@ -522,10 +548,10 @@ mod tests {
     #[test]
     fn hosts_name_production_a_deployment_or_a_branch() {
         let pages = pages();
-        assert_eq!(pages.target("site.pages.localhost"), Some(Target { project: "site", label: None }));
+        assert_eq!(pages.target("site.pages.localhost"), Some(Target { project: "site".into(), label: None }));
         assert_eq!(
             pages.target("fix-api.site.pages.localhost"),
-            Some(Target { project: "site", label: Some("fix-api") })
+            Some(Target { project: "site".into(), label: Some("fix-api") })
         );
         assert_eq!(pages.target("a.b.site.pages.localhost"), None);
         assert_eq!(pages.target("pages.localhost"), None);

@@ -19,6 +19,9 @@ pub struct ProjectInfo {
     pub production_branch: String,
     /// The deployment production serves, if any.
     pub production: Option<String>,
+    /// Custom domains production also answers on.
+    #[serde(default)]
+    pub domains: Vec<String>,
     pub created_ms: u64,
     /// Newest first (only in `GET /v1/pages/projects/{name}`).
     #[serde(default)]

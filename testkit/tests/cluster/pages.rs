@@ -201,6 +201,24 @@ async fn a_static_site_deploys_with_previews_rollback_and_cloudflares_rules_on_e
     let output = cluster.nimbus(&["pages", "deploy", path.as_str(), "--project", "site"]).await.expect("nimbus runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("_redirects:1:"), "{stderr}");
+    // A custom domain answers with production on every node; a worker cannot route it.
+    let output = cluster.nimbus(&["pages", "domain", "add", "site", "www.example.test"]).await.expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for node in 0..2 {
+        until_serves(&cluster, node, "www.example.test", "home v1").await;
+    }
+    let wasm = nimbus_testkit::examples::wasm_bytes("hello").expect("the hello example");
+    let manifest = serde_json::json!({ "routes": ["www.example.test/*"] });
+    let refused = cluster.deploy("squatter", &wasm, manifest).await.expect("deploy call");
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    let output = cluster.nimbus(&["pages", "domain", "remove", "site", "www.example.test"]).await.expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    cluster
+        .eventually(WAIT, "the removed domain stops answering", || async {
+            Ok(get(&cluster, 0, Method::GET, "www.example.test", "/", &[]).await.status == 404)
+        })
+        .await
+        .expect("removed");
     // An upload past 25 MiB is refused before it is buffered; bytes of another hash too.
     let (http, api) = (cluster.http().clone(), cluster.api_url());
     let upload = |hash: String, body: Vec<u8>| {
