@@ -115,7 +115,8 @@ impl Edge {
 
     /// The public edge: workers and `/healthz`.
     pub fn router(self) -> Router {
-        Router::new().fallback(dispatch).with_state(self)
+        // Shared, not cloned per request: the edge's hot path pays one reference count.
+        Router::new().fallback(dispatch).with_state(Arc::new(self))
     }
 
     /// The management API: `/healthz` open, everything else behind a token with the scope
@@ -176,17 +177,17 @@ async fn durable_status(State(edge): State<Edge>) -> Json<nimbus_durable::Durabl
     Json(edge.durable.status())
 }
 
-async fn dispatch(State(edge): State<Edge>, mut req: Request<Body>) -> Response {
+async fn dispatch(State(edge): State<Arc<Edge>>, mut req: Request<Body>) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
-        .to_string();
-    if edge.pages.owns(&host) {
+        .unwrap_or("");
+    if edge.pages.owns(host) {
         return edge.pages.serve(req, &edge.runtime).await;
     }
+    let host = host.to_string();
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
         // Where the request entered the cluster, as Cloudflare's `request.cf.colo`; set here
         // so a client cannot claim another region.
