@@ -80,6 +80,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
         header_read_timeout: std::time::Duration::from_secs(15),
         body_read_timeout: std::time::Duration::from_secs(120),
     };
+    let gc_task = tokio::spawn(pages::collect_blobs_forever(store.clone(), stop.clone()));
     let api_task = tokio::spawn({
         let (stop, refused) = (stop.clone(), nimbus_http::Counter::default());
         async move { nimbus_http::serve("api", api_listener, api.router(), bounds, api_tls, refused, stop).await }
@@ -109,6 +110,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: impl Future<Output = ()>)
     if let Err(e) = api_task.await {
         tracing::warn!("api server: {e}");
     }
+    let _ = gc_task.await;
     if let Ok(Err(e)) = grpc_task.await {
         tracing::warn!("grpc server: {e}");
     }

@@ -25,12 +25,11 @@ use nimbus_api::pages::{
     CheckMissing, CreateDeployment, CreateProject, DeploymentInfo, Missing, PagesDeployed, ProjectInfo, ProjectList,
     Rollback,
 };
+use nimbus_pages::blobs::BlobError;
 use nimbus_pages::site::{branch_slug, is_hash, Manifest, Site, MAX_FILE_BYTES};
 use nimbus_proto::deploy::{PagesDeployment, PagesProject};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::path::{Path as FsPath, PathBuf};
 
 mod functions;
 
@@ -89,54 +88,61 @@ fn check_branch(branch: &str) -> Result<(), ControlPlaneError> {
     Ok(())
 }
 
-fn blob_path(dir: &FsPath, hash: &str) -> PathBuf {
-    dir.join(&hash[..2]).join(hash)
-}
+/// How often unreferenced blobs are collected, and how old one must be to go.
+pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+pub const BLOB_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
-    move |source| ControlPlaneError::Io { context, source }
+/// Collects unreferenced blobs every [`COLLECT_EVERY`] until `stop`.
+pub async fn collect_blobs_forever(store: std::sync::Arc<Store>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(COLLECT_EVERY) => {}
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.collect_blobs(BLOB_GRACE)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "Pages blobs no deployment references were deleted"),
+            Ok(Err(e)) => tracing::warn!("collecting Pages blobs: {e}"),
+            Err(e) => tracing::warn!("collecting Pages blobs: {e}"),
+        }
+    }
 }
 
 impl Store {
     /// Whether the blob `hash` is stored.
     pub fn has_blob(&self, hash: &str) -> bool {
-        is_hash(hash) && blob_path(&self.blobs, hash).is_file()
+        self.blobs.has(hash)
     }
 
     /// Stores `bytes` as the blob `hash`, refusing bytes of another hash.
     pub fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<(), ControlPlaneError> {
-        if !is_hash(hash) {
-            return Err(ControlPlaneError::Invalid(format!("{hash:?} is not a SHA-256 in lowercase hex")));
-        }
-        let actual = hex::encode(Sha256::digest(bytes));
-        if actual != hash {
-            return Err(ControlPlaneError::Invalid(format!("the bytes sent hash to {actual}, not {hash}")));
-        }
-        let path = blob_path(&self.blobs, hash);
-        if path.is_file() {
-            return Ok(());
-        }
-        let dir = path.parent().unwrap_or(&self.blobs);
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let mut temp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io(format!("a temporary file in {}", dir.display())))?;
-        temp.write_all(bytes).map_err(io(format!("writing blob {hash}")))?;
-        temp.as_file().sync_all().map_err(io(format!("syncing blob {hash}")))?;
-        temp.persist(&path)
-            .map_err(|e| ControlPlaneError::Io { context: format!("storing blob {hash}"), source: e.error })?;
-        Ok(())
+        self.blobs.put(hash, bytes).map_err(blob_error)
     }
 
     /// The blob `hash`, if stored.
     pub fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>, ControlPlaneError> {
-        if !is_hash(hash) {
-            return Ok(None);
+        self.blobs.get(hash).map_err(blob_error)
+    }
+
+    /// Deletes the blobs no kept deployment references (its manifest or one of its files)
+    /// and that are older than `grace`: an upload in flight (blobs first, the manifest last)
+    /// is younger than that. Returns how many went.
+    pub fn collect_blobs(&self, grace: std::time::Duration) -> Result<usize, ControlPlaneError> {
+        let manifests: Vec<String> = {
+            let conn = self.conn()?;
+            let mut stmt = conn.prepare("SELECT DISTINCT manifest_hash FROM pages_deployments")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut referenced: std::collections::HashSet<String> = manifests.iter().cloned().collect();
+        for hash in &manifests {
+            // A manifest that cannot be read keeps everything: never delete on a guess.
+            let Some(bytes) = self.blob(hash)? else { return Ok(0) };
+            let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else { return Ok(0) };
+            referenced.extend(manifest.files.into_values().map(|f| f.hash));
         }
-        match std::fs::read(blob_path(&self.blobs, hash)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ControlPlaneError::Io { context: format!("reading blob {hash}"), source: e }),
-        }
+        Ok(self.blobs.sweep(&referenced, grace))
     }
 
     pub fn create_project(&self, name: &str, production_branch: &str) -> Result<u64, ControlPlaneError> {
@@ -344,6 +350,13 @@ pub fn check_domain(domain: &str) -> Result<(), ControlPlaneError> {
         Ok(())
     } else {
         Err(ControlPlaneError::Invalid(format!("{domain:?} is not a lowercase host name such as docs.example.com")))
+    }
+}
+
+fn blob_error(error: BlobError) -> ControlPlaneError {
+    match error {
+        BlobError::Io { context, source } => ControlPlaneError::Io { context, source },
+        other => ControlPlaneError::Invalid(other.to_string()),
     }
 }
 
@@ -626,6 +639,9 @@ mod tests {
         assert_eq!(store.blob(&hash).expect("reads").as_deref(), Some(&bytes[..]));
         let mut manifest = Manifest::default();
         manifest.files.insert("/index.html".into(), nimbus_pages::site::File { hash: hash.clone(), size: 11 });
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
+        let mhash = hex::encode(Sha256::digest(&manifest_bytes));
+        store.put_blob(&mhash, &manifest_bytes).expect("stores");
         let request = |branch: Option<&str>| CreateDeployment {
             manifest: serde_json::Value::Null,
             branch: branch.map(String::from),
@@ -634,14 +650,14 @@ mod tests {
             functions: None,
         };
         let (first, ..) =
-            store.add_deployment("site", "aaaa0001", &request(None), &manifest, &hash, None).expect("deploys");
+            store.add_deployment("site", "aaaa0001", &request(None), &manifest, &mhash, None).expect("deploys");
         let (preview, ..) = store
-            .add_deployment("site", "aaaa0002", &request(Some("fix/api")), &manifest, &hash, Some("w"))
+            .add_deployment("site", "aaaa0002", &request(Some("fix/api")), &manifest, &mhash, Some("w"))
             .expect("deploys");
         assert_eq!(preview.alias, "fix-api");
         assert!(first.production && !preview.production);
         let (second, ..) =
-            store.add_deployment("site", "aaaa0003", &request(None), &manifest, &hash, None).expect("deploys");
+            store.add_deployment("site", "aaaa0003", &request(None), &manifest, &mhash, None).expect("deploys");
         assert_eq!(store.project_workers("site").expect("reads"), ["w"]);
         assert_eq!(store.project("site").expect("reads").production.as_deref(), Some(second.id.as_str()));
         // Rollback: the production deployment before the current one, never a preview.
@@ -655,6 +671,12 @@ mod tests {
             [&first.id, &preview.id, &second.id]
         );
         drop(conn);
+        // Unreferenced blobs go once old enough; referenced ones and young ones stay.
+        let orphan = hex::encode(Sha256::digest(b"orphan"));
+        store.put_blob(&orphan, b"orphan").expect("stores");
+        assert_eq!(store.collect_blobs(std::time::Duration::from_secs(3600)).expect("collects"), 0, "too young");
+        assert_eq!(store.collect_blobs(std::time::Duration::ZERO).expect("collects"), 1);
+        assert!(!store.has_blob(&orphan) && store.has_blob(&hash) && store.has_blob(&mhash));
         store.delete_project("site").expect("deletes");
         assert!(matches!(store.project("site"), Err(ControlPlaneError::NotFound(_))));
     }

@@ -24,7 +24,7 @@ pub struct Store {
     /// One connection: SQLite serialises writers anyway, and every call is short.
     conn: Mutex<Connection>,
     /// Pages' content-addressed blobs (`crate::pages`).
-    pub(crate) blobs: std::path::PathBuf,
+    pub(crate) blobs: nimbus_pages::blobs::BlobDir,
 }
 
 /// The whole desired state at one sequence number.
@@ -118,7 +118,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::pages::SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn), blobs: dir.join("pages").join("blobs") })
+        Ok(Store { conn: Mutex::new(conn), blobs: nimbus_pages::blobs::BlobDir::new(dir.join("pages").join("blobs")) })
     }
 
     pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ControlPlaneError> {

@@ -268,6 +268,10 @@ pub async fn run(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> 
         let runtime = runtime.clone();
         tasks.spawn("instance-reaper", move |shutdown| runtime.reap_idle(shutdown));
     }
+    {
+        let pages = pages.clone();
+        tasks.spawn("pages-blob-collector", move |shutdown| pages.collect_blobs_forever(shutdown));
+    }
 
     // 5. Front ends: the HTTP edge and the control-plane watch.
     let edge = http::Edge::new(

@@ -21,12 +21,13 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use nimbus_pages::site::{branch_slug, is_hash, Manifest, Resolved, Site};
+use nimbus_pages::blobs::{BlobDir, BlobError};
+use nimbus_pages::site::{branch_slug, Manifest, Resolved, Site};
 use nimbus_proto::deploy::PagesProject;
 use nimbus_util::config::PagesConfig;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Compressing smaller bodies saves less than its headers cost.
@@ -52,7 +53,7 @@ pub struct Pages {
 struct Inner {
     /// `.pages.localhost`: with its leading dot, lowercase.
     suffix: String,
-    blobs: PathBuf,
+    blobs: BlobDir,
     projects: RwLock<HashMap<String, Arc<Project>>>,
     /// Custom domain → project.
     domains: RwLock<HashMap<String, String>>,
@@ -68,9 +69,11 @@ struct Project {
     by_alias: HashMap<String, Arc<Deployed>>,
 }
 
-/// One deployment: its files and rules, and the worker its Functions run as.
+/// One deployment: its files and rules, its manifest's blob, and the worker its Functions
+/// run as.
 struct Deployed {
     site: Site,
+    manifest_hash: String,
     worker: Option<String>,
 }
 
@@ -112,10 +115,6 @@ impl Cache {
     }
 }
 
-fn blob_path(dir: &Path, hash: &str) -> PathBuf {
-    dir.join(&hash[..2]).join(hash)
-}
-
 /// Which of a project's deployments a host names.
 #[derive(Debug, PartialEq, Eq)]
 struct Target<'a> {
@@ -130,7 +129,7 @@ impl Pages {
         Pages {
             inner: Arc::new(Inner {
                 suffix,
-                blobs: data_dir.join("pages").join("blobs"),
+                blobs: BlobDir::new(data_dir.join("pages").join("blobs")),
                 projects: RwLock::default(),
                 domains: RwLock::default(),
                 cache: Mutex::new(Cache { limit: config.cache_bytes, ..Cache::default() }),
@@ -161,33 +160,51 @@ impl Pages {
 
     /// Whether the blob `hash` is on this node.
     pub fn has_blob(&self, hash: &str) -> bool {
-        is_hash(hash) && blob_path(&self.inner.blobs, hash).is_file()
+        self.inner.blobs.has(hash)
     }
 
     /// Stores `bytes` as the blob `hash`, refusing bytes of another hash.
     pub fn store_blob(&self, hash: &str, bytes: &[u8]) -> Result<(), PagesError> {
-        use sha2::Digest;
-        let blob_error = |message: String| PagesError::Blob { hash: hash.to_owned(), message };
-        if !is_hash(hash) {
-            return Err(blob_error("not a SHA-256 in lowercase hex".into()));
-        }
-        let actual = hex::encode(sha2::Sha256::digest(bytes));
-        if actual != hash {
-            return Err(blob_error(format!("the bytes received hash to {actual}")));
-        }
-        let path = blob_path(&self.inner.blobs, hash);
-        let dir = path.parent().unwrap_or(&self.inner.blobs);
-        let io = |context: &str| {
-            let context = format!("{context} {}", path.display());
-            move |source| PagesError::Io { context, source }
+        self.inner.blobs.put(hash, bytes).map_err(|e| match e {
+            BlobError::Io { context, source } => PagesError::Io { context, source },
+            other => PagesError::Blob { hash: hash.to_owned(), message: other.to_string() },
+        })
+    }
+
+    /// Deletes the blobs no installed deployment references (manifest or file) and older
+    /// than `grace` (a sync in flight fetches files before it installs); how many went.
+    pub fn collect_blobs(&self, grace: std::time::Duration) -> usize {
+        let referenced: std::collections::HashSet<String> = {
+            let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
+            projects
+                .values()
+                .flat_map(|p| p.by_id.values())
+                .flat_map(|d| {
+                    let files = d.site.manifest().files.values().map(|f| f.hash.clone());
+                    std::iter::once(d.manifest_hash.clone()).chain(files)
+                })
+                .collect()
         };
-        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io("a temporary file for"))?;
-        temp.write_all(bytes).map_err(io("writing"))?;
-        temp.as_file().sync_all().map_err(io("syncing"))?;
-        temp.persist(&path)
-            .map_err(|e| PagesError::Io { context: format!("storing {}", path.display()), source: e.error })?;
-        Ok(())
+        self.inner.blobs.sweep(&referenced, grace)
+    }
+
+    /// Collects unreferenced blobs every ten minutes, until `shutdown` (see
+    /// [`Pages::collect_blobs`]).
+    pub async fn collect_blobs_forever(self, shutdown: tokio_util::sync::CancellationToken) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+        const GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+            let pages = self.clone();
+            match tokio::task::spawn_blocking(move || pages.collect_blobs(GRACE)).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "Pages blobs no deployment references were deleted"),
+                Err(e) => tracing::warn!("collecting Pages blobs: {e}"),
+            }
+        }
     }
 
     /// The manifest of a deployment, from its local blob.
@@ -196,8 +213,11 @@ impl Pages {
         if !self.has_blob(hash) {
             return Err(manifest_error(format!("its manifest {hash} is not on this node")));
         }
-        let bytes = std::fs::read(blob_path(&self.inner.blobs, hash))
-            .map_err(|source| PagesError::Io { context: format!("reading manifest {hash}"), source })?;
+        let bytes = match self.inner.blobs.get(hash) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(manifest_error(format!("its manifest {hash} is not on this node"))),
+            Err(e) => return Err(manifest_error(e.to_string())),
+        };
         serde_json::from_slice(&bytes).map_err(|e| manifest_error(format!("its manifest does not parse: {e}")))
     }
 
@@ -220,7 +240,7 @@ impl Pages {
                 });
             }
             let worker = Some(deployment.worker.clone()).filter(|w| !w.is_empty());
-            let deployed = Arc::new(Deployed { site, worker });
+            let deployed = Arc::new(Deployed { site, manifest_hash: deployment.manifest_hash.clone(), worker });
             by_id.insert(deployment.id.clone(), deployed.clone());
             // Oldest first: the last of a branch is its newest.
             by_alias.insert(branch_slug(&deployment.branch), deployed);
@@ -412,7 +432,8 @@ impl Pages {
         if let Some(cached) = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(hash) {
             return Ok(cached);
         }
-        let bytes = Bytes::from(tokio::fs::read(blob_path(&self.inner.blobs, hash)).await?);
+        let path = self.inner.blobs.file(hash).ok_or_else(|| std::io::Error::other("not a blob name"))?;
+        let bytes = Bytes::from(tokio::fs::read(path).await?);
         let size = bytes.len() as u64;
         let cached = Arc::new(Cached { bytes, gzip: OnceLock::new(), brotli: OnceLock::new() });
         if size <= self.inner.cache_file_bytes {
@@ -578,6 +599,40 @@ mod tests {
             .read_to_string(&mut unbrotlied)
             .expect("decodes");
         assert_eq!(unbrotlied, text);
+    }
+
+    #[test]
+    fn collection_keeps_what_an_installed_deployment_references() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pages = Pages::new(&PagesConfig::default(), dir.path());
+        let hash = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+        let page = b"<p>kept</p>".to_vec();
+        let mut manifest = Manifest::default();
+        manifest.files.insert("/index.html".into(), nimbus_pages::site::File { hash: hash(&page), size: 11 });
+        let manifest = serde_json::to_vec(&manifest).expect("json");
+        for bytes in [&page, &manifest, &b"stale"[..].to_vec()] {
+            pages.store_blob(&hash(bytes), bytes).expect("stores");
+        }
+        let deployment = nimbus_proto::deploy::PagesDeployment {
+            id: "aaaa0001".into(),
+            branch: "main".into(),
+            manifest_hash: hash(&manifest),
+            worker: String::new(),
+        };
+        let project = PagesProject {
+            name: "site".into(),
+            production_branch: "main".into(),
+            production: "aaaa0001".into(),
+            deployments: vec![deployment],
+            domains: Vec::new(),
+        };
+        pages.install(&project).expect("installs");
+        assert_eq!(pages.collect_blobs(std::time::Duration::from_secs(3600)), 0, "too young");
+        assert_eq!(pages.collect_blobs(std::time::Duration::ZERO), 1);
+        assert!(pages.has_blob(&hash(&page)) && pages.has_blob(&hash(&manifest)) && !pages.has_blob(&hash(b"stale")));
+        pages.remove("site");
+        assert_eq!(pages.collect_blobs(std::time::Duration::ZERO), 2, "a removed project's blobs go");
     }
 
     #[test]

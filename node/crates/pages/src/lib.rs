@@ -2,12 +2,14 @@
 //! and the order in which a `functions/` directory's routes are tried. `PAGES.md` (next to
 //! `ARCHITECTURE.md`) is the plan this crate starts.
 //!
-//! Owns nothing on disk: it parses the files a deployment carries and answers what applies to
-//! a path. The control plane parses at deploy, so a broken file is refused with its name and
-//! line before anything changes; the nodes apply the parsed rules when they serve. Must never:
-//! read files or the network, or depend on another Nimbus crate (the control plane uses it).
+//! It parses the files a deployment carries and answers what applies to a path. The control
+//! plane parses at deploy, so a broken file is refused with its name and line before anything
+//! changes; the nodes apply the parsed rules when they serve. The one thing on disk is
+//! [`blobs`], the content-addressed directory both sides keep. Must never: touch the network,
+//! or depend on another Nimbus crate (the control plane and the CLI use it).
 //!
 //! # Layout
+//! - [`blobs`]: the content-addressed blob directory (checked in, fsynced, swept).
 //! - [`assets`]: which file answers a path (clean URLs, the nearest `404.html`, single-page
 //!   applications) and its `Content-Type`.
 //! - [`pattern`]: the patterns rules match paths with (`*` splat, `:placeholder`).
@@ -19,6 +21,7 @@
 //! - [`RuleError`]: what is wrong, with the file and line.
 
 pub mod assets;
+pub mod blobs;
 pub mod functions;
 pub mod headers;
 pub mod pattern;
