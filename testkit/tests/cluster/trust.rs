@@ -69,12 +69,33 @@ async fn send(http: &reqwest::Client, method: &str, url: &str, host: Option<&str
     request.send().await.expect("request").status().as_u16()
 }
 
+/// Every route of the control plane's Pages API (scope `pages`).
+const PAGES_API_PATHS: &[(&str, &str)] = &[
+    ("GET", "/v1/pages/projects"),
+    ("POST", "/v1/pages/projects"),
+    ("GET", "/v1/pages/projects/stolen"),
+    ("DELETE", "/v1/pages/projects/stolen"),
+    ("POST", "/v1/pages/projects/stolen/deployments"),
+    ("POST", "/v1/pages/projects/stolen/rollback"),
+    ("PUT", "/v1/pages/projects/stolen/domains/stolen.example"),
+    ("DELETE", "/v1/pages/projects/stolen/domains/stolen.example"),
+    ("POST", "/v1/pages/assets/check-missing"),
+    ("PUT", "/v1/pages/assets/abababababababababababababababababababababababababababababababab"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_serves_no_management_path_under_any_host() {
     let cluster = super::cluster(1).await;
     let node = &cluster.nodes[0];
     let own = node.http.to_string();
-    let hosts = [None, Some("evil.example"), Some(own.as_str()), Some("nobody.workers.localhost"), Some("")];
+    let hosts = [
+        None,
+        Some("evil.example"),
+        Some(own.as_str()),
+        Some("nobody.workers.localhost"),
+        Some("nobody.pages.localhost"),
+        Some(""),
+    ];
     for (method, path) in MANAGEMENT_PATHS {
         for host in hosts {
             // Not even the cluster's admin token opens them on the edge.
@@ -152,7 +173,7 @@ async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
     let tokens = format!("{}/v1/tokens", cluster.api_url());
     assert_eq!(send(anonymous, "GET", &tokens, None, Some(secret)).await, 403);
     assert_eq!(send(anonymous, "GET", &tokens, None, None).await, 401);
-    // Pages: projects, uploads and deployments need the `pages` scope.
+    // Pages: every route of the control plane's Pages API needs the `pages` scope.
     let projects = format!("{}/v1/pages/projects", cluster.api_url());
     let create = |token: String| {
         let projects = projects.clone();
@@ -161,15 +182,22 @@ async fn management_tokens_are_scoped_and_revocation_reaches_every_node() {
             request.send().await.expect("request").status().as_u16()
         }
     };
-    assert_eq!(send(anonymous, "GET", &projects, None, Some(secret)).await, 403);
-    assert_eq!(create(secret.to_owned()).await, 403);
-    let upload = format!("{}/v1/pages/assets/{}", cluster.api_url(), "ab".repeat(32));
-    assert_eq!(send(anonymous, "PUT", &upload, None, None).await, 401);
+    for (method, path) in PAGES_API_PATHS {
+        let url = format!("{}{path}", cluster.api_url());
+        assert_eq!(send(anonymous, method, &url, None, None).await, 401, "{method} {path} without a token");
+        assert_eq!(send(anonymous, method, &url, None, Some(secret)).await, 403, "{method} {path} with a kv token");
+    }
     let body = json!({ "name": "pages-ci", "scopes": ["pages:edit"] });
     let created = cluster.api_call(reqwest::Method::POST, "/v1/tokens", Some(body)).await.expect("create");
     assert_eq!(created.status, 201, "{:?}", created.body);
     let pages_secret = created.body["token"].as_str().expect("token").to_owned();
     assert_eq!(create(pages_secret.clone()).await, 201);
+    // Reading is not editing.
+    let body = json!({ "name": "pages-viewer", "scopes": ["pages:read"] });
+    let created = cluster.api_call(reqwest::Method::POST, "/v1/tokens", Some(body)).await.expect("create");
+    let reader = created.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(send(anonymous, "GET", &projects, None, Some(&reader)).await, 200);
+    assert_eq!(create(reader).await, 403);
     assert_eq!(send(anonymous, "GET", &deployments, None, Some(&pages_secret)).await, 403, "pages is not workers");
 
     // The secret is never listed; revoking it reaches every node.
