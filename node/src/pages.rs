@@ -71,7 +71,7 @@ struct Project {
 
 /// One deployment: its files and rules, its manifest's blob, and the worker its Functions
 /// run as.
-struct Deployed {
+pub struct Deployed {
     site: Site,
     manifest_hash: String,
     worker: Option<String>,
@@ -115,6 +115,16 @@ impl Cache {
     }
 }
 
+/// What a Pages host names ([`Pages::route`]).
+pub enum Route {
+    Deployment {
+        deployed: Arc<Deployed>,
+        preview: bool,
+    },
+    /// A Pages host no deployment answers on (the host, for the 404).
+    Missing(String),
+}
+
 /// Which of a project's deployments a host names.
 #[derive(Debug, PartialEq, Eq)]
 struct Target<'a> {
@@ -141,6 +151,23 @@ impl Pages {
     /// Whether `host` (as the request sent it, port and all) is a Pages host.
     pub fn owns(&self, host: &str) -> bool {
         self.target(&host_only(host)).is_some()
+    }
+
+    /// What a Pages host (as the request sent it) names, resolved once per request; `None`
+    /// when it is not a Pages host.
+    pub fn route(&self, host: &str) -> Option<Route> {
+        let host = host_only(host);
+        let target = self.target(&host)?;
+        let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
+        let deployed = match (projects.get(target.project.as_ref()), target.label) {
+            (Some(p), None) => p.production.clone(),
+            (Some(p), Some(label)) => p.by_id.get(label).or_else(|| p.by_alias.get(label)).cloned(),
+            (None, _) => None,
+        };
+        Some(match deployed {
+            Some(deployed) => Route::Deployment { deployed, preview: target.label.is_some() },
+            None => Route::Missing(host.into_owned()),
+        })
     }
 
     fn target<'a>(&self, host: &'a str) -> Option<Target<'a>> {
@@ -270,25 +297,15 @@ impl Pages {
         names
     }
 
-    /// Answers a request for a Pages host: its Functions when `_routes.json` sends the path
-    /// there, else its assets.
-    pub async fn serve(&self, req: Request<Body>, runtime: &nimbus_runtime::Runtime) -> Response {
-        let host = host_only(req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""));
-        let Some(target) = self.target(&host) else { return plain(StatusCode::NOT_FOUND, "Not Found\n") };
-        let deployed = {
-            let projects = self.inner.projects.read().unwrap_or_else(|p| p.into_inner());
-            let project = projects.get(target.project.as_ref());
-            match (project, target.label) {
-                (Some(p), None) => p.production.clone(),
-                (Some(p), Some(label)) => p.by_id.get(label).or_else(|| p.by_alias.get(label)).cloned(),
-                (None, _) => None,
+    /// Answers a request for the Pages host `route` came from: its Functions when
+    /// `_routes.json` sends the path there, else its assets.
+    pub async fn serve(&self, route: Route, req: Request<Body>, runtime: &nimbus_runtime::Runtime) -> Response {
+        let (deployed, preview) = match route {
+            Route::Deployment { deployed, preview } => (deployed, preview),
+            Route::Missing(host) => {
+                return plain(StatusCode::NOT_FOUND, &format!("no Pages deployment answers on {host}\n"));
             }
         };
-        let Some(deployed) = deployed else {
-            return plain(StatusCode::NOT_FOUND, &format!("no Pages deployment answers on {host}\n"));
-        };
-        let preview = target.label.is_some();
-        drop(target);
         if let Some(worker) = &deployed.worker {
             let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
             if deployed.site.runs_functions(&path) == Some(true) {

@@ -184,8 +184,8 @@ async fn dispatch(State(edge): State<Arc<Edge>>, mut req: Request<Body>) -> Resp
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    if edge.pages.owns(host) {
-        return edge.pages.serve(req, &edge.runtime).await;
+    if let Some(route) = edge.pages.route(host) {
+        return edge.pages.serve(route, req, &edge.runtime).await;
     }
     let host = host.to_string();
     if let Some(worker) = edge.runtime.route(&host, req.uri().path()) {
